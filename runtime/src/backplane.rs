@@ -1,0 +1,122 @@
+//! The backplane: what crosses nodes. Channel publish with per-channel sequencing and history,
+//! unsequenced room signals (presence events), presence lists, and delivery to a user or a
+//! connection wherever it lives. `rooms` and `registry` reach other nodes only through it.
+//!
+//! Contract for every implementation:
+//! - `publish` assigns the channel's next `seq` (strictly increasing, cluster-wide) and hands
+//!   the encoded frame to `LocalDelivery::deliver_to_room` on every node with members, in `seq`
+//!   order per channel.
+//! - `history_since` answers with every retained message after `since`, in order, or says it
+//!   cannot (`recovered: false`).
+//! - Implementations never call into `LocalDelivery` while holding a lock that `LocalDelivery`
+//!   might take, and `LocalDelivery` never calls back into the backplane.
+
+pub mod memory;
+
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+
+use crate::config::HistoryConfig;
+use crate::protocol::{Frame, MemberInfo};
+use crate::registry::ConnId;
+
+/// A room: a channel name within a tenant. Rooms of different tenants never meet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomKey {
+    /// The tenant's name.
+    pub tenant: Arc<str>,
+    /// The channel as clients name it.
+    pub channel: Arc<str>,
+}
+
+impl RoomKey {
+    /// The room `channel` of `tenant`.
+    pub fn new(tenant: &Arc<str>, channel: &str) -> Self {
+        RoomKey {
+            tenant: tenant.clone(),
+            channel: Arc::from(channel),
+        }
+    }
+}
+
+/// A message to publish on a channel.
+#[derive(Debug, Clone, Copy)]
+pub struct Publish<'a> {
+    /// The envelope type subscribers see.
+    pub msg_type: &'a str,
+    /// Raw JSON payload; `None` is delivered as `null`.
+    pub payload: Option<&'a str>,
+    /// A connection that should not receive its own message.
+    pub except: Option<&'a ConnId>,
+    /// How much history the channel keeps.
+    pub history: &'a HistoryConfig,
+}
+
+/// The answer to a recovery request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// True when every message after `since` is in `frames`.
+    pub recovered: bool,
+    /// The missed messages in order, with their `seq`.
+    pub frames: Vec<(u64, Frame)>,
+}
+
+/// Why a backplane operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackplaneError {
+    /// The shared store cannot be reached; local delivery goes on.
+    #[error("backplane unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Cross-node messaging, sequencing, history and presence.
+#[async_trait]
+pub trait Backplane: Send + Sync + std::fmt::Debug {
+    /// Connects the backplane to this node's local delivery.
+    fn attach(&self, local: Weak<dyn LocalDelivery>);
+    /// Sequences, records and delivers a channel message; returns its `seq`.
+    async fn publish(&self, room: &RoomKey, message: Publish<'_>) -> Result<u64, BackplaneError>;
+    /// Delivers an unsequenced frame (a presence event) to the room on every node.
+    async fn signal(
+        &self,
+        room: &RoomKey,
+        frame: Frame,
+        except: Option<&ConnId>,
+    ) -> Result<(), BackplaneError>;
+    /// This node has its first local member in the room.
+    async fn subscribe(&self, room: &RoomKey) -> Result<(), BackplaneError>;
+    /// This node has no local member left in the room.
+    async fn unsubscribe(&self, room: &RoomKey) -> Result<(), BackplaneError>;
+    /// Records a member for cluster-wide presence.
+    async fn presence_add(&self, room: &RoomKey, member: &MemberInfo) -> Result<(), BackplaneError>;
+    /// Forgets a member.
+    async fn presence_remove(&self, room: &RoomKey, connection: &ConnId) -> Result<(), BackplaneError>;
+    /// Every member of the room on every node.
+    async fn presence_members(&self, room: &RoomKey) -> Result<Vec<MemberInfo>, BackplaneError>;
+    /// Delivers a frame to every connection of a user, on any node; returns how many.
+    async fn send_to_user(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        frame: Frame,
+    ) -> Result<usize, BackplaneError>;
+    /// Delivers a frame to one connection, on any node; false when it is not found.
+    async fn send_to_connection(&self, connection: &ConnId, frame: Frame) -> Result<bool, BackplaneError>;
+    /// The retained messages after `since`.
+    async fn history_since(&self, room: &RoomKey, since: u64) -> Result<Recovery, BackplaneError>;
+    /// False while cross-node delivery cannot be trusted.
+    fn is_ready(&self) -> bool;
+}
+
+/// How a backplane hands messages to this node's connections.
+pub trait LocalDelivery: Send + Sync {
+    /// Queues a frame for every local member of the room except `except`.
+    fn deliver_to_room(&self, room: &RoomKey, frame: &Frame, seq: Option<u64>, except: Option<&ConnId>);
+    /// Queues a frame for every local connection of a user; returns how many.
+    fn deliver_to_user(&self, tenant: &str, user_id: &str, frame: &Frame) -> usize;
+    /// Queues a frame for one local connection; false when it is not here.
+    fn deliver_to_connection(&self, connection: &ConnId, frame: &Frame) -> bool;
+    /// The room's members on this node.
+    fn local_members(&self, room: &RoomKey) -> Vec<MemberInfo>;
+}

@@ -1,0 +1,669 @@
+//! The TOML configuration: parsed into raw serde structs, then validated once into typed
+//! settings. Every error names the file and the key it concerns.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the one HTTP listener.
+    pub listen: SocketAddr,
+    /// Log output settings.
+    pub log: LogConfig,
+    /// Ping interval.
+    pub heartbeat_interval: Duration,
+    /// How long after a ping a silent connection is presumed dead.
+    pub heartbeat_timeout: Duration,
+    /// How long a graceful shutdown waits for connections to close.
+    pub drain_timeout: Duration,
+    /// Connections this node accepts across all tenants.
+    pub max_connections: usize,
+    /// The tenants, `default` serving `/ws`.
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// Log format and filter.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Text for humans or JSON lines for collectors.
+    pub format: LogFormat,
+    /// A `tracing_subscriber::EnvFilter` directive, e.g. `info` or `switchboard=debug`.
+    pub level: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One tenant's settings.
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    /// Name used in `/ws/{tenant}` and the publish API.
+    pub name: String,
+    /// Bearer key for `POST /api/publish`; without one the tenant has no publish API.
+    pub api_key: Option<String>,
+    /// `Origin` values accepted on upgrade; empty means any.
+    pub allowed_origins: Vec<String>,
+    /// How tokens are verified.
+    pub jwt: JwtConfig,
+    /// Connection and message limits.
+    pub limits: TenantLimits,
+    /// Per-channel history kept for recovery.
+    pub history: HistoryConfig,
+    /// Channel patterns (`*` wildcards) in which presence is off.
+    pub presence_disabled: Vec<String>,
+}
+
+/// Token verification settings of a tenant.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// The key material.
+    pub key: JwtKey,
+    /// Algorithms accepted, all of the key's family unless narrowed.
+    pub algorithms: Vec<String>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Clock leeway for `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+/// Where a tenant's verification key comes from.
+#[derive(Clone)]
+pub enum JwtKey {
+    /// A shared HMAC secret (HS256/384/512).
+    Secret(Vec<u8>),
+    /// A public key in PEM, with the algorithm family it is for.
+    PublicKeyPem {
+        /// The file it was read from, for error messages.
+        path: PathBuf,
+        /// The PEM text.
+        pem: Vec<u8>,
+    },
+    /// A JWKS document (RFC 7517), read from a file.
+    Jwks {
+        /// The file it was read from, for error messages.
+        path: PathBuf,
+        /// The JSON text.
+        json: String,
+    },
+}
+
+impl fmt::Debug for JwtKey {
+    // Secrets never reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JwtKey::Secret(_) => f.write_str("Secret(..)"),
+            JwtKey::PublicKeyPem { path, .. } => write!(f, "PublicKeyPem({})", path.display()),
+            JwtKey::Jwks { path, .. } => write!(f, "Jwks({})", path.display()),
+        }
+    }
+}
+
+/// Limits of one tenant.
+#[derive(Debug, Clone)]
+pub struct TenantLimits {
+    /// Live connections of this tenant on this node.
+    pub max_connections: usize,
+    /// Token bucket refill rate, messages per second.
+    pub messages_per_second: f64,
+    /// Token bucket capacity.
+    pub burst: f64,
+    /// Largest accepted message, after reassembly.
+    pub max_message_bytes: usize,
+    /// Outbound queue bound in messages.
+    pub outbound_queue_messages: usize,
+    /// Outbound queue bound in bytes.
+    pub outbound_queue_bytes: usize,
+    /// Rooms one connection may be in at once.
+    pub max_rooms_per_connection: usize,
+}
+
+/// Per-channel history settings.
+#[derive(Debug, Clone)]
+pub struct HistoryConfig {
+    /// Messages kept per channel; 0 turns recovery off.
+    pub size: usize,
+    /// How long a channel's history outlives its last message.
+    pub ttl: Duration,
+}
+
+/// A configuration problem, naming the file and the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigIssue {
+    /// The config file.
+    pub file: String,
+    /// The dotted key, e.g. `tenants[0].jwt.secret`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Everything wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The config file.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse into the expected shape.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The config file.
+        file: String,
+        /// The parser's message, which names the key and the line.
+        message: String,
+    },
+    /// Values that parsed but are invalid.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+impl ConfigError {
+    /// One line per problem, for the `check` command.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid(issues) => issues.iter().map(ToString::to_string).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    parse(&text, &file, base_dir)
+}
+
+/// Parses and validates config text; relative key paths resolve against `base_dir`.
+pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
+        file: file.to_owned(),
+        message: error.to_string().trim_end().to_owned(),
+    })?;
+    let mut validator = Validator {
+        file,
+        base_dir,
+        issues: Vec::new(),
+    };
+    let config = validator.config(raw);
+    if validator.issues.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(validator.issues))
+    }
+}
+
+// ---- raw shape of the file ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default)]
+    max_connections: Option<i64>,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    heartbeat: RawHeartbeat,
+    #[serde(default)]
+    shutdown: RawShutdown,
+    #[serde(default)]
+    tenants: Vec<RawTenant>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<LogFormat>,
+    level: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHeartbeat {
+    interval: Option<RawDuration>,
+    timeout: Option<RawDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawShutdown {
+    drain_timeout: Option<RawDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    name: String,
+    api_key: Option<RawSecret>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    jwt: RawJwt,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    history: RawHistory,
+    #[serde(default)]
+    presence: RawPresence,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    secret: Option<RawSecret>,
+    public_key_file: Option<String>,
+    jwks_file: Option<String>,
+    algorithms: Option<Vec<String>>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: Option<RawDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_connections: Option<i64>,
+    messages_per_second: Option<f64>,
+    burst: Option<f64>,
+    max_message_bytes: Option<i64>,
+    outbound_queue_messages: Option<i64>,
+    outbound_queue_bytes: Option<i64>,
+    max_rooms_per_connection: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHistory {
+    size: Option<i64>,
+    ttl: Option<RawDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPresence {
+    #[serde(default)]
+    disabled: Vec<String>,
+}
+
+/// A secret given inline or as `{ env = "VAR" }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSecret {
+    Inline(String),
+    Env { env: String },
+}
+
+/// A duration given as seconds (integer or fractional) or as text such as `"250ms"` or `"30s"`.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum RawDuration {
+    Seconds(f64),
+    Text(String),
+}
+
+// ---- validation ----
+
+struct Validator<'a> {
+    file: &'a str,
+    base_dir: &'a Path,
+    issues: Vec<ConfigIssue>,
+}
+
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+impl Validator<'_> {
+    fn issue(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.issues.push(ConfigIssue {
+            file: self.file.to_owned(),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let listen = raw.listen.parse().unwrap_or_else(|_| {
+            self.issue(
+                "listen",
+                format!("`{}` is not an address such as 127.0.0.1:8080", raw.listen),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+        let level = raw.log.level.unwrap_or_else(|| "info".to_owned());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            self.issue("log.level", format!("`{level}` is not a log filter"));
+        }
+        let heartbeat_interval = self.duration(
+            "heartbeat.interval",
+            raw.heartbeat.interval,
+            Duration::from_secs(30),
+        );
+        let heartbeat_timeout = self.duration(
+            "heartbeat.timeout",
+            raw.heartbeat.timeout,
+            Duration::from_secs(10),
+        );
+        let drain_timeout = self.duration(
+            "shutdown.drain_timeout",
+            raw.shutdown.drain_timeout,
+            Duration::from_secs(10),
+        );
+        let max_connections = self.count("max_connections", raw.max_connections, 100_000);
+
+        if raw.tenants.is_empty() {
+            self.issue("tenants", "at least one tenant is required");
+        }
+        let mut tenants = Vec::with_capacity(raw.tenants.len());
+        for (index, tenant) in raw.tenants.into_iter().enumerate() {
+            let key = format!("tenants[{index}]");
+            if tenants
+                .iter()
+                .any(|existing: &TenantConfig| existing.name == tenant.name)
+            {
+                self.issue(
+                    format!("{key}.name"),
+                    format!("tenant `{}` is defined twice", tenant.name),
+                );
+            }
+            if let Some(valid) = self.tenant(&key, tenant) {
+                tenants.push(valid);
+            }
+        }
+        Config {
+            listen,
+            log: LogConfig {
+                format: raw.log.format.unwrap_or(LogFormat::Text),
+                level,
+            },
+            heartbeat_interval,
+            heartbeat_timeout,
+            drain_timeout,
+            max_connections,
+            tenants,
+        }
+    }
+
+    fn tenant(&mut self, key: &str, raw: RawTenant) -> Option<TenantConfig> {
+        let name_ok = !raw.name.is_empty()
+            && raw.name.len() <= 64
+            && raw
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            self.issue(
+                format!("{key}.name"),
+                format!(
+                    "`{}` is not a tenant name (1..64 of A-Z a-z 0-9 - _)",
+                    raw.name
+                ),
+            );
+        }
+        let api_key = raw
+            .api_key
+            .and_then(|secret| self.secret(&format!("{key}.api_key"), secret));
+        if api_key.as_deref() == Some("") {
+            self.issue(format!("{key}.api_key"), "must not be empty");
+        }
+        for (index, origin) in raw.allowed_origins.iter().enumerate() {
+            if origin.is_empty() || origin.ends_with('/') {
+                self.issue(
+                    format!("{key}.allowed_origins[{index}]"),
+                    format!("`{origin}` is not an origin such as https://example.com"),
+                );
+            }
+        }
+        let jwt = self.jwt(&format!("{key}.jwt"), raw.jwt);
+        let limits = self.limits(&format!("{key}.limits"), raw.limits);
+        let history = HistoryConfig {
+            size: self.count(&format!("{key}.history.size"), raw.history.size, 100),
+            ttl: self.duration(
+                &format!("{key}.history.ttl"),
+                raw.history.ttl,
+                Duration::from_secs(300),
+            ),
+        };
+        for (index, pattern) in raw.presence.disabled.iter().enumerate() {
+            if pattern.is_empty() {
+                self.issue(
+                    format!("{key}.presence.disabled[{index}]"),
+                    "an empty pattern",
+                );
+            }
+        }
+        Some(TenantConfig {
+            name: raw.name,
+            api_key,
+            allowed_origins: raw.allowed_origins,
+            jwt: jwt?,
+            limits,
+            history,
+            presence_disabled: raw.presence.disabled,
+        })
+    }
+
+    fn jwt(&mut self, key: &str, raw: RawJwt) -> Option<JwtConfig> {
+        let sources = [
+            raw.secret.is_some(),
+            raw.public_key_file.is_some(),
+            raw.jwks_file.is_some(),
+        ]
+        .iter()
+        .filter(|present| **present)
+        .count();
+        if sources != 1 {
+            self.issue(
+                key,
+                "set exactly one of `secret`, `public_key_file`, `jwks_file`",
+            );
+            return None;
+        }
+        let leeway = self.duration(
+            &format!("{key}.leeway"),
+            raw.leeway,
+            Duration::from_secs(5),
+        );
+        let (jwt_key, family): (JwtKey, &[&str]) = if let Some(secret) = raw.secret {
+            let secret = self.secret(&format!("{key}.secret"), secret)?;
+            if secret.is_empty() {
+                self.issue(format!("{key}.secret"), "must not be empty");
+                return None;
+            }
+            (
+                JwtKey::Secret(secret.into_bytes()),
+                &["HS256", "HS384", "HS512"],
+            )
+        } else if let Some(file) = raw.public_key_file {
+            let path = self.base_dir.join(&file);
+            let pem = match std::fs::read(&path) {
+                Ok(pem) => pem,
+                Err(error) => {
+                    self.issue(
+                        format!("{key}.public_key_file"),
+                        format!("cannot read {}: {error}", path.display()),
+                    );
+                    return None;
+                }
+            };
+            (
+                JwtKey::PublicKeyPem { path, pem },
+                &["RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA"],
+            )
+        } else {
+            let file = raw.jwks_file.unwrap_or_default();
+            let path = self.base_dir.join(&file);
+            let json = match std::fs::read_to_string(&path) {
+                Ok(json) => json,
+                Err(error) => {
+                    self.issue(
+                        format!("{key}.jwks_file"),
+                        format!("cannot read {}: {error}", path.display()),
+                    );
+                    return None;
+                }
+            };
+            (
+                JwtKey::Jwks { path, json },
+                &["RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA"],
+            )
+        };
+        let algorithms = match raw.algorithms {
+            Some(list) => {
+                if list.is_empty() {
+                    self.issue(format!("{key}.algorithms"), "must not be empty");
+                }
+                for (index, algorithm) in list.iter().enumerate() {
+                    if !family.contains(&algorithm.as_str()) {
+                        self.issue(
+                            format!("{key}.algorithms[{index}]"),
+                            format!(
+                                "`{algorithm}` does not fit this key; one of {}",
+                                family.join(", ")
+                            ),
+                        );
+                    }
+                }
+                list
+            }
+            None => family.iter().map(|name| (*name).to_owned()).collect(),
+        };
+        Some(JwtConfig {
+            key: jwt_key,
+            algorithms,
+            issuer: raw.issuer,
+            audience: raw.audience,
+            leeway,
+        })
+    }
+
+    fn limits(&mut self, key: &str, raw: RawLimits) -> TenantLimits {
+        let messages_per_second = raw.messages_per_second.unwrap_or(100.0);
+        if !(messages_per_second.is_finite() && messages_per_second > 0.0) {
+            self.issue(
+                format!("{key}.messages_per_second"),
+                "must be a positive number",
+            );
+        }
+        let burst = raw.burst.unwrap_or(200.0);
+        if !(burst.is_finite() && burst >= 1.0) {
+            self.issue(format!("{key}.burst"), "must be at least 1");
+        }
+        TenantLimits {
+            max_connections: self.count(
+                &format!("{key}.max_connections"),
+                raw.max_connections,
+                10_000,
+            ),
+            messages_per_second,
+            burst,
+            max_message_bytes: self.positive(
+                &format!("{key}.max_message_bytes"),
+                raw.max_message_bytes,
+                DEFAULT_MAX_MESSAGE_BYTES,
+            ),
+            outbound_queue_messages: self.positive(
+                &format!("{key}.outbound_queue_messages"),
+                raw.outbound_queue_messages,
+                1024,
+            ),
+            outbound_queue_bytes: self.positive(
+                &format!("{key}.outbound_queue_bytes"),
+                raw.outbound_queue_bytes,
+                8 * 1024 * 1024,
+            ),
+            max_rooms_per_connection: self.positive(
+                &format!("{key}.max_rooms_per_connection"),
+                raw.max_rooms_per_connection,
+                1000,
+            ),
+        }
+    }
+
+    fn secret(&mut self, key: &str, raw: RawSecret) -> Option<String> {
+        match raw {
+            RawSecret::Inline(value) => Some(value),
+            RawSecret::Env { env } => match std::env::var(&env) {
+                Ok(value) => Some(value),
+                Err(_) => {
+                    self.issue(
+                        key,
+                        format!("environment variable `{env}` is not set or not UTF-8"),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn count(&mut self, key: &str, raw: Option<i64>, default: usize) -> usize {
+        match raw {
+            None => default,
+            Some(value) => usize::try_from(value).unwrap_or_else(|_| {
+                self.issue(key, "must not be negative");
+                default
+            }),
+        }
+    }
+
+    fn positive(&mut self, key: &str, raw: Option<i64>, default: usize) -> usize {
+        match raw {
+            Some(value) if value <= 0 => {
+                self.issue(key, "must be positive");
+                default
+            }
+            other => self.count(key, other, default),
+        }
+    }
+
+    fn duration(&mut self, key: &str, raw: Option<RawDuration>, default: Duration) -> Duration {
+        let parsed = match raw {
+            None => return default,
+            Some(RawDuration::Seconds(seconds)) => {
+                Duration::try_from_secs_f64(seconds).map_err(|_| "a non-negative number".into())
+            }
+            Some(RawDuration::Text(text)) => humantime::parse_duration(&text)
+                .map_err(|error| format!("`{text}`: {error} (write e.g. \"250ms\" or \"30s\")")),
+        };
+        match parsed {
+            Ok(duration) if !duration.is_zero() => duration,
+            Ok(_) => {
+                self.issue(key, "must be greater than zero");
+                default
+            }
+            Err(message) => {
+                self.issue(key, format!("not a duration: {message}"));
+                default
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

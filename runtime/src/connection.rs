@@ -1,0 +1,277 @@
+//! One connection after the upgrade: a single task reads frames, enforces size, UTF-8, rate
+//! and envelope rules, handles the built-in types, drains the outbox in batches, and keeps the
+//! heartbeat. Generic over `Stream`/`Sink` so it can be driven without a socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde_json::Value;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::heartbeat::{Heartbeat, HeartbeatAction};
+use crate::node::Node;
+use crate::outbox::Batch;
+use crate::protocol::{self, CloseReason, Envelope, ErrorCode, Frame};
+use crate::ratelimit::TokenBucket;
+use crate::registry::ConnHandle;
+
+/// How long the server waits for the peer's close frame after sending its own.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How a connection ended, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The server sent a close frame with this code.
+    ClosedByServer(u16),
+    /// The client sent a close frame with this code (1005 when it had none).
+    ClosedByClient(u16),
+    /// The TCP connection ended or was dropped without a close handshake.
+    Dropped,
+}
+
+impl Ending {
+    /// The close code to count (0 for a drop).
+    pub fn code(self) -> u16 {
+        match self {
+            Ending::ClosedByServer(code) | Ending::ClosedByClient(code) => code,
+            Ending::Dropped => 0,
+        }
+    }
+}
+
+enum Step {
+    Continue,
+    Close(CloseReason),
+    PeerClosed(u16),
+}
+
+/// Runs a registered connection to its end, then removes it from the registry and every room.
+pub async fn serve<S>(node: Arc<Node>, conn: Arc<ConnHandle>, mut socket: S) -> Ending
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+{
+    let ending = run(&node, &conn, &mut socket).await;
+    drop(socket);
+    node.disconnect(&conn, ending.code()).await;
+    tracing::debug!(connection = %conn.id, ?ending, "connection ended");
+    ending
+}
+
+async fn run<S>(node: &Node, conn: &Arc<ConnHandle>, socket: &mut S) -> Ending
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+{
+    let config = &node.config;
+    let limits = &conn.tenant.limits;
+    let now = Instant::now();
+    let mut bucket = TokenBucket::new(limits.messages_per_second, limits.burst, now);
+    let mut heartbeat = Heartbeat::new(config.heartbeat_interval, config.heartbeat_timeout, now);
+    // A write that cannot finish within this time means the peer stopped reading.
+    let write_timeout = config.heartbeat_interval + config.heartbeat_timeout;
+
+    // The welcome was queued before the connection was registered, so it goes first.
+    loop {
+        let deadline = heartbeat.next_deadline();
+        tokio::select! {
+            biased;
+            () = conn.outbox.ready() => {
+                while let Some(batch) = conn.outbox.take() {
+                    match batch {
+                        Batch::Frames(frames) => {
+                            if write_batch(socket, conn, frames, write_timeout).await.is_err() {
+                                return Ending::Dropped;
+                            }
+                        }
+                        Batch::Close(reason) => return close(socket, reason).await,
+                    }
+                }
+            }
+            incoming = socket.next() => {
+                heartbeat.received();
+                let step = match incoming {
+                    None => return Ending::Dropped,
+                    Some(Ok(message)) => handle_message(node, conn, &mut bucket, message).await,
+                    Some(Err(error)) => match close_reason_for(&error) {
+                        Some(reason) => Step::Close(reason),
+                        None => return Ending::Dropped,
+                    },
+                };
+                match step {
+                    Step::Continue => {}
+                    Step::Close(reason) => return close(socket, reason).await,
+                    Step::PeerClosed(code) => {
+                        finish_close_handshake(socket).await;
+                        return Ending::ClosedByClient(code);
+                    }
+                }
+            }
+            () = sleep_until(deadline) => match heartbeat.poll(Instant::now()) {
+                HeartbeatAction::SendPing => {
+                    let ping = socket.send(Message::Ping(Bytes::new()));
+                    if !matches!(timeout(write_timeout, ping).await, Ok(Ok(()))) {
+                        return Ending::Dropped;
+                    }
+                }
+                // Presumed dead: no close handshake with a peer that does not answer.
+                HeartbeatAction::Dead => return Ending::Dropped,
+                HeartbeatAction::Wait => {}
+            },
+        }
+    }
+}
+
+async fn write_batch<S>(
+    socket: &mut S,
+    conn: &ConnHandle,
+    frames: std::collections::VecDeque<Frame>,
+    write_timeout: Duration,
+) -> Result<(), ()>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    let count = frames.len();
+    let write = async {
+        let mut bytes = 0;
+        for frame in frames {
+            bytes += frame.len();
+            socket.feed(Message::Text(frame.into_utf8_bytes())).await?;
+        }
+        socket.flush().await?;
+        Ok::<usize, WsError>(bytes)
+    };
+    match timeout(write_timeout, write).await {
+        Ok(Ok(bytes)) => {
+            conn.tenant.metrics.messages_out(count, bytes);
+            Ok(())
+        }
+        _ => Err(()),
+    }
+}
+
+/// Sends the close frame, then waits briefly for the peer's answer before dropping TCP.
+async fn close<S>(socket: &mut S, reason: CloseReason) -> Ending
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+{
+    let code = reason.code();
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.reason().into(),
+    };
+    if timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.send(Message::Close(Some(frame))))
+        .await
+        .is_ok()
+    {
+        finish_close_handshake(socket).await;
+    }
+    Ending::ClosedByServer(code)
+}
+
+async fn finish_close_handshake<S>(socket: &mut S)
+where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    let drain = async {
+        while let Some(Ok(_)) = socket.next().await {}
+    };
+    let _ = timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
+}
+
+/// The close a read error calls for; `None` when the peer is simply gone.
+fn close_reason_for(error: &WsError) -> Option<CloseReason> {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    match error {
+        WsError::Capacity(_) => Some(CloseReason::TooBig),
+        WsError::Utf8(_) => Some(CloseReason::InvalidUtf8),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(detail) => Some(CloseReason::ProtocolError(detail.to_string())),
+        _ => None,
+    }
+}
+
+async fn handle_message(
+    node: &Node,
+    conn: &Arc<ConnHandle>,
+    bucket: &mut TokenBucket,
+    message: Message,
+) -> Step {
+    let text = match message {
+        Message::Text(text) => text,
+        Message::Binary(data) => {
+            conn.tenant.metrics.message_in(data.len());
+            return Step::Close(CloseReason::BinaryFrame);
+        }
+        Message::Close(frame) => {
+            return Step::PeerClosed(frame.map_or(1005, |frame| u16::from(frame.code)));
+        }
+        // Control frames prove liveness and cost nothing; tungstenite answers pings itself.
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Step::Continue,
+    };
+    conn.tenant.metrics.message_in(text.len());
+    if !bucket.try_take(Instant::now()) {
+        return Step::Close(CloseReason::RateLimited);
+    }
+    let envelope = match Envelope::parse(text.as_str()) {
+        Ok(envelope) => envelope,
+        Err(error) => return Step::Close(CloseReason::InvalidEnvelope(error.to_string())),
+    };
+    dispatch(node, conn, &envelope).await;
+    Step::Continue
+}
+
+async fn dispatch(node: &Node, conn: &Arc<ConnHandle>, envelope: &Envelope<'_>) {
+    let correlation_id = envelope.correlation_id.as_deref();
+    let result = match envelope.msg_type.as_ref() {
+        "ping" => {
+            conn.outbox.push(protocol::pong(correlation_id));
+            Ok(())
+        }
+        "room:join" => match (envelope.channel.as_deref(), recovery_since(envelope)) {
+            (None, _) => Err((ErrorCode::BadRequest, "`room:join` needs a `channel`".to_owned())),
+            (_, Err(message)) => Err((ErrorCode::BadRequest, message)),
+            (Some(channel), Ok(since)) => node
+                .rooms
+                .join(conn, channel, since, correlation_id)
+                .await
+                .map_err(|error| (error.code, error.message)),
+        },
+        "room:leave" => match envelope.channel.as_deref() {
+            None => Err((ErrorCode::BadRequest, "`room:leave` needs a `channel`".to_owned())),
+            Some(channel) => node
+                .rooms
+                .leave(conn, channel, correlation_id)
+                .await
+                .map_err(|error| (error.code, error.message)),
+        },
+        other => Err((
+            ErrorCode::UnknownType,
+            format!("no handler for type `{other}`"),
+        )),
+    };
+    if let Err((code, message)) = result {
+        conn.outbox
+            .push(protocol::error(correlation_id, code, &message));
+    }
+}
+
+/// `payload.since` of a `room:join`: absent, or a non-negative integer.
+fn recovery_since(envelope: &Envelope<'_>) -> Result<Option<u64>, String> {
+    let Some(payload) = envelope.payload else {
+        return Ok(None);
+    };
+    let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(payload.get()) else {
+        return Ok(None);
+    };
+    match fields.get("since") {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| "`since` must be a non-negative integer".to_owned()),
+    }
+}

@@ -1,0 +1,27 @@
+//! Switchboard: a WebSocket runtime. The modules, in reading order:
+//!
+//! - `config`: the TOML file, validated into typed settings;
+//! - `protocol`: the wire envelope, frames, error and close codes;
+//! - `auth`: token verification and origin policy, before the upgrade;
+//! - `tenant`: a tenant's keys, limits and connection count;
+//! - `server`: the listener, routes and the upgrade handshake;
+//! - `connection`: one connection's loop; with `outbox`, `ratelimit`, `heartbeat`;
+//! - `registry`: live connections; `rooms`: membership, presence and fan-out;
+//! - `backplane`: what crosses nodes (in memory for one node);
+//! - `admin`: the publish API; `metrics`: Prometheus text; `node`: the shared state.
+
+pub mod admin;
+pub mod auth;
+pub mod backplane;
+pub mod config;
+pub mod connection;
+pub mod heartbeat;
+pub mod metrics;
+pub mod node;
+pub mod outbox;
+pub mod protocol;
+pub mod ratelimit;
+pub mod registry;
+pub mod rooms;
+pub mod server;
+pub mod tenant;

@@ -1,0 +1,211 @@
+//! The `switchboard` command: `serve`, `check` and `token`. Thin: parse flags, load the config,
+//! set up logging, hand over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Map, Value};
+use switchboard::config::{self, Config, JwtKey, LogFormat};
+use switchboard::tenant::Tenants;
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "A WebAssembly-programmable WebSocket runtime")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve WebSocket connections with the given config.
+    Serve {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file; prints every problem with its file and key.
+    Check {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Mint a development token from a tenant's HS secret.
+    Token {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The tenant whose secret signs the token.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime, e.g. `1h` or `15m`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// An extra claim `key=value`; the value is JSON when it parses, a string otherwise.
+        #[arg(long = "claim", value_parser = parse_claim)]
+        claims: Vec<(String, Value)>,
+    },
+}
+
+fn parse_claim(text: &str) -> Result<(String, Value), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not key=value"))?;
+    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+    Ok((key.to_owned(), value))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Check { config } => return check(&config),
+        Command::Token {
+            config,
+            tenant,
+            sub,
+            ttl,
+            claims,
+        } => token(&config, &tenant, &sub, ttl, claims),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    config::load(path).map_err(|error| anyhow::anyhow!("{error}"))
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let mut problems = match config::load(path) {
+        Ok(config) => match Tenants::new(&config) {
+            Ok(_) => {
+                println!(
+                    "{}: ok ({} tenant{})",
+                    path.display(),
+                    config.tenants.len(),
+                    if config.tenants.len() == 1 { "" } else { "s" }
+                );
+                return ExitCode::SUCCESS;
+            }
+            Err(errors) => errors
+                .into_iter()
+                .map(|error| format!("{}: {error}", path.display()))
+                .collect(),
+        },
+        Err(error) => error.lines(),
+    };
+    problems.sort();
+    for problem in problems {
+        eprintln!("{problem}");
+    }
+    ExitCode::FAILURE
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Raises the open-files soft limit to the hard limit: each connection is a descriptor.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
+    }
+}
+
+fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    init_logging(&config);
+    raise_open_files_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let server = switchboard::server::start(config).await?;
+        // Scripts and tests read the bound address from this line.
+        println!("listening on {}", server.addr);
+        shutdown_signal().await?;
+        server.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM"),
+        _ = interrupt.recv() => tracing::info!("SIGINT"),
+    }
+    Ok(())
+}
+
+fn token(
+    path: &std::path::Path,
+    tenant_name: &str,
+    sub: &str,
+    ttl: Duration,
+    extra: Vec<(String, Value)>,
+) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let tenant = config
+        .tenants
+        .iter()
+        .find(|tenant| tenant.name == tenant_name)
+        .with_context(|| format!("no tenant `{tenant_name}` in {}", path.display()))?;
+    let JwtKey::Secret(secret) = &tenant.jwt.key else {
+        anyhow::bail!("tenant `{tenant_name}` verifies with a public key; only HS secrets can mint tokens here");
+    };
+    let algorithm: Algorithm = tenant
+        .jwt
+        .algorithms
+        .first()
+        .and_then(|name| name.parse().ok())
+        .unwrap_or(Algorithm::HS256);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    let mut claims = Map::new();
+    claims.insert("sub".into(), sub.into());
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), (now + ttl.as_secs().max(1)).into());
+    if let Some(issuer) = &tenant.jwt.issuer {
+        claims.insert("iss".into(), issuer.clone().into());
+    }
+    if let Some(audience) = &tenant.jwt.audience {
+        claims.insert("aud".into(), audience.clone().into());
+    }
+    for (key, value) in extra {
+        claims.insert(key, value);
+    }
+    let token = jsonwebtoken::encode(
+        &Header::new(algorithm),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .context("cannot sign the token")?;
+    println!("{token}");
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! Every metric name and label, defined in one place, and the Prometheus text rendering.
+//! Hot-path counters are plain atomics owned by their tenant; rarer events (rejections, closes)
+//! go into small locked maps.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+/// Counters of one tenant.
+#[derive(Debug, Default)]
+pub struct TenantMetrics {
+    /// Upgrades completed.
+    pub handshakes_accepted: AtomicU64,
+    /// Data messages received.
+    pub messages_in: AtomicU64,
+    /// Bytes of data messages received.
+    pub bytes_in: AtomicU64,
+    /// Frames written to clients.
+    pub messages_out: AtomicU64,
+    /// Bytes of frames written to clients.
+    pub bytes_out: AtomicU64,
+    /// Messages published through the API.
+    pub publishes: AtomicU64,
+}
+
+impl TenantMetrics {
+    /// Counts one received data message.
+    pub fn message_in(&self, bytes: usize) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a batch of written frames.
+    pub fn messages_out(&self, count: usize, bytes: usize) {
+        self.messages_out.fetch_add(count as u64, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// Node-wide counters keyed by labels.
+#[derive(Debug, Default)]
+pub struct NodeMetrics {
+    rejections: Mutex<BTreeMap<(String, &'static str, u16), u64>>,
+    closes: Mutex<BTreeMap<(String, u16), u64>>,
+}
+
+impl NodeMetrics {
+    /// Counts a refused handshake (`tenant` is empty when unknown).
+    pub fn rejection(&self, tenant: &str, reason: &'static str, status: u16) {
+        *self
+            .rejections
+            .lock()
+            .entry((tenant.to_owned(), reason, status))
+            .or_default() += 1;
+    }
+
+    /// Counts a closed connection by close code (0 for a drop without a close frame).
+    pub fn close(&self, tenant: &str, code: u16) {
+        *self
+            .closes
+            .lock()
+            .entry((tenant.to_owned(), code))
+            .or_default() += 1;
+    }
+}
+
+/// The values of one tenant for a scrape.
+#[derive(Debug)]
+pub struct TenantSample<'a> {
+    /// Tenant name.
+    pub name: &'a str,
+    /// Live connections.
+    pub connections: usize,
+    /// Its counters.
+    pub metrics: &'a TenantMetrics,
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders the Prometheus text exposition.
+pub fn render(
+    node: &NodeMetrics,
+    tenants: &[TenantSample<'_>],
+    rooms: usize,
+    draining: bool,
+) -> String {
+    let mut out = String::with_capacity(4096);
+    header(
+        &mut out,
+        "switchboard_connections",
+        "gauge",
+        "Live WebSocket connections.",
+    );
+    for tenant in tenants {
+        let _ = writeln!(
+            out,
+            "switchboard_connections{{tenant=\"{}\"}} {}",
+            escape(tenant.name),
+            tenant.connections
+        );
+    }
+    let counters: [(&str, &str, fn(&TenantMetrics) -> &AtomicU64); 6] = [
+        (
+            "switchboard_handshakes_accepted_total",
+            "WebSocket upgrades completed.",
+            |m| &m.handshakes_accepted,
+        ),
+        (
+            "switchboard_messages_in_total",
+            "Data messages received from clients.",
+            |m| &m.messages_in,
+        ),
+        (
+            "switchboard_bytes_in_total",
+            "Bytes of data messages received from clients.",
+            |m| &m.bytes_in,
+        ),
+        (
+            "switchboard_messages_out_total",
+            "Frames written to clients.",
+            |m| &m.messages_out,
+        ),
+        (
+            "switchboard_bytes_out_total",
+            "Bytes of frames written to clients.",
+            |m| &m.bytes_out,
+        ),
+        (
+            "switchboard_publishes_total",
+            "Messages published through the publish API.",
+            |m| &m.publishes,
+        ),
+    ];
+    for (name, help, field) in counters {
+        header(&mut out, name, "counter", help);
+        for tenant in tenants {
+            let _ = writeln!(
+                out,
+                "{name}{{tenant=\"{}\"}} {}",
+                escape(tenant.name),
+                field(tenant.metrics).load(Ordering::Relaxed)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "switchboard_handshake_rejections_total",
+        "counter",
+        "Upgrades refused, by reason and HTTP status.",
+    );
+    for ((tenant, reason, status), count) in node.rejections.lock().iter() {
+        let _ = writeln!(
+            out,
+            "switchboard_handshake_rejections_total{{tenant=\"{}\",reason=\"{reason}\",status=\"{status}\"}} {count}",
+            escape(tenant)
+        );
+    }
+    header(
+        &mut out,
+        "switchboard_closes_total",
+        "counter",
+        "Connections ended, by close code (0: dropped without a close frame).",
+    );
+    for ((tenant, code), count) in node.closes.lock().iter() {
+        let _ = writeln!(
+            out,
+            "switchboard_closes_total{{tenant=\"{}\",code=\"{code}\"}} {count}",
+            escape(tenant)
+        );
+    }
+    header(
+        &mut out,
+        "switchboard_rooms",
+        "gauge",
+        "Rooms with at least one member on this node.",
+    );
+    let _ = writeln!(out, "switchboard_rooms {rooms}");
+    header(
+        &mut out,
+        "switchboard_draining",
+        "gauge",
+        "1 while the node drains for shutdown.",
+    );
+    let _ = writeln!(out, "switchboard_draining {}", u8::from(draining));
+    out
+}

@@ -1,0 +1,201 @@
+//! The node: everything a connection, the HTTP routes and the backplane share: config, tenants,
+//! registry, rooms, metrics and the drain state. It is the backplane's `LocalDelivery`.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::backplane::memory::MemoryBackplane;
+use crate::backplane::{Backplane, LocalDelivery, RoomKey};
+use crate::config::Config;
+use crate::metrics::{self, NodeMetrics, TenantSample};
+use crate::protocol::{CloseReason, Frame, MemberInfo};
+use crate::registry::{ConnHandle, ConnId, ConnIdGenerator, Registry};
+use crate::rooms::Rooms;
+use crate::tenant::Tenants;
+
+/// State shared by every part of a running node.
+#[derive(Debug)]
+pub struct Node {
+    /// The validated config.
+    pub config: Config,
+    /// This node's id, the prefix of its connection ids.
+    pub id: String,
+    /// The tenants.
+    pub tenants: Tenants,
+    /// Live connections.
+    pub registry: Registry,
+    /// Room membership.
+    pub rooms: Rooms,
+    /// Cross-node messaging.
+    pub backplane: Arc<dyn Backplane>,
+    /// Node-wide counters.
+    pub metrics: NodeMetrics,
+    ids: ConnIdGenerator,
+    draining: AtomicBool,
+    connections: AtomicUsize,
+}
+
+/// A connection slot under the node's limit, released on drop.
+#[derive(Debug)]
+pub struct NodeSlot(Arc<Node>);
+
+impl Drop for NodeSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn random_node_id() -> String {
+    // A randomly seeded hasher is enough entropy to tell nodes and restarts apart.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff)
+}
+
+impl Node {
+    /// Builds a node with the in-memory backplane.
+    pub fn new(config: Config, tenants: Tenants) -> Arc<Self> {
+        let memory = Arc::new(MemoryBackplane::new());
+        let node = Self::with_backplane(config, tenants, memory.clone());
+        spawn_history_sweeper(&memory);
+        node
+    }
+
+    /// Builds a node on a given backplane.
+    pub fn with_backplane(
+        config: Config,
+        tenants: Tenants,
+        backplane: Arc<dyn Backplane>,
+    ) -> Arc<Self> {
+        let id = random_node_id();
+        let node = Arc::new(Node {
+            ids: ConnIdGenerator::new(&id),
+            id,
+            config,
+            tenants,
+            registry: Registry::default(),
+            rooms: Rooms::new(backplane.clone()),
+            backplane: backplane.clone(),
+            metrics: NodeMetrics::default(),
+            draining: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+        });
+        let local: Arc<dyn LocalDelivery> = node.clone();
+        backplane.attach(Arc::downgrade(&local));
+        node
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> ConnId {
+        self.ids.next_id()
+    }
+
+    /// True once a graceful shutdown began.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Ready to take connections: not draining and the backplane is healthy.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.backplane.is_ready()
+    }
+
+    /// Takes a node-wide connection slot unless the node is full.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<NodeSlot> {
+        let limit = self.config.max_connections;
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                (count < limit).then_some(count + 1)
+            })
+            .ok()
+            .map(|_| NodeSlot(self.clone()))
+    }
+
+    /// Removes a finished connection from the registry and every room.
+    pub async fn disconnect(&self, conn: &Arc<ConnHandle>, close_code: u16) {
+        self.registry.remove(&conn.id);
+        self.rooms.leave_all(conn).await;
+        self.metrics.close(&conn.tenant.name, close_code);
+    }
+
+    /// Starts a graceful shutdown: closes every connection with 1001 and waits until they are
+    /// gone or `drain_timeout` passes. Returns how many were still open at the deadline.
+    pub async fn drain(&self) -> usize {
+        self.draining.store(true, Ordering::Release);
+        for conn in self.registry.all() {
+            conn.outbox.close(CloseReason::ShuttingDown);
+        }
+        let deadline = Instant::now() + self.config.drain_timeout;
+        while !self.registry.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.registry.len()
+    }
+
+    /// The Prometheus text of this node.
+    pub fn render_metrics(&self) -> String {
+        let tenants = self.tenants.all();
+        let samples: Vec<TenantSample<'_>> = tenants
+            .iter()
+            .map(|tenant| TenantSample {
+                name: &tenant.name,
+                connections: tenant.connection_count(),
+                metrics: &tenant.metrics,
+            })
+            .collect();
+        metrics::render(&self.metrics, &samples, self.rooms.len(), self.is_draining())
+    }
+}
+
+impl LocalDelivery for Node {
+    fn deliver_to_room(&self, room: &RoomKey, frame: &Frame, seq: Option<u64>, except: Option<&ConnId>) {
+        self.rooms.deliver(room, frame, seq, except);
+    }
+
+    fn deliver_to_user(&self, tenant: &str, user_id: &str, frame: &Frame) -> usize {
+        let connections = self.registry.of_user(tenant, user_id);
+        for conn in &connections {
+            conn.outbox.push(frame.clone());
+        }
+        connections.len()
+    }
+
+    fn deliver_to_connection(&self, connection: &ConnId, frame: &Frame) -> bool {
+        match self.registry.get(connection) {
+            Some(conn) => {
+                conn.outbox.push(frame.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn local_members(&self, room: &RoomKey) -> Vec<MemberInfo> {
+        self.rooms.local_members(room)
+    }
+}
+
+fn spawn_history_sweeper(memory: &Arc<MemoryBackplane>) {
+    let weak = Arc::downgrade(memory);
+    // Runs while the backplane lives; a node outside a runtime (tests of config) has none.
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(memory) = weak.upgrade() else { break };
+                memory.sweep();
+            }
+        });
+    }
+}

@@ -1,0 +1,425 @@
+//! The wire protocol (PROTOCOL.md): the client envelope, its validation, the frames the server
+//! sends, error codes and close codes. The only module that knows the JSON shape of the wire.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// The subprotocol the server selects when a client offers it.
+pub const SUBPROTOCOL: &str = "switchboard.v1";
+/// Prefix of a `Sec-WebSocket-Protocol` entry that carries a token.
+pub const BEARER_SUBPROTOCOL_PREFIX: &str = "bearer.";
+
+const MAX_TYPE_BYTES: usize = 128;
+const MAX_CHANNEL_BYTES: usize = 256;
+const MAX_CORRELATION_ID_BYTES: usize = 128;
+
+/// A parsed client envelope, borrowing from the frame where it can.
+#[derive(Debug)]
+pub struct Envelope<'a> {
+    /// Routes the message.
+    pub msg_type: Cow<'a, str>,
+    /// The room it concerns.
+    pub channel: Option<Cow<'a, str>>,
+    /// The body, as raw JSON text; `None` when absent or `null`.
+    pub payload: Option<&'a RawValue>,
+    /// Ties a reply to the request.
+    pub correlation_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct WireEnvelope<'a> {
+    #[serde(rename = "type", borrow)]
+    msg_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    channel: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+    #[serde(rename = "correlationId", borrow, default)]
+    correlation_id: Option<Cow<'a, str>>,
+}
+
+/// Why an envelope was refused; the connection closes with 1008.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// The text is not a JSON object.
+    #[error("not a JSON object")]
+    NotAnObject,
+    /// The JSON did not parse or a field had the wrong JSON type.
+    #[error("{0}")]
+    Malformed(String),
+    /// `type` is missing.
+    #[error("missing `type`")]
+    MissingType,
+    /// A field's length is outside its range.
+    #[error("`{field}` must be 1..{max} bytes")]
+    Length {
+        /// The field name as on the wire.
+        field: &'static str,
+        /// The upper bound in bytes.
+        max: usize,
+    },
+}
+
+impl<'a> Envelope<'a> {
+    /// Parses and validates one text frame.
+    pub fn parse(text: &'a str) -> Result<Self, EnvelopeError> {
+        // serde would also accept a JSON array for a struct; the protocol wants an object.
+        if !text.trim_start().starts_with('{') {
+            return Err(EnvelopeError::NotAnObject);
+        }
+        let wire: WireEnvelope<'a> = serde_json::from_str(text).map_err(|error| {
+            let message = error.to_string();
+            // Drop serde's position suffix: the client knows its own frame.
+            let message = match message.find(" at line ") {
+                Some(index) => message[..index].to_owned(),
+                None => message,
+            };
+            EnvelopeError::Malformed(message)
+        })?;
+        let msg_type = wire.msg_type.ok_or(EnvelopeError::MissingType)?;
+        check_length("type", &msg_type, MAX_TYPE_BYTES)?;
+        if let Some(channel) = &wire.channel {
+            check_length("channel", channel, MAX_CHANNEL_BYTES)?;
+        }
+        if let Some(correlation_id) = &wire.correlation_id {
+            check_length("correlationId", correlation_id, MAX_CORRELATION_ID_BYTES)?;
+        }
+        Ok(Envelope {
+            msg_type,
+            channel: wire.channel,
+            payload: wire.payload.filter(|raw| raw.get() != "null"),
+            correlation_id: wire.correlation_id,
+        })
+    }
+}
+
+fn check_length(field: &'static str, value: &str, max: usize) -> Result<(), EnvelopeError> {
+    if value.is_empty() || value.len() > max {
+        return Err(EnvelopeError::Length { field, max });
+    }
+    Ok(())
+}
+
+/// Checks a channel name given outside an envelope (the publish API).
+pub fn check_channel(channel: &str) -> Result<(), EnvelopeError> {
+    check_length("channel", channel, MAX_CHANNEL_BYTES)
+}
+
+/// Checks a message type given outside an envelope (the publish API).
+pub fn check_type(msg_type: &str) -> Result<(), EnvelopeError> {
+    check_length("type", msg_type, MAX_TYPE_BYTES)
+}
+
+/// An encoded text frame, cheap to clone: one serialisation shared by every recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame(Utf8Bytes);
+
+impl Frame {
+    fn from_string(text: String) -> Self {
+        Frame(Utf8Bytes::from(text))
+    }
+
+    /// Encoded length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True for an empty frame (never produced by the encoders here).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The bytes to put on the socket.
+    pub fn into_utf8_bytes(self) -> Utf8Bytes {
+        self.0
+    }
+}
+
+/// Error codes of `error` replies (PROTOCOL.md section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// No built-in and no plugin handles the type.
+    UnknownType,
+    /// The request is malformed for its type.
+    BadRequest,
+    /// A policy refused it.
+    Forbidden,
+    /// Leaving a room one is not in.
+    NotMember,
+    /// The plugin trapped.
+    HandlerFailed,
+    /// The plugin ran past its CPU budget.
+    HandlerTimeout,
+    /// No capacity to handle it now.
+    Overloaded,
+}
+
+impl ErrorCode {
+    /// The code as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotMember => "not_member",
+            ErrorCode::HandlerFailed => "handler_failed",
+            ErrorCode::HandlerTimeout => "handler_timeout",
+            ErrorCode::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// Why the server closes a connection; the one place that maps a reason to a close code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// 1000.
+    Normal,
+    /// 1001: graceful drain.
+    ShuttingDown,
+    /// 1002: a WebSocket protocol violation (bad framing, unmasked frames).
+    ProtocolError(String),
+    /// 1003: a binary frame.
+    BinaryFrame,
+    /// 1007: a text frame that is not UTF-8.
+    InvalidUtf8,
+    /// 1008: an envelope that breaks the protocol; the detail follows the reason prefix.
+    InvalidEnvelope(String),
+    /// 1008: the token bucket ran dry.
+    RateLimited,
+    /// 1009: a message over the size limit.
+    TooBig,
+    /// 1011: an internal error.
+    Internal,
+    /// 1013: the outbound queue passed its bound.
+    SlowConsumer,
+    /// A close requested by the host API with its own code and reason.
+    Custom(u16, String),
+}
+
+impl CloseReason {
+    /// The close code.
+    pub fn code(&self) -> u16 {
+        match self {
+            CloseReason::Normal => 1000,
+            CloseReason::ShuttingDown => 1001,
+            CloseReason::ProtocolError(_) => 1002,
+            CloseReason::BinaryFrame => 1003,
+            CloseReason::InvalidUtf8 => 1007,
+            CloseReason::InvalidEnvelope(_) | CloseReason::RateLimited => 1008,
+            CloseReason::TooBig => 1009,
+            CloseReason::Internal => 1011,
+            CloseReason::SlowConsumer => 1013,
+            CloseReason::Custom(code, _) => *code,
+        }
+    }
+
+    /// The close reason text (at most 123 bytes, as a close frame allows).
+    pub fn reason(&self) -> String {
+        let text = match self {
+            CloseReason::Normal => "normal closure".to_owned(),
+            CloseReason::ShuttingDown => "server shutting down".to_owned(),
+            CloseReason::ProtocolError(detail) => format!("protocol error: {detail}"),
+            CloseReason::BinaryFrame => "binary frames are not supported in switchboard.v1".into(),
+            CloseReason::InvalidUtf8 => "text frame is not valid UTF-8".to_owned(),
+            CloseReason::InvalidEnvelope(detail) => format!("invalid envelope: {detail}"),
+            CloseReason::RateLimited => "rate limit exceeded".to_owned(),
+            CloseReason::TooBig => "message too big".to_owned(),
+            CloseReason::Internal => "internal error".to_owned(),
+            CloseReason::SlowConsumer => "slow consumer".to_owned(),
+            CloseReason::Custom(_, reason) => reason.clone(),
+        };
+        truncate_to_boundary(text, 123)
+    }
+}
+
+fn truncate_to_boundary(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+// ---- encoders: each builds one frame, serialised once ----
+
+fn json_string(out: &mut String, value: &str) {
+    // Serialising a &str into a String cannot fail.
+    let quoted = serde_json::to_string(value).unwrap_or_else(|_| "\"\"".to_owned());
+    out.push_str(&quoted);
+}
+
+/// The `welcome` frame sent right after the upgrade.
+pub fn welcome(
+    connection_id: &str,
+    user_id: &str,
+    tenant: &str,
+    heartbeat_sec: f64,
+    heartbeat_timeout_sec: f64,
+) -> Frame {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Payload<'a> {
+        connection_id: &'a str,
+        user_id: &'a str,
+        tenant: &'a str,
+        heartbeat_sec: f64,
+        heartbeat_timeout_sec: f64,
+    }
+    let payload = Payload {
+        connection_id,
+        user_id,
+        tenant,
+        heartbeat_sec,
+        heartbeat_timeout_sec,
+    };
+    let payload = serde_json::to_string(&payload).unwrap_or_else(|_| "{}".to_owned());
+    Frame::from_string(format!(r#"{{"type":"welcome","payload":{payload}}}"#))
+}
+
+/// An `ack` reply; `payload` is raw JSON.
+pub fn ack(correlation_id: &str, payload: Option<&str>) -> Frame {
+    let mut out = String::with_capacity(48 + correlation_id.len());
+    out.push_str(r#"{"type":"ack","correlationId":"#);
+    json_string(&mut out, correlation_id);
+    if let Some(payload) = payload {
+        out.push_str(r#","payload":"#);
+        out.push_str(payload);
+    }
+    out.push('}');
+    Frame::from_string(out)
+}
+
+/// An `error` reply, correlated when the request was.
+pub fn error(correlation_id: Option<&str>, code: ErrorCode, message: &str) -> Frame {
+    let mut out = String::with_capacity(80 + message.len());
+    out.push_str(r#"{"type":"error","#);
+    if let Some(correlation_id) = correlation_id {
+        out.push_str(r#""correlationId":"#);
+        json_string(&mut out, correlation_id);
+        out.push(',');
+    }
+    out.push_str(r#""payload":{"code":""#);
+    out.push_str(code.as_str());
+    out.push_str(r#"","message":"#);
+    json_string(&mut out, message);
+    out.push_str("}}");
+    Frame::from_string(out)
+}
+
+/// The `pong` answer to an application-level `ping`.
+pub fn pong(correlation_id: Option<&str>) -> Frame {
+    let mut out = String::from(r#"{"type":"pong""#);
+    if let Some(correlation_id) = correlation_id {
+        out.push_str(r#","correlationId":"#);
+        json_string(&mut out, correlation_id);
+    }
+    out.push('}');
+    Frame::from_string(out)
+}
+
+/// A sequenced channel message; `payload` is raw JSON (`None` is sent as `null`).
+pub fn channel_message(msg_type: &str, channel: &str, payload: Option<&str>, seq: u64) -> Frame {
+    let payload = payload.unwrap_or("null");
+    let mut out = String::with_capacity(48 + msg_type.len() + channel.len() + payload.len());
+    out.push_str(r#"{"type":"#);
+    json_string(&mut out, msg_type);
+    out.push_str(r#","channel":"#);
+    json_string(&mut out, channel);
+    out.push_str(r#","payload":"#);
+    out.push_str(payload);
+    // Writing to a String cannot fail.
+    let _ = write!(out, r#","seq":{seq}}}"#);
+    Frame::from_string(out)
+}
+
+/// Which way a presence event goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceChange {
+    /// `presence:join`.
+    Join,
+    /// `presence:leave`.
+    Leave,
+}
+
+/// A `presence:join` or `presence:leave` event.
+pub fn presence(change: PresenceChange, channel: &str, user_id: &str, connection_id: &str) -> Frame {
+    let msg_type = match change {
+        PresenceChange::Join => "presence:join",
+        PresenceChange::Leave => "presence:leave",
+    };
+    let mut out = String::with_capacity(96 + channel.len() + user_id.len());
+    out.push_str(r#"{"type":""#);
+    out.push_str(msg_type);
+    out.push_str(r#"","channel":"#);
+    json_string(&mut out, channel);
+    out.push_str(r#","payload":{"userId":"#);
+    json_string(&mut out, user_id);
+    out.push_str(r#","connectionId":"#);
+    json_string(&mut out, connection_id);
+    out.push_str("}}");
+    Frame::from_string(out)
+}
+
+/// One member of a room as listed in a join ack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberInfo {
+    /// The member's user id.
+    pub user_id: String,
+    /// The member's connection id.
+    pub connection_id: String,
+}
+
+/// The payload of a `room:join` ack.
+#[derive(Debug, Serialize)]
+pub struct JoinAck<'a> {
+    /// The room joined.
+    pub channel: &'a str,
+    /// Present unless presence is off for the channel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<&'a [MemberInfo]>,
+    /// Present when the join asked for recovery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+}
+
+/// The payload of a `room:leave` ack.
+pub fn leave_ack_payload(channel: &str) -> String {
+    let mut out = String::from(r#"{"channel":"#);
+    json_string(&mut out, channel);
+    out.push('}');
+    out
+}
+
+impl JoinAck<'_> {
+    /// The ack payload as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+}
+
+/// The JSON body of every HTTP error response: `{"error", "message"}`.
+pub fn http_error_body(error: &str, message: &str) -> String {
+    let mut out = String::from(r#"{"error":"#);
+    json_string(&mut out, error);
+    out.push_str(r#","message":"#);
+    json_string(&mut out, message);
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,247 @@
+//! The WebSocket upgrade: every check of PROTOCOL.md section 2, in its order, before any 101;
+//! then the 101 and the hand-over of the upgraded socket to `connection`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use super::response::{json_error, unavailable};
+use crate::auth::AuthError;
+use crate::connection;
+use crate::node::{Node, NodeSlot};
+use crate::protocol::{self, BEARER_SUBPROTOCOL_PREFIX, CloseReason, SUBPROTOCOL};
+use crate::registry::ConnHandle;
+use crate::tenant::{Tenant, TenantSlot};
+
+/// Bytes reserved per socket read. Small, so an idle connection holds little memory.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Frames are gathered up to this size before a write; larger batches go out in pieces.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Handles a request to `/ws` or `/ws/{tenant}`.
+pub fn handle(node: &Arc<Node>, tenant_name: &str, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let reject = |status: StatusCode, reason: &'static str, error: &str, message: &str| {
+        node.metrics.rejection(tenant_name, reason, status.as_u16());
+        json_error(status, error, message)
+    };
+    let Some(tenant) = node.tenants.get(tenant_name).cloned() else {
+        return reject(StatusCode::NOT_FOUND, "unknown_tenant", "not_found", "unknown tenant");
+    };
+    if !is_upgrade_request(&request) {
+        let mut response = reject(
+            StatusCode::UPGRADE_REQUIRED,
+            "not_upgrade",
+            "upgrade_required",
+            "this path takes a WebSocket upgrade",
+        );
+        response
+            .headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return response;
+    }
+    let headers = request.headers();
+    if header_str(headers, header::SEC_WEBSOCKET_VERSION) != Some("13") {
+        let mut response = reject(
+            StatusCode::UPGRADE_REQUIRED,
+            "bad_version",
+            "upgrade_required",
+            "only WebSocket version 13 is supported",
+        );
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return response;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+            "bad_request",
+            "missing Sec-WebSocket-Key",
+        );
+    };
+    if node.is_draining() {
+        node.metrics.rejection(tenant_name, "draining", 503);
+        return unavailable("server shutting down", 5);
+    }
+    let Some(node_slot) = node.try_acquire() else {
+        node.metrics.rejection(tenant_name, "node_full", 503);
+        return unavailable("node at its connection limit", 1);
+    };
+    let origin = headers.get(header::ORIGIN).map(|value| value.to_str().unwrap_or("\u{0}"));
+    if let Err(error) = tenant.origins.check(origin) {
+        return reject(StatusCode::FORBIDDEN, error.label(), "forbidden", &error.to_string());
+    }
+    let offered = offered_subprotocols(headers);
+    let claims = match find_token(headers, request.uri().query(), &offered)
+        .ok_or(AuthError::MissingToken)
+        .and_then(|token| tenant.verifier.verify(&token))
+    {
+        Ok(claims) => claims,
+        Err(error) => {
+            return reject(StatusCode::UNAUTHORIZED, error.label(), "unauthorized", &error.to_string());
+        }
+    };
+    let Some(tenant_slot) = tenant.try_acquire() else {
+        node.metrics.rejection(tenant_name, "tenant_full", 503);
+        return unavailable("tenant at its connection limit", 1);
+    };
+
+    let select_subprotocol = offered.iter().any(|entry| entry == SUBPROTOCOL);
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let accepted = Accepted {
+        node: node.clone(),
+        tenant: tenant.clone(),
+        user_id: claims.user_id,
+        claims: claims.all,
+        slots: (node_slot, tenant_slot),
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => accepted.run(TokioIo::new(upgraded)).await,
+            Err(error) => tracing::debug!(%error, "upgrade did not complete"),
+        }
+    });
+
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let response_headers = response.headers_mut();
+    response_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        response_headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if select_subprotocol {
+        response_headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    response
+}
+
+/// A handshake that passed every check, waiting for hyper to hand over the socket.
+struct Accepted {
+    node: Arc<Node>,
+    tenant: Arc<Tenant>,
+    user_id: String,
+    claims: serde_json::Map<String, serde_json::Value>,
+    /// Held for the connection's lifetime.
+    slots: (NodeSlot, TenantSlot),
+}
+
+impl Accepted {
+    async fn run(self, io: TokioIo<hyper::upgrade::Upgraded>) {
+        let limits = &self.tenant.limits;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .write_buffer_size(WRITE_BUFFER_BYTES)
+            .max_message_size(Some(limits.max_message_bytes))
+            .max_frame_size(Some(limits.max_message_bytes));
+        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        let node = self.node;
+        let id = node.next_conn_id();
+        let conn = Arc::new(ConnHandle {
+            outbox: crate::outbox::Outbox::new(
+                limits.outbound_queue_messages,
+                limits.outbound_queue_bytes,
+            ),
+            id,
+            tenant: self.tenant.clone(),
+            user_id: Arc::from(self.user_id.as_str()),
+            claims: self.claims,
+            rooms: Default::default(),
+            connected_at_ms: unix_millis(),
+        });
+        let config = &node.config;
+        conn.outbox.push(protocol::welcome(
+            conn.id.as_str(),
+            &conn.user_id,
+            &conn.tenant.name,
+            config.heartbeat_interval.as_secs_f64(),
+            config.heartbeat_timeout.as_secs_f64(),
+        ));
+        node.registry.insert(conn.clone());
+        self.tenant
+            .metrics
+            .handshakes_accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A drain that began during the handshake did not see this connection.
+        if node.is_draining() {
+            conn.outbox.close(CloseReason::ShuttingDown);
+        }
+        connection::serve(node, conn, socket).await;
+        drop(self.slots);
+    }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value.to_str().is_ok_and(|text| {
+            text.split(',')
+                .any(|item| item.trim().eq_ignore_ascii_case(token))
+        })
+    })
+}
+
+fn is_upgrade_request<B>(request: &Request<B>) -> bool {
+    request.method() == Method::GET
+        && header_has_token(request.headers(), header::CONNECTION, "upgrade")
+        && header_has_token(request.headers(), header::UPGRADE, "websocket")
+}
+
+/// Every entry of every `Sec-WebSocket-Protocol` header, in order.
+fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(','))
+        .map(|entry| entry.trim().to_owned())
+        .filter(|entry| !entry.is_empty())
+        .collect()
+}
+
+/// The token from the first source that is present: `Authorization: Bearer`, `?token=`, then
+/// a `bearer.<jwt>` subprotocol entry. Empty values count as absent.
+fn find_token(headers: &HeaderMap, query: Option<&str>, offered: &[String]) -> Option<String> {
+    if let Some(value) = header_str(headers, header::AUTHORIZATION)
+        && let Some((scheme, token)) = value.trim().split_once(' ')
+        && scheme.eq_ignore_ascii_case("bearer")
+        && !token.trim().is_empty()
+    {
+        return Some(token.trim().to_owned());
+    }
+    if let Some(query) = query
+        && let Some((_, token)) = form_urlencoded::parse(query.as_bytes())
+            .find(|(name, value)| name == "token" && !value.is_empty())
+    {
+        return Some(token.into_owned());
+    }
+    offered.iter().find_map(|entry| {
+        entry
+            .strip_prefix(BEARER_SUBPROTOCOL_PREFIX)
+            .filter(|token| !token.is_empty())
+            .map(str::to_owned)
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+//! A tenant at run time: its verifier, origin policy, API key, limits, presence policy and
+//! connection count. Tenants are fixed at startup.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::auth::{KeyError, OriginPolicy, TokenVerifier};
+use crate::config::{Config, HistoryConfig, TenantConfig, TenantLimits};
+use crate::metrics::TenantMetrics;
+
+/// One tenant.
+#[derive(Debug)]
+pub struct Tenant {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Verifies its tokens.
+    pub verifier: TokenVerifier,
+    /// Its `Origin` allow-list.
+    pub origins: OriginPolicy,
+    /// The key of its publish API.
+    pub api_key: Option<String>,
+    /// Its limits.
+    pub limits: TenantLimits,
+    /// Its history settings.
+    pub history: HistoryConfig,
+    presence_disabled: Vec<String>,
+    connections: AtomicUsize,
+    /// Its counters.
+    pub metrics: TenantMetrics,
+}
+
+impl Tenant {
+    /// Builds a tenant; fails when its key material is unusable.
+    pub fn new(config: &TenantConfig) -> Result<Self, KeyError> {
+        Ok(Tenant {
+            name: Arc::from(config.name.as_str()),
+            verifier: TokenVerifier::new(&config.jwt)?,
+            origins: OriginPolicy::new(&config.allowed_origins),
+            api_key: config.api_key.clone(),
+            limits: config.limits.clone(),
+            history: config.history.clone(),
+            presence_disabled: config.presence_disabled.clone(),
+            connections: AtomicUsize::new(0),
+            metrics: TenantMetrics::default(),
+        })
+    }
+
+    /// Whether joins and leaves in this channel are announced and listed.
+    pub fn presence_enabled(&self, channel: &str) -> bool {
+        !self
+            .presence_disabled
+            .iter()
+            .any(|pattern| glob_match(pattern, channel))
+    }
+
+    /// Live connections of this tenant on this node.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Takes a connection slot under the tenant's limit; the slot frees itself when dropped.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<TenantSlot> {
+        let limit = self.limits.max_connections;
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                (count < limit).then_some(count + 1)
+            })
+            .ok()
+            .map(|_| TenantSlot(self.clone()))
+    }
+}
+
+/// A connection slot of a tenant, released on drop.
+#[derive(Debug)]
+pub struct TenantSlot(Arc<Tenant>);
+
+impl Drop for TenantSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else {
+        return text.is_empty();
+    };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let pieces: Vec<&str> = parts.collect();
+    let Some((last, middle)) = pieces.split_last() else {
+        return rest.is_empty();
+    };
+    for piece in middle {
+        match rest.find(piece) {
+            Some(index) => rest = &rest[index + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// All tenants by name.
+#[derive(Debug)]
+pub struct Tenants {
+    by_name: HashMap<String, Arc<Tenant>>,
+}
+
+impl Tenants {
+    /// Builds every tenant of a config; each error names the tenant key.
+    pub fn new(config: &Config) -> Result<Self, Vec<String>> {
+        let mut by_name = HashMap::new();
+        let mut errors = Vec::new();
+        for (index, tenant_config) in config.tenants.iter().enumerate() {
+            match Tenant::new(tenant_config) {
+                Ok(tenant) => {
+                    by_name.insert(tenant_config.name.clone(), Arc::new(tenant));
+                }
+                Err(error) => errors.push(format!("tenants[{index}].jwt: {error}")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Tenants { by_name })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// A tenant by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Tenant>> {
+        self.by_name.get(name)
+    }
+
+    /// Every tenant, sorted by name.
+    pub fn all(&self) -> Vec<&Arc<Tenant>> {
+        let mut tenants: Vec<_> = self.by_name.values().collect();
+        tenants.sort_by(|a, b| a.name.cmp(&b.name));
+        tenants
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn glob_patterns() {
+        let cases = [
+            ("dashboard*", "dashboard", true),
+            ("dashboard*", "dashboard-eu", true),
+            ("dashboard*", "dash", false),
+            ("*-live", "scores-live", true),
+            ("*-live", "scores-lives", false),
+            ("a*b*c", "a-x-b-y-c", true),
+            ("a*b*c", "a-x-c", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+            ("*", "", true),
+            ("ab*ba", "aba", false),
+        ];
+        for (pattern, text, expected) in cases {
+            assert_eq!(glob_match(pattern, text), expected, "{pattern} vs {text}");
+        }
+    }
+}

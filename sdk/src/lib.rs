@@ -1,0 +1,1 @@
+//! Guest SDK for Switchboard plugins (filled in by the plugins issue).
