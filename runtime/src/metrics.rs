@@ -77,6 +77,9 @@ pub struct TenantSample<'a> {
     pub metrics: &'a TenantMetrics,
 }
 
+/// A per-tenant counter: name, help text, and how to read it.
+type CounterColumn = (&'static str, &'static str, fn(&TenantMetrics) -> &AtomicU64);
+
 fn escape(label: &str) -> String {
     label
         .replace('\\', "\\\\")
@@ -111,7 +114,7 @@ pub fn render(
             tenant.connections
         );
     }
-    let counters: [(&str, &str, fn(&TenantMetrics) -> &AtomicU64); 6] = [
+    let counters: [CounterColumn; 6] = [
         (
             "switchboard_handshakes_accepted_total",
             "WebSocket upgrades completed.",

@@ -22,11 +22,14 @@ struct Member {
     live: AtomicBool,
 }
 
+/// A frame held for a pending member, with its `seq` when sequenced.
+type Held = (Option<u64>, Frame);
+
 #[derive(Debug, Default)]
 struct Room {
     members: HashMap<ConnId, Member>,
     /// Frames held for pending members, with their `seq` when sequenced.
-    pending: Mutex<HashMap<ConnId, Vec<(Option<u64>, Frame)>>>,
+    pending: Mutex<HashMap<ConnId, Vec<Held>>>,
 }
 
 impl Room {

@@ -1,1 +1,11 @@
-//! Integration tests.
+//! Integration tests: the real server on a loopback port, real WebSocket clients.
+//! One module per subsystem; `support` holds the harness.
+
+mod frames;
+mod handshake;
+mod heartbeat;
+mod http;
+mod lifecycle;
+mod rooms;
+mod shutdown;
+mod support;

@@ -1,0 +1,515 @@
+//! Test support: start a real server on `127.0.0.1:0` (in process, or as the real binary),
+//! mint tokens, connect real WebSocket clients, and wrap every wait in a timeout.
+
+#![allow(dead_code, reason = "each test module uses a different part of the support API")]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use switchboard::server::RunningServer;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The HS secret of tenants made by `tenant`.
+pub const SECRET: &str = "integration-test-secret";
+/// How long any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// The folder of key fixtures.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// The API key of a tenant made by `tenant`.
+pub fn api_key(tenant: &str) -> String {
+    format!("{tenant}-api-key")
+}
+
+/// A `[[tenants]]` section with an HS secret: `keys` are extra top-level keys of the tenant
+/// (e.g. `allowed_origins = [...]`), `tables` are extra sub-tables (e.g. `[tenants.limits]`).
+pub fn tenant(name: &str, keys: &str, tables: &str) -> String {
+    format!(
+        "[[tenants]]\nname = \"{name}\"\napi_key = \"{key}\"\n{keys}\n[tenants.jwt]\nsecret = \"{SECRET}\"\n{tables}\n",
+        key = api_key(name)
+    )
+}
+
+/// A whole config: `global` keys and tables, then the tenant sections.
+pub fn config(global: &str, tenants: &[String]) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n{global}\n{}",
+        tenants.concat()
+    )
+}
+
+/// The plainest config: one `default` tenant.
+pub fn default_config() -> String {
+    config("", &[tenant("default", "", "")])
+}
+
+/// A server running inside the test process.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    server: Option<RunningServer>,
+}
+
+impl TestServer {
+    /// Starts a server from config text; relative key paths resolve against `fixtures()`.
+    pub async fn start(config_text: &str) -> TestServer {
+        let config = switchboard::config::parse(config_text, "test.toml", &fixtures())
+            .unwrap_or_else(|error| panic!("test config invalid:\n{error}\n---\n{config_text}"));
+        let server = switchboard::server::start(config)
+            .await
+            .unwrap_or_else(|error| panic!("server did not start: {error}"));
+        TestServer {
+            addr: server.addr,
+            server: Some(server),
+        }
+    }
+
+    /// Starts a server with `default_config()`.
+    pub async fn default() -> TestServer {
+        TestServer::start(&default_config()).await
+    }
+
+    /// The node's shared state.
+    pub fn node(&self) -> &std::sync::Arc<switchboard::node::Node> {
+        &self.server.as_ref().expect("server running").node
+    }
+
+    /// `ws://addr/ws` for `default`, `ws://addr/ws/{tenant}` otherwise.
+    pub fn ws_url(&self, tenant: &str) -> String {
+        ws_url(self.addr, tenant)
+    }
+
+    /// `http://addr{path}`.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Drains like SIGTERM does; returns the connections left at the deadline.
+    pub async fn shutdown(mut self) -> usize {
+        let server = self.server.take().expect("server running");
+        timeout(Duration::from_secs(30), server.shutdown())
+            .await
+            .expect("shutdown finished")
+    }
+}
+
+/// `ws://addr/ws` for `default`, `ws://addr/ws/{tenant}` otherwise.
+pub fn ws_url(addr: SocketAddr, tenant: &str) -> String {
+    if tenant == "default" {
+        format!("ws://{addr}/ws")
+    } else {
+        format!("ws://{addr}/ws/{tenant}")
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// Signs `claims` with an algorithm and key.
+pub fn sign(claims: &Value, algorithm: Algorithm, key: &EncodingKey) -> String {
+    jsonwebtoken::encode(&Header::new(algorithm), claims, key).expect("token signs")
+}
+
+/// Signs `claims` with the tests' HS256 secret.
+pub fn sign_hs(claims: &Value) -> String {
+    sign(
+        claims,
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+}
+
+/// A valid token for `sub`, an hour long.
+pub fn token(sub: &str) -> String {
+    sign_hs(&json!({"sub": sub, "exp": now_secs() + 3600}))
+}
+
+/// Standard claims `sub` and `exp` (`exp_offset` seconds from now), plus `extra`.
+pub fn claims(sub: &str, exp_offset: i64, extra: Value) -> Value {
+    let mut claims = json!({"sub": sub, "exp": now_secs() as i64 + exp_offset});
+    if let (Some(target), Value::Object(extra)) = (claims.as_object_mut(), extra) {
+        target.extend(extra);
+    }
+    claims
+}
+
+/// What a refused handshake answered.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The HTTP status.
+    pub status: u16,
+    /// Every header, lower-case names.
+    pub headers: http::HeaderMap,
+    /// The body parsed as JSON.
+    pub body: Value,
+}
+
+/// Attempts an upgrade with a prepared request; `Ok` is the open socket, `Err` the refusal.
+pub async fn try_upgrade(
+    request: http::Request<()>,
+) -> Result<(WsClient, http::Response<Option<Vec<u8>>>), Refusal> {
+    match timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("handshake answered in time")
+    {
+        Ok((socket, response)) => Ok((socket, response)),
+        Err(WsError::Http(response)) => {
+            let body = response
+                .body()
+                .as_deref()
+                .map(|bytes| serde_json::from_slice(bytes).expect("error body is JSON"))
+                .unwrap_or(Value::Null);
+            Err(Refusal {
+                status: response.status().as_u16(),
+                headers: response.headers().clone(),
+                body,
+            })
+        }
+        Err(other) => panic!("handshake failed unexpectedly: {other}"),
+    }
+}
+
+/// An upgrade request for `url` with `headers` added.
+pub fn upgrade_request(url: &str, headers: &[(&str, &str)]) -> http::Request<()> {
+    let mut request = url.into_client_request().expect("valid url");
+    for (name, value) in headers {
+        request.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            http::HeaderValue::from_str(value).expect("header value"),
+        );
+    }
+    request
+}
+
+/// The raw client socket.
+pub type WsClient = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A connected, authenticated client that has read its `welcome`.
+pub struct Client {
+    /// The socket.
+    pub ws: WsClient,
+    /// The `welcome` frame.
+    pub welcome: Value,
+    next_id: AtomicU32,
+}
+
+impl Client {
+    /// Connects to `tenant` as `sub` with a bearer header and reads the welcome.
+    pub async fn connect(server: &TestServer, tenant: &str, sub: &str) -> Client {
+        Client::connect_addr(server.addr, tenant, sub).await
+    }
+
+    /// Like `connect`, by address.
+    pub async fn connect_addr(addr: SocketAddr, tenant: &str, sub: &str) -> Client {
+        let bearer = format!("Bearer {}", token(sub));
+        let request = upgrade_request(&ws_url(addr, tenant), &[("authorization", &bearer)]);
+        let (ws, _) = try_upgrade(request)
+            .await
+            .unwrap_or_else(|refusal| panic!("upgrade refused: {refusal:?}"));
+        Client::from_socket(ws).await
+    }
+
+    /// Wraps an open socket and reads the welcome.
+    pub async fn from_socket(ws: WsClient) -> Client {
+        let mut client = Client {
+            ws,
+            welcome: Value::Null,
+            next_id: AtomicU32::new(1),
+        };
+        let welcome = client.recv().await;
+        assert_eq!(welcome["type"], "welcome", "first frame: {welcome}");
+        client.welcome = welcome;
+        client
+    }
+
+    /// This connection's id from the welcome.
+    pub fn connection_id(&self) -> String {
+        self.welcome["payload"]["connectionId"]
+            .as_str()
+            .expect("connectionId")
+            .to_owned()
+    }
+
+    /// Sends a JSON value as a text frame.
+    pub async fn send(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    /// Sends a text frame as is.
+    pub async fn send_text(&mut self, text: &str) {
+        timeout(WAIT, self.ws.send(Message::text(text)))
+            .await
+            .expect("send in time")
+            .expect("send succeeds");
+    }
+
+    /// The next text frame as JSON; control frames are skipped. Panics on close or timeout.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame arrived in time")
+                .expect("the connection is open")
+                .expect("the frame is valid");
+            match message {
+                Message::Text(text) => {
+                    return serde_json::from_str(text.as_str()).expect("server sends JSON");
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends `value` with a fresh `correlationId` and returns the reply that carries it.
+    /// Frames without that id that arrive first are returned in `before`.
+    pub async fn request(&mut self, mut value: Value) -> Value {
+        let id = format!("c{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        value["correlationId"] = json!(id);
+        self.send(value).await;
+        loop {
+            let frame = self.recv().await;
+            if frame["correlationId"] == json!(id) {
+                return frame;
+            }
+        }
+    }
+
+    /// Joins `channel` and returns the ack (which must be an ack).
+    pub async fn join(&mut self, channel: &str) -> Value {
+        let reply = self
+            .request(json!({"type": "room:join", "channel": channel}))
+            .await;
+        assert_eq!(reply["type"], "ack", "join answered: {reply}");
+        reply
+    }
+
+    /// Waits for the server's close frame; returns its code and reason. Panics on a text frame.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            let next = timeout(WAIT, self.ws.next())
+                .await
+                .expect("the close arrived in time");
+            match next {
+                Some(Ok(Message::Close(Some(CloseFrame { code, reason })))) => {
+                    return (u16::from(code), reason.to_string());
+                }
+                Some(Ok(Message::Close(None))) => return (1005, String::new()),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(other)) => panic!("expected a close, got {other:?}"),
+                Some(Err(error)) => panic!("expected a close frame, got error {error}"),
+                None => panic!("the connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// Like `expect_close`, but text frames before the close are skipped.
+    pub async fn expect_close_skipping_text(&mut self) -> (u16, String) {
+        loop {
+            let next = timeout(WAIT, self.ws.next())
+                .await
+                .expect("the close arrived in time");
+            match next {
+                Some(Ok(Message::Close(Some(CloseFrame { code, reason })))) => {
+                    return (u16::from(code), reason.to_string());
+                }
+                Some(Ok(Message::Close(None))) => return (1005, String::new()),
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => panic!("expected a close frame, got error {error}"),
+                None => panic!("the connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// Asserts that no text frame arrives within `window`.
+    pub async fn expect_silence(&mut self, window: Duration) {
+        let deadline = tokio::time::Instant::now() + window;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
+    /// Closes normally (1000) and waits for the server's answer.
+    pub async fn close(mut self) {
+        let _ = timeout(WAIT, self.ws.close(None)).await;
+        let _ = timeout(WAIT, async { while let Some(Ok(_)) = self.ws.next().await {} }).await;
+    }
+}
+
+/// GET `url`; returns status and body text.
+pub async fn http_get(url: &str) -> (u16, http::HeaderMap, String) {
+    let response = timeout(WAIT, reqwest::get(url))
+        .await
+        .expect("answered in time")
+        .expect("request succeeds");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.text().await.expect("body");
+    (status, headers, body)
+}
+
+/// POST a JSON (or raw) body to the publish API with an optional bearer key.
+pub async fn publish_raw(server: &TestServer, body: &str, key: Option<&str>) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut request = client
+        .post(server.http_url("/api/publish"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = timeout(WAIT, request.send())
+        .await
+        .expect("answered in time")
+        .expect("request succeeds");
+    let status = response.status().as_u16();
+    let body = response.json().await.expect("JSON body");
+    (status, body)
+}
+
+/// Publishes `payload` to `channel` of `tenant` with the right key; returns the `seq`.
+pub async fn publish(server: &TestServer, tenant: &str, channel: &str, payload: Value) -> u64 {
+    let body = json!({"tenant": tenant, "channel": channel, "type": "news", "payload": payload});
+    let (status, reply) = publish_raw(server, &body.to_string(), Some(&api_key(tenant))).await;
+    assert_eq!(status, 200, "publish answered {reply}");
+    reply["seq"].as_u64().expect("seq")
+}
+
+/// Polls `check` every 10 ms until it holds or `WAIT` passes.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The real `switchboard` binary running `serve` on a config file.
+pub struct BinaryServer {
+    /// The child process.
+    pub child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _config: TempFile,
+}
+
+/// A file removed on drop.
+pub struct TempFile(pub PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Writes `text` to a fresh file in the temp folder.
+pub fn temp_file(stem: &str, text: &str) -> TempFile {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "switchboard-{stem}-{}-{}.toml",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, text).expect("temp file written");
+    TempFile(path)
+}
+
+/// The path of the `switchboard` binary, built once per test process.
+pub fn binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "-p", "switchboard", "--bin", "switchboard"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the switchboard binary failed");
+            // The test binary lives in target/<profile>/deps/.
+            let exe = std::env::current_exe().expect("test exe path");
+            let profile_dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("target/<profile>");
+            let path = profile_dir.join("switchboard");
+            assert!(path.exists(), "no binary at {}", path.display());
+            path
+        })
+        .clone()
+}
+
+impl BinaryServer {
+    /// Runs `switchboard serve` with `config_text` (written to a temp file next to nothing, so
+    /// key paths must be absolute) and waits for its `listening on` line.
+    pub async fn start(config_text: &str) -> BinaryServer {
+        let config = temp_file("config", config_text);
+        let mut child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&config.0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the binary starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("stdout readable") {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    return addr.parse::<SocketAddr>().expect("an address");
+                }
+            }
+            panic!("the server exited before listening");
+        })
+        .await
+        .expect("the server listened in time");
+        BinaryServer {
+            child,
+            addr,
+            _config: config,
+        }
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("still running");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn wait(&mut self, within: Duration) -> Option<i32> {
+        timeout(within, self.child.wait())
+            .await
+            .expect("the process exited in time")
+            .expect("wait succeeds")
+            .code()
+    }
+}
