@@ -47,7 +47,9 @@ pub async fn publish(node: &Arc<Node>, request: Request<Incoming>) -> Response<F
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, key)| key.trim());
     let authorized = match (presented, tenant.api_key.as_deref()) {
-        (Some(presented), Some(expected)) => constant_time_eq(presented.as_bytes(), expected.as_bytes()),
+        (Some(presented), Some(expected)) => {
+            constant_time_eq(presented.as_bytes(), expected.as_bytes())
+        }
         _ => false,
     };
     if !authorized {
@@ -83,11 +85,17 @@ pub async fn publish(node: &Arc<Node>, request: Request<Incoming>) -> Response<F
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             json_ok(StatusCode::OK, format!(r#"{{"seq":{seq}}}"#))
         }
-        Err(error) => json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &error.to_string()),
+        Err(error) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &error.to_string(),
+        ),
     }
 }
 
-fn publish_fields(fields: &mut Map<String, Value>) -> Result<(String, String, Option<String>), String> {
+fn publish_fields(
+    fields: &mut Map<String, Value>,
+) -> Result<(String, String, Option<String>), String> {
     let channel = match fields.remove("channel") {
         Some(Value::String(channel)) => channel,
         _ => return Err("`channel` (a string) is required".to_owned()),

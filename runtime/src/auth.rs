@@ -22,7 +22,9 @@ pub struct Claims {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No token in any of the three places.
-    #[error("no token: send `Authorization: Bearer <jwt>`, `?token=` or a `bearer.<jwt>` subprotocol")]
+    #[error(
+        "no token: send `Authorization: Bearer <jwt>`, `?token=` or a `bearer.<jwt>` subprotocol"
+    )]
     MissingToken,
     /// Not a JWT, or a header that does not parse (including `alg: none`).
     #[error("malformed token")]
@@ -133,10 +135,14 @@ impl TokenVerifier {
                 (Keys::Single(key), family)
             }
             JwtKey::Jwks { path, json } => {
-                let set: JwkSet = serde_json::from_str(json)
-                    .map_err(|error| KeyError(format!("{}: not a JWKS: {error}", path.display())))?;
+                let set: JwkSet = serde_json::from_str(json).map_err(|error| {
+                    KeyError(format!("{}: not a JWKS: {error}", path.display()))
+                })?;
                 if set.keys.is_empty() {
-                    return Err(KeyError(format!("{}: the JWKS has no keys", path.display())));
+                    return Err(KeyError(format!(
+                        "{}: the JWKS has no keys",
+                        path.display()
+                    )));
                 }
                 let mut keys = Vec::with_capacity(set.keys.len());
                 for (index, jwk) in set.keys.iter().enumerate() {

@@ -89,9 +89,14 @@ pub trait Backplane: Send + Sync + std::fmt::Debug {
     /// This node has no local member left in the room.
     async fn unsubscribe(&self, room: &RoomKey) -> Result<(), BackplaneError>;
     /// Records a member for cluster-wide presence.
-    async fn presence_add(&self, room: &RoomKey, member: &MemberInfo) -> Result<(), BackplaneError>;
+    async fn presence_add(&self, room: &RoomKey, member: &MemberInfo)
+    -> Result<(), BackplaneError>;
     /// Forgets a member.
-    async fn presence_remove(&self, room: &RoomKey, connection: &ConnId) -> Result<(), BackplaneError>;
+    async fn presence_remove(
+        &self,
+        room: &RoomKey,
+        connection: &ConnId,
+    ) -> Result<(), BackplaneError>;
     /// Every member of the room on every node.
     async fn presence_members(&self, room: &RoomKey) -> Result<Vec<MemberInfo>, BackplaneError>;
     /// Delivers a frame to every connection of a user, on any node; returns how many.
@@ -102,7 +107,11 @@ pub trait Backplane: Send + Sync + std::fmt::Debug {
         frame: Frame,
     ) -> Result<usize, BackplaneError>;
     /// Delivers a frame to one connection, on any node; false when it is not found.
-    async fn send_to_connection(&self, connection: &ConnId, frame: Frame) -> Result<bool, BackplaneError>;
+    async fn send_to_connection(
+        &self,
+        connection: &ConnId,
+        frame: Frame,
+    ) -> Result<bool, BackplaneError>;
     /// The retained messages after `since`.
     async fn history_since(&self, room: &RoomKey, since: u64) -> Result<Recovery, BackplaneError>;
     /// False while cross-node delivery cannot be trusted.
@@ -112,7 +121,13 @@ pub trait Backplane: Send + Sync + std::fmt::Debug {
 /// How a backplane hands messages to this node's connections.
 pub trait LocalDelivery: Send + Sync {
     /// Queues a frame for every local member of the room except `except`.
-    fn deliver_to_room(&self, room: &RoomKey, frame: &Frame, seq: Option<u64>, except: Option<&ConnId>);
+    fn deliver_to_room(
+        &self,
+        room: &RoomKey,
+        frame: &Frame,
+        seq: Option<u64>,
+        except: Option<&ConnId>,
+    );
     /// Queues a frame for every local connection of a user; returns how many.
     fn deliver_to_user(&self, tenant: &str, user_id: &str, frame: &Frame) -> usize;
     /// Queues a frame for one local connection; false when it is not here.

@@ -485,11 +485,7 @@ impl Validator<'_> {
             );
             return None;
         }
-        let leeway = self.duration(
-            &format!("{key}.leeway"),
-            raw.leeway,
-            Duration::from_secs(5),
-        );
+        let leeway = self.duration(&format!("{key}.leeway"), raw.leeway, Duration::from_secs(5));
         let (jwt_key, family): (JwtKey, &[&str]) = if let Some(secret) = raw.secret {
             let secret = self.secret(&format!("{key}.secret"), secret)?;
             if secret.is_empty() {

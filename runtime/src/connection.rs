@@ -163,9 +163,12 @@ where
         code: CloseCode::from(code),
         reason: reason.reason().into(),
     };
-    if timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.send(Message::Close(Some(frame))))
-        .await
-        .is_ok()
+    if timeout(
+        CLOSE_HANDSHAKE_TIMEOUT,
+        socket.send(Message::Close(Some(frame))),
+    )
+    .await
+    .is_ok()
     {
         finish_close_handshake(socket).await;
     }
@@ -176,9 +179,7 @@ async fn finish_close_handshake<S>(socket: &mut S)
 where
     S: Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    let drain = async {
-        while let Some(Ok(_)) = socket.next().await {}
-    };
+    let drain = async { while let Some(Ok(_)) = socket.next().await {} };
     let _ = timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
 }
 
@@ -232,7 +233,10 @@ async fn dispatch(node: &Node, conn: &Arc<ConnHandle>, envelope: &Envelope<'_>) 
             Ok(())
         }
         "room:join" => match (envelope.channel.as_deref(), recovery_since(envelope)) {
-            (None, _) => Err((ErrorCode::BadRequest, "`room:join` needs a `channel`".to_owned())),
+            (None, _) => Err((
+                ErrorCode::BadRequest,
+                "`room:join` needs a `channel`".to_owned(),
+            )),
             (_, Err(message)) => Err((ErrorCode::BadRequest, message)),
             (Some(channel), Ok(since)) => node
                 .rooms
@@ -241,7 +245,10 @@ async fn dispatch(node: &Node, conn: &Arc<ConnHandle>, envelope: &Envelope<'_>) 
                 .map_err(|error| (error.code, error.message)),
         },
         "room:leave" => match envelope.channel.as_deref() {
-            None => Err((ErrorCode::BadRequest, "`room:leave` needs a `channel`".to_owned())),
+            None => Err((
+                ErrorCode::BadRequest,
+                "`room:leave` needs a `channel`".to_owned(),
+            )),
             Some(channel) => node
                 .rooms
                 .leave(conn, channel, correlation_id)

@@ -13,7 +13,11 @@ use switchboard::config::{self, Config, JwtKey, LogFormat};
 use switchboard::tenant::Tenants;
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "A WebAssembly-programmable WebSocket runtime")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "A WebAssembly-programmable WebSocket runtime"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -175,7 +179,9 @@ fn token(
         .find(|tenant| tenant.name == tenant_name)
         .with_context(|| format!("no tenant `{tenant_name}` in {}", path.display()))?;
     let JwtKey::Secret(secret) = &tenant.jwt.key else {
-        anyhow::bail!("tenant `{tenant_name}` verifies with a public key; only HS secrets can mint tokens here");
+        anyhow::bail!(
+            "tenant `{tenant_name}` verifies with a public key; only HS secrets can mint tokens here"
+        );
     };
     let algorithm: Algorithm = tenant
         .jwt

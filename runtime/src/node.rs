@@ -152,12 +152,23 @@ impl Node {
                 metrics: &tenant.metrics,
             })
             .collect();
-        metrics::render(&self.metrics, &samples, self.rooms.len(), self.is_draining())
+        metrics::render(
+            &self.metrics,
+            &samples,
+            self.rooms.len(),
+            self.is_draining(),
+        )
     }
 }
 
 impl LocalDelivery for Node {
-    fn deliver_to_room(&self, room: &RoomKey, frame: &Frame, seq: Option<u64>, except: Option<&ConnId>) {
+    fn deliver_to_room(
+        &self,
+        room: &RoomKey,
+        frame: &Frame,
+        seq: Option<u64>,
+        except: Option<&ConnId>,
+    ) {
         self.rooms.deliver(room, frame, seq, except);
     }
 

@@ -65,8 +65,7 @@ impl Outbox {
         if state.closing.is_some() {
             return Pushed::Closed;
         }
-        if state.queue.len() + 1 > self.max_messages || state.bytes + frame.len() > self.max_bytes
-        {
+        if state.queue.len() + 1 > self.max_messages || state.bytes + frame.len() > self.max_bytes {
             // What is queued will never be read in time; free it now.
             state.queue = VecDeque::new();
             state.bytes = 0;

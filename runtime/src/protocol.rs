@@ -355,7 +355,12 @@ pub enum PresenceChange {
 }
 
 /// A `presence:join` or `presence:leave` event.
-pub fn presence(change: PresenceChange, channel: &str, user_id: &str, connection_id: &str) -> Frame {
+pub fn presence(
+    change: PresenceChange,
+    channel: &str,
+    user_id: &str,
+    connection_id: &str,
+) -> Frame {
     let msg_type = match change {
         PresenceChange::Join => "presence:join",
         PresenceChange::Leave => "presence:leave",

@@ -138,6 +138,9 @@ impl Registry {
 
     /// A snapshot of every live connection.
     pub fn all(&self) -> Vec<Arc<ConnHandle>> {
-        self.by_id.iter().map(|entry| entry.value().clone()).collect()
+        self.by_id
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect()
     }
 }

@@ -108,7 +108,13 @@ impl Rooms {
     }
 
     /// Queues a frame for the room's local members.
-    pub fn deliver(&self, room: &RoomKey, frame: &Frame, seq: Option<u64>, except: Option<&ConnId>) {
+    pub fn deliver(
+        &self,
+        room: &RoomKey,
+        frame: &Frame,
+        seq: Option<u64>,
+        except: Option<&ConnId>,
+    ) {
         if let Some(entry) = self.map.get(room) {
             entry.deliver(frame, seq, except);
         }
@@ -202,7 +208,12 @@ impl Rooms {
         }
         self.go_live(&room, &conn.id, last_replayed);
         if presence {
-            let event = protocol::presence(PresenceChange::Join, channel, &me.user_id, &me.connection_id);
+            let event = protocol::presence(
+                PresenceChange::Join,
+                channel,
+                &me.user_id,
+                &me.connection_id,
+            );
             // Presence is best effort: a failed announcement does not undo the join.
             if let Err(error) = self.backplane.signal(&room, event, Some(&conn.id)).await {
                 tracing::warn!(%error, channel, "presence:join not announced");

@@ -130,7 +130,8 @@ async fn route(node: Arc<Node>, request: Request<Incoming>) -> Response<Full<Byt
                 } else {
                     "backplane not ready"
                 };
-                let mut response = json_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message);
+                let mut response =
+                    json_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message);
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));

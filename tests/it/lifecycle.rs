@@ -23,7 +23,10 @@ async fn connect_join_exchange_reconnect_and_leave() {
 
     let mut bob = Client::connect(&server, "default", "bob").await;
     let bob_ack = bob.join("lobby").await;
-    assert_eq!(bob_ack["payload"]["members"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        bob_ack["payload"]["members"].as_array().map(Vec::len),
+        Some(2)
+    );
     let joined = alice.recv().await;
     assert_eq!(
         joined,

@@ -1,7 +1,10 @@
 //! Test support: start a real server on `127.0.0.1:0` (in process, or as the real binary),
 //! mint tokens, connect real WebSocket clients, and wrap every wait in a timeout.
 
-#![allow(dead_code, reason = "each test module uses a different part of the support API")]
+#![allow(
+    dead_code,
+    reason = "each test module uses a different part of the support API"
+)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -356,7 +359,10 @@ impl Client {
     /// Closes normally (1000) and waits for the server's answer.
     pub async fn close(mut self) {
         let _ = timeout(WAIT, self.ws.close(None)).await;
-        let _ = timeout(WAIT, async { while let Some(Ok(_)) = self.ws.next().await {} }).await;
+        let _ = timeout(WAIT, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
     }
 }
 
@@ -403,7 +409,10 @@ pub async fn publish(server: &TestServer, tenant: &str, channel: &str, payload: 
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -444,7 +453,14 @@ pub fn binary() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "-p", "switchboard", "--bin", "switchboard"])
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "switchboard",
+                    "--bin",
+                    "switchboard",
+                ])
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()
                 .expect("cargo runs");

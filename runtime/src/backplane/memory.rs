@@ -99,7 +99,8 @@ impl Backplane for MemoryBackplane {
         log.touched = now;
         log.ttl = message.history.ttl;
         let seq = log.last_seq;
-        let frame = protocol::channel_message(message.msg_type, &room.channel, message.payload, seq);
+        let frame =
+            protocol::channel_message(message.msg_type, &room.channel, message.payload, seq);
         if message.history.size > 0 {
             log.expire(now);
             while log.history.len() >= message.history.size {
@@ -135,11 +136,19 @@ impl Backplane for MemoryBackplane {
     }
 
     // On one node the local room is the whole room: presence is read from it.
-    async fn presence_add(&self, _room: &RoomKey, _member: &MemberInfo) -> Result<(), BackplaneError> {
+    async fn presence_add(
+        &self,
+        _room: &RoomKey,
+        _member: &MemberInfo,
+    ) -> Result<(), BackplaneError> {
         Ok(())
     }
 
-    async fn presence_remove(&self, _room: &RoomKey, _connection: &ConnId) -> Result<(), BackplaneError> {
+    async fn presence_remove(
+        &self,
+        _room: &RoomKey,
+        _connection: &ConnId,
+    ) -> Result<(), BackplaneError> {
         Ok(())
     }
 
@@ -161,7 +170,11 @@ impl Backplane for MemoryBackplane {
             .map_or(0, |local| local.deliver_to_user(tenant, user_id, &frame)))
     }
 
-    async fn send_to_connection(&self, connection: &ConnId, frame: Frame) -> Result<bool, BackplaneError> {
+    async fn send_to_connection(
+        &self,
+        connection: &ConnId,
+        frame: Frame,
+    ) -> Result<bool, BackplaneError> {
         Ok(self
             .local()
             .is_some_and(|local| local.deliver_to_connection(connection, &frame)))

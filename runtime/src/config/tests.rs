@@ -1,1 +1,148 @@
-//! Tests.
+//! Config parsing, defaults and error messages that name the file and the key.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{ConfigError, JwtKey, LogFormat, parse};
+
+fn parse_ok(text: &str) -> super::Config {
+    parse(text, "test.toml", Path::new(".")).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Parses `text` and compares the error lines with `expect`.
+fn check_errors(text: &str, expect: &[&str]) {
+    let error = parse(text, "test.toml", Path::new(".")).expect_err("should be invalid");
+    assert_eq!(error.lines(), expect, "for:\n{text}");
+}
+
+const MINIMAL: &str = r#"
+[[tenants]]
+name = "default"
+[tenants.jwt]
+secret = "s"
+"#;
+
+#[test]
+fn defaults() {
+    let config = parse_ok(MINIMAL);
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.heartbeat_interval, Duration::from_secs(30));
+    assert_eq!(config.heartbeat_timeout, Duration::from_secs(10));
+    assert_eq!(config.drain_timeout, Duration::from_secs(10));
+    assert_eq!(config.log.format, LogFormat::Text);
+    let tenant = &config.tenants[0];
+    assert_eq!(tenant.limits.max_message_bytes, 1024 * 1024);
+    assert_eq!(tenant.limits.messages_per_second, 100.0);
+    assert_eq!(tenant.limits.burst, 200.0);
+    assert_eq!(tenant.jwt.algorithms, ["HS256", "HS384", "HS512"]);
+    assert_eq!(tenant.jwt.leeway, Duration::from_secs(5));
+    assert!(tenant.allowed_origins.is_empty());
+    assert!(matches!(&tenant.jwt.key, JwtKey::Secret(secret) if secret == b"s"));
+}
+
+#[test]
+fn durations_as_text_or_seconds() {
+    let config = parse_ok(&format!(
+        "[heartbeat]\ninterval = \"250ms\"\ntimeout = 1.5\n[shutdown]\ndrain_timeout = 3\n{MINIMAL}"
+    ));
+    assert_eq!(config.heartbeat_interval, Duration::from_millis(250));
+    assert_eq!(config.heartbeat_timeout, Duration::from_millis(1500));
+    assert_eq!(config.drain_timeout, Duration::from_secs(3));
+}
+
+#[test]
+fn secrets_from_the_environment() {
+    let name = "SWITCHBOARD_CONFIG_TEST_SECRET";
+    let text = format!(
+        "[[tenants]]\nname = \"default\"\napi_key = {{ env = \"{name}\" }}\n[tenants.jwt]\nsecret = {{ env = \"{name}\" }}\n"
+    );
+    check_errors(
+        &text,
+        &[
+            "test.toml: tenants[0].api_key: environment variable `SWITCHBOARD_CONFIG_TEST_SECRET` is not set or not UTF-8",
+            "test.toml: tenants[0].jwt.secret: environment variable `SWITCHBOARD_CONFIG_TEST_SECRET` is not set or not UTF-8",
+        ],
+    );
+}
+
+#[test]
+fn every_error_names_its_key() {
+    let text = r#"
+listen = "nowhere"
+max_connections = -1
+[heartbeat]
+interval = "soon"
+timeout = 0
+[[tenants]]
+name = "bad name"
+allowed_origins = ["https://ok.example", "https://slash.example/"]
+[tenants.jwt]
+secret = "s"
+algorithms = ["RS256"]
+[tenants.limits]
+max_message_bytes = 0
+burst = 0.5
+[[tenants]]
+name = "two"
+[tenants.jwt]
+secret = "s"
+jwks_file = "x.json"
+"#;
+    check_errors(
+        text,
+        &[
+            "test.toml: listen: `nowhere` is not an address such as 127.0.0.1:8080",
+            "test.toml: heartbeat.interval: not a duration: `soon`: expected number at 0 (write e.g. \"250ms\" or \"30s\")",
+            "test.toml: heartbeat.timeout: must be greater than zero",
+            "test.toml: max_connections: must not be negative",
+            "test.toml: tenants[0].name: `bad name` is not a tenant name (1..64 of A-Z a-z 0-9 - _)",
+            "test.toml: tenants[0].allowed_origins[1]: `https://slash.example/` is not an origin such as https://example.com",
+            "test.toml: tenants[0].jwt.algorithms[0]: `RS256` does not fit this key; one of HS256, HS384, HS512",
+            "test.toml: tenants[0].limits.burst: must be at least 1",
+            "test.toml: tenants[0].limits.max_message_bytes: must be positive",
+            "test.toml: tenants[1].jwt: set exactly one of `secret`, `public_key_file`, `jwks_file`",
+        ],
+    );
+}
+
+#[test]
+fn missing_tenants_and_duplicates() {
+    check_errors("", &["test.toml: tenants: at least one tenant is required"]);
+    check_errors(
+        &format!("{MINIMAL}{MINIMAL}"),
+        &["test.toml: tenants[1].name: tenant `default` is defined twice"],
+    );
+}
+
+#[test]
+fn unreadable_key_files_are_named() {
+    check_errors(
+        "[[tenants]]\nname = \"t\"\n[tenants.jwt]\npublic_key_file = \"no/such.pem\"\n",
+        &[
+            "test.toml: tenants[0].jwt.public_key_file: cannot read ./no/such.pem: No such file or directory (os error 2)",
+        ],
+    );
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_parse_errors_with_the_key() {
+    let error = parse(
+        &format!("lisen = \"x\"\n{MINIMAL}"),
+        "test.toml",
+        Path::new("."),
+    )
+    .expect_err("typo");
+    let ConfigError::Parse { message, .. } = &error else {
+        panic!("expected a parse error, got {error}");
+    };
+    assert!(message.contains("lisen"), "{message}");
+    assert!(error.to_string().starts_with("test.toml: "), "{error}");
+
+    let error = parse(
+        "[[tenants]]\nname = 5\n[tenants.jwt]\nsecret = \"s\"\n",
+        "test.toml",
+        Path::new("."),
+    )
+    .expect_err("type");
+    assert!(error.to_string().contains("name"), "{error}");
+}

@@ -19,7 +19,10 @@ async fn pings_every_interval_while_the_peer_answers() {
     let start = Instant::now();
     let mut heartbeat = Heartbeat::new(INTERVAL, TIMEOUT, start);
     for round in 1..=3u32 {
-        assert_eq!(wait_for_deadline(&mut heartbeat).await, HeartbeatAction::SendPing);
+        assert_eq!(
+            wait_for_deadline(&mut heartbeat).await,
+            HeartbeatAction::SendPing
+        );
         assert_eq!(Instant::now() - start, INTERVAL * round);
         advance(Duration::from_secs(1)).await;
         heartbeat.received();
@@ -30,8 +33,14 @@ async fn pings_every_interval_while_the_peer_answers() {
 async fn a_silent_peer_is_dead_one_timeout_after_the_ping() {
     let start = Instant::now();
     let mut heartbeat = Heartbeat::new(INTERVAL, TIMEOUT, start);
-    assert_eq!(wait_for_deadline(&mut heartbeat).await, HeartbeatAction::SendPing);
-    assert_eq!(wait_for_deadline(&mut heartbeat).await, HeartbeatAction::Dead);
+    assert_eq!(
+        wait_for_deadline(&mut heartbeat).await,
+        HeartbeatAction::SendPing
+    );
+    assert_eq!(
+        wait_for_deadline(&mut heartbeat).await,
+        HeartbeatAction::Dead
+    );
     assert_eq!(Instant::now() - start, INTERVAL + TIMEOUT);
 }
 
@@ -55,9 +64,15 @@ async fn a_timeout_longer_than_the_interval_keeps_the_first_deadline() {
 async fn traffic_before_the_deadline_keeps_the_connection() {
     let start = Instant::now();
     let mut heartbeat = Heartbeat::new(INTERVAL, TIMEOUT, start);
-    assert_eq!(wait_for_deadline(&mut heartbeat).await, HeartbeatAction::SendPing);
+    assert_eq!(
+        wait_for_deadline(&mut heartbeat).await,
+        HeartbeatAction::SendPing
+    );
     advance(TIMEOUT - Duration::from_millis(1)).await;
     heartbeat.received();
-    assert_eq!(wait_for_deadline(&mut heartbeat).await, HeartbeatAction::SendPing);
+    assert_eq!(
+        wait_for_deadline(&mut heartbeat).await,
+        HeartbeatAction::SendPing
+    );
     assert_eq!(Instant::now() - start, INTERVAL * 2);
 }

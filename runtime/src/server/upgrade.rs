@@ -26,13 +26,22 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Handles a request to `/ws` or `/ws/{tenant}`.
-pub fn handle(node: &Arc<Node>, tenant_name: &str, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+pub fn handle(
+    node: &Arc<Node>,
+    tenant_name: &str,
+    mut request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let reject = |status: StatusCode, reason: &'static str, error: &str, message: &str| {
         node.metrics.rejection(tenant_name, reason, status.as_u16());
         json_error(status, error, message)
     };
     let Some(tenant) = node.tenants.get(tenant_name).cloned() else {
-        return reject(StatusCode::NOT_FOUND, "unknown_tenant", "not_found", "unknown tenant");
+        return reject(
+            StatusCode::NOT_FOUND,
+            "unknown_tenant",
+            "not_found",
+            "unknown tenant",
+        );
     };
     if !is_upgrade_request(&request) {
         let mut response = reject(
@@ -54,9 +63,10 @@ pub fn handle(node: &Arc<Node>, tenant_name: &str, mut request: Request<Incoming
             "upgrade_required",
             "only WebSocket version 13 is supported",
         );
-        response
-            .headers_mut()
-            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return response;
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
@@ -75,9 +85,16 @@ pub fn handle(node: &Arc<Node>, tenant_name: &str, mut request: Request<Incoming
         node.metrics.rejection(tenant_name, "node_full", 503);
         return unavailable("node at its connection limit", 1);
     };
-    let origin = headers.get(header::ORIGIN).map(|value| value.to_str().unwrap_or("\u{0}"));
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|value| value.to_str().unwrap_or("\u{0}"));
     if let Err(error) = tenant.origins.check(origin) {
-        return reject(StatusCode::FORBIDDEN, error.label(), "forbidden", &error.to_string());
+        return reject(
+            StatusCode::FORBIDDEN,
+            error.label(),
+            "forbidden",
+            &error.to_string(),
+        );
     }
     let offered = offered_subprotocols(headers);
     let claims = match find_token(headers, request.uri().query(), &offered)
@@ -86,7 +103,12 @@ pub fn handle(node: &Arc<Node>, tenant_name: &str, mut request: Request<Incoming
     {
         Ok(claims) => claims,
         Err(error) => {
-            return reject(StatusCode::UNAUTHORIZED, error.label(), "unauthorized", &error.to_string());
+            return reject(
+                StatusCode::UNAUTHORIZED,
+                error.label(),
+                "unauthorized",
+                &error.to_string(),
+            );
         }
     };
     let Some(tenant_slot) = tenant.try_acquire() else {
@@ -185,7 +207,9 @@ impl Accepted {
 fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {

@@ -7,7 +7,10 @@ use super::{find_token, offered_subprotocols};
 fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
-        map.append(name.clone(), HeaderValue::from_str(value).expect("test header"));
+        map.append(
+            name.clone(),
+            HeaderValue::from_str(value).expect("test header"),
+        );
     }
     map
 }
@@ -15,22 +18,45 @@ fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
 fn check(pairs: &[(header::HeaderName, &str)], query: Option<&str>, expect: Option<&str>) {
     let map = headers(pairs);
     let offered = offered_subprotocols(&map);
-    assert_eq!(find_token(&map, query, &offered).as_deref(), expect, "{pairs:?} {query:?}");
+    assert_eq!(
+        find_token(&map, query, &offered).as_deref(),
+        expect,
+        "{pairs:?} {query:?}"
+    );
 }
 
 #[test]
 fn the_first_present_source_decides() {
     let auth = header::AUTHORIZATION;
     let proto = header::SEC_WEBSOCKET_PROTOCOL;
-    check(&[(auth.clone(), "Bearer aaa")], Some("token=bbb"), Some("aaa"));
+    check(
+        &[(auth.clone(), "Bearer aaa")],
+        Some("token=bbb"),
+        Some("aaa"),
+    );
     check(&[(auth.clone(), "bearer aaa")], None, Some("aaa"));
     check(&[(auth.clone(), "BEARER aaa")], None, Some("aaa"));
-    check(&[(auth.clone(), "Basic dXNlcg==")], Some("token=bbb"), Some("bbb"));
+    check(
+        &[(auth.clone(), "Basic dXNlcg==")],
+        Some("token=bbb"),
+        Some("bbb"),
+    );
     check(&[(auth.clone(), "Bearer ")], Some("token=bbb"), Some("bbb"));
     check(&[], Some("a=1&token=b%2Bb"), Some("b+b"));
     check(&[], Some("token="), None);
-    check(&[(proto.clone(), "switchboard.v1, bearer.ccc")], Some("token="), Some("ccc"));
+    check(
+        &[(proto.clone(), "switchboard.v1, bearer.ccc")],
+        Some("token="),
+        Some("ccc"),
+    );
     check(&[(proto.clone(), "bearer.")], None, None);
-    check(&[(proto.clone(), "switchboard.v1"), (proto.clone(), "bearer.ddd")], None, Some("ddd"));
+    check(
+        &[
+            (proto.clone(), "switchboard.v1"),
+            (proto.clone(), "bearer.ddd"),
+        ],
+        None,
+        Some("ddd"),
+    );
     check(&[], None, None);
 }
