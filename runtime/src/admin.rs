@@ -1,12 +1,13 @@
 //! The HTTP API on the main listener: `POST /api/publish` (PROTOCOL.md section 6).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
 use crate::backplane::{Publish, RoomKey};
 use crate::node::Node;
@@ -30,13 +31,14 @@ pub async fn publish(node: &Arc<Node>, request: Request<Incoming>) -> Response<F
             );
         }
     };
-    let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(&body) else {
+    // Fields stay raw JSON so the payload is forwarded byte for byte (key order, big numbers).
+    let Ok(mut fields) = serde_json::from_slice::<HashMap<String, &RawValue>>(&body) else {
         return bad_request("the body must be a JSON object");
     };
-    let Some(Value::String(tenant_name)) = fields.get("tenant") else {
+    let Some(tenant_name) = fields.remove("tenant").and_then(json_string) else {
         return bad_request("`tenant` (a string) is required");
     };
-    let Some(tenant) = node.tenants.get(tenant_name).cloned() else {
+    let Some(tenant) = node.tenants.get(&tenant_name).cloned() else {
         return json_error(StatusCode::NOT_FOUND, "not_found", "unknown tenant");
     };
     let presented = parts
@@ -93,23 +95,28 @@ pub async fn publish(node: &Arc<Node>, request: Request<Incoming>) -> Response<F
     }
 }
 
+/// The text of a JSON string; `None` for any other JSON value.
+fn json_string(raw: &RawValue) -> Option<String> {
+    serde_json::from_str::<String>(raw.get()).ok()
+}
+
 fn publish_fields(
-    fields: &mut Map<String, Value>,
+    fields: &mut HashMap<String, &RawValue>,
 ) -> Result<(String, String, Option<String>), String> {
-    let channel = match fields.remove("channel") {
-        Some(Value::String(channel)) => channel,
-        _ => return Err("`channel` (a string) is required".to_owned()),
-    };
+    let channel = fields
+        .remove("channel")
+        .and_then(json_string)
+        .ok_or("`channel` (a string) is required")?;
     check_channel(&channel).map_err(|error| error.to_string())?;
-    let msg_type = match fields.remove("type") {
-        Some(Value::String(msg_type)) => msg_type,
-        _ => return Err("`type` (a string) is required".to_owned()),
-    };
+    let msg_type = fields
+        .remove("type")
+        .and_then(json_string)
+        .ok_or("`type` (a string) is required")?;
     check_type(&msg_type).map_err(|error| error.to_string())?;
-    let payload = match fields.remove("payload") {
-        None | Some(Value::Null) => None,
-        Some(value) => Some(value.to_string()),
-    };
+    let payload = fields
+        .remove("payload")
+        .map(|raw| raw.get().to_owned())
+        .filter(|raw| raw != "null");
     Ok((channel, msg_type, payload))
 }
 

@@ -300,16 +300,17 @@ impl OriginPolicy {
         }
     }
 
-    /// A request without `Origin` (not a browser) is accepted; `null` only if listed.
+    /// A request without `Origin` (not a browser) is accepted; with an allow-list, `null` never is.
     pub fn check(&self, origin: Option<&str>) -> Result<(), AuthError> {
         let Some(origin) = origin else {
             return Ok(());
         };
         if self.allowed.is_empty()
-            || self
-                .allowed
-                .iter()
-                .any(|allowed| allowed.eq_ignore_ascii_case(origin) && origin != "null")
+            || (origin != "null"
+                && self
+                    .allowed
+                    .iter()
+                    .any(|allowed| allowed.eq_ignore_ascii_case(origin)))
         {
             Ok(())
         } else {

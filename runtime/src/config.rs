@@ -433,7 +433,13 @@ impl Validator<'_> {
             self.issue(format!("{key}.api_key"), "must not be empty");
         }
         for (index, origin) in raw.allowed_origins.iter().enumerate() {
-            if origin.is_empty() || origin.ends_with('/') {
+            if origin == "null" {
+                // Opaque origins (sandboxed frames, file: pages) all send `null`: it names no one.
+                self.issue(
+                    format!("{key}.allowed_origins[{index}]"),
+                    "`null` cannot be allowed: every opaque origin sends it",
+                );
+            } else if origin.is_empty() || origin.ends_with('/') {
                 self.issue(
                     format!("{key}.allowed_origins[{index}]"),
                     format!("`{origin}` is not an origin such as https://example.com"),

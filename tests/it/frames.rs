@@ -7,10 +7,10 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use switchboard::registry::ConnId;
-use tokio::time::{Instant, timeout};
+use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{OpCode, OpData};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 
 use crate::support::{
     Client, TestServer, WAIT, config, eventually, publish, tenant,
@@ -18,16 +18,21 @@ use crate::support::{
 
 // ---- helpers shared by the frames, rooms, heartbeat and shutdown tests ----
 
-/// Reads text frames until none arrives within `window`; control frames are skipped.
-/// Panics if the connection closes or more than 10 000 frames arrive.
+/// Reads text frames until none arrives within `window` of the last one; control frames are
+/// skipped (and do not extend the window). Panics if the connection closes, more than 10 000
+/// text frames arrive, or the whole read takes longer than `WAIT`.
 pub(crate) async fn frames_until_silence(client: &mut Client, window: Duration) -> Vec<Value> {
+    let limit = Instant::now() + WAIT;
     let mut frames = Vec::new();
+    let mut quiet_until = Instant::now() + window;
     loop {
         assert!(frames.len() < 10_000, "too many frames: {}", frames.len());
-        match timeout(window, client.ws.next()).await {
+        assert!(Instant::now() < limit, "no silence within {WAIT:?}");
+        match timeout_at(quiet_until, client.ws.next()).await {
             Err(_) => return frames,
             Ok(Some(Ok(Message::Text(text)))) => {
                 frames.push(serde_json::from_str(text.as_str()).expect("server sends JSON"));
+                quiet_until = Instant::now() + window;
             }
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
             Ok(other) => panic!("expected text frames or silence, got {other:?}"),
@@ -46,18 +51,6 @@ pub(crate) async fn read_to_end(client: &mut Client) {
     })
     .await;
     assert!(drained.is_ok(), "the connection did not end in time");
-}
-
-/// Waits for the server's close frame, checks its code and that its reason starts with
-/// `reason_prefix`, then completes the close handshake.
-pub(crate) async fn expect_closed_with(client: &mut Client, code: u16, reason_prefix: &str) {
-    let (got_code, reason) = client.expect_close().await;
-    assert_eq!(got_code, code, "close code (reason {reason:?})");
-    assert!(
-        reason.starts_with(reason_prefix),
-        "close reason {reason:?} does not start with {reason_prefix:?}"
-    );
-    read_to_end(client).await;
 }
 
 /// A config with one `default` tenant whose `[tenants.limits]` section holds `limits`.

@@ -13,8 +13,8 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::support::{
-    Client, Refusal, SECRET, TestServer, WAIT, api_key, claims, config, fixtures,
-    http_get, sign, sign_hs, tenant, token, try_upgrade, upgrade_request,
+    Client, Refusal, SECRET, TestServer, WAIT, api_key, claims, config, fixtures, http_get, sign,
+    sign_hs, tenant, token, try_upgrade, upgrade_request,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -124,7 +124,13 @@ async fn assert_token_accepted(
     sub: &str,
     context: &str,
 ) {
-    let (client, _) = accepted(with_bearer(&server.ws_url(tenant), token), sub, tenant, context).await;
+    let (client, _) = accepted(
+        with_bearer(&server.ws_url(tenant), token),
+        sub,
+        tenant,
+        context,
+    )
+    .await;
     client.close().await;
 }
 
@@ -240,7 +246,10 @@ async fn raw_upgrade(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> 
         while !head.ends_with(b"\r\n\r\n") {
             let mut byte = [0u8; 1];
             let read = stream.read(&mut byte).await.expect("socket readable");
-            assert_eq!(read, 1, "connection closed inside the response head: {head:?}");
+            assert_eq!(
+                read, 1,
+                "connection closed inside the response head: {head:?}"
+            );
             head.push(byte[0]);
         }
     })
@@ -302,7 +311,10 @@ async fn connect_when_free(server: &TestServer, tenant: &str, sub: &str) -> Clie
         match try_upgrade(with_bearer(&server.ws_url(tenant), &token(sub))).await {
             Ok((ws, _)) => return Client::from_socket(ws).await,
             Err(refusal) => {
-                assert_eq!(refusal.status, 503, "only a full node may refuse: {refusal:?}");
+                assert_eq!(
+                    refusal.status, 503,
+                    "only a full node may refuse: {refusal:?}"
+                );
                 assert!(
                     tokio::time::Instant::now() < deadline,
                     "the slot was never freed"
@@ -477,6 +489,61 @@ async fn tenant_at_its_connection_limit_is_503() {
     again.close().await;
 }
 
+#[tokio::test]
+async fn rejected_handshakes_do_not_leak_connection_slots() {
+    // Node limit 2, tenant `default` limit 1: every refusal below takes the node slot (and the
+    // 503 below also the tenant check) and must give it back.
+    let text = format!(
+        "max_connections = 2\n{}",
+        config(
+            "",
+            &[
+                tenant(
+                    "default",
+                    "allowed_origins = [\"https://app.example.com\"]",
+                    "[tenants.limits]\nmax_connections = 1",
+                ),
+                tenant("other", "", ""),
+            ]
+        )
+    );
+    let server = TestServer::start(&text).await;
+    for round in 0..3 {
+        refused(
+            with_bearer(&server.ws_url("default"), "garbage"),
+            401,
+            &format!("bad token, round {round}"),
+        )
+        .await;
+        refused(
+            with_bearer(&server.ws_url("default"), &token("x"))
+                .tap_origin("https://evil.example.com"),
+            403,
+            &format!("bad origin, round {round}"),
+        )
+        .await;
+    }
+    let first = Client::connect(&server, "default", "alice").await;
+    for round in 0..3 {
+        refused(
+            with_bearer(&server.ws_url("default"), &token("bob")),
+            503,
+            &format!("tenant full, round {round}"),
+        )
+        .await;
+    }
+    // One node slot is still free.
+    let second = Client::connect(&server, "other", "carol").await;
+    refused(
+        with_bearer(&server.ws_url("other"), &token("dave")),
+        503,
+        "node now full",
+    )
+    .await;
+    second.close().await;
+    first.close().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Origins
 // ---------------------------------------------------------------------------------------------
@@ -526,7 +593,12 @@ async fn origin_not_in_allow_list_is_403() {
 #[tokio::test]
 async fn null_origin_is_403_with_an_allow_list() {
     let server = origin_server().await;
-    refused(origin_request(&server, Some("null"), "alice"), 403, "Origin null").await;
+    refused(
+        origin_request(&server, Some("null"), "alice"),
+        403,
+        "Origin null",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -579,7 +651,12 @@ async fn any_origin_is_accepted_without_an_allow_list() {
 #[tokio::test]
 async fn missing_token_is_401() {
     let server = TestServer::default().await;
-    refused(upgrade_request(&server.ws_url("default"), &[]), 401, "no token").await;
+    refused(
+        upgrade_request(&server.ws_url("default"), &[]),
+        401,
+        "no token",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -646,6 +723,32 @@ async fn nbf_in_the_future_is_401() {
     assert_token_accepted(&server, "default", &ok, "alice", "nbf 60 s ago").await;
 }
 
+#[tokio::test]
+async fn nbf_within_leeway_is_accepted() {
+    let server = TestServer::default().await;
+    let soon = sign_hs(&claims("alice", 3600, json!({"nbf": now_secs() + 2})));
+    assert_token_accepted(&server, "default", &soon, "alice", "nbf in 2 s").await;
+    let later = sign_hs(&claims("alice", 3600, json!({"nbf": now_secs() + 15})));
+    assert_token_refused(&server, "default", &later, "nbf in 15 s").await;
+}
+
+#[tokio::test]
+async fn configured_leeway_replaces_the_default() {
+    let wide = TestServer::start(&config("", &[secret_tenant_with("leeway = \"60s\"")])).await;
+    let expired_30s = sign_hs(&claims("alice", -30, json!({})));
+    assert_token_accepted(
+        &wide,
+        "default",
+        &expired_30s,
+        "alice",
+        "exp 30 s ago, leeway 60 s",
+    )
+    .await;
+    let narrow = TestServer::start(&config("", &[secret_tenant_with("leeway = 1")])).await;
+    let expired_3s = sign_hs(&claims("alice", -3, json!({})));
+    assert_token_refused(&narrow, "default", &expired_3s, "exp 3 s ago, leeway 1 s").await;
+}
+
 async fn iss_aud_server() -> TestServer {
     TestServer::start(&config(
         "",
@@ -665,6 +768,23 @@ async fn matching_iss_and_aud_are_accepted() {
         json!({"iss": "https://issuer.example", "aud": "switchboard"}),
     ));
     assert_token_accepted(&server, "default", &good, "alice", "right iss and aud").await;
+}
+
+#[tokio::test]
+async fn aud_array_containing_the_audience_is_accepted() {
+    let server = iss_aud_server().await;
+    let good = sign_hs(&claims(
+        "alice",
+        3600,
+        json!({"iss": "https://issuer.example", "aud": ["other", "switchboard"]}),
+    ));
+    assert_token_accepted(&server, "default", &good, "alice", "aud array").await;
+    let bad = sign_hs(&claims(
+        "alice",
+        3600,
+        json!({"iss": "https://issuer.example", "aud": ["other", "more"]}),
+    ));
+    assert_token_refused(&server, "default", &bad, "aud array without ours").await;
 }
 
 #[tokio::test]
@@ -797,7 +917,11 @@ async fn algorithm_confusion_hs256_with_rsa_public_key_is_401() {
         .await;
     }
     // Control: a real RS256 token is accepted by the same tenant.
-    let real = sign(&claims("alice", 3600, json!({})), Algorithm::RS256, &rsa_key());
+    let real = sign(
+        &claims("alice", 3600, json!({})),
+        Algorithm::RS256,
+        &rsa_key(),
+    );
     assert_token_accepted(&server, "default", &real, "alice", "RS256 control").await;
 }
 
@@ -843,8 +967,16 @@ async fn token_of_another_key_family_is_401() {
         ],
     ))
     .await;
-    let rs = sign(&claims("alice", 3600, json!({})), Algorithm::RS256, &rsa_key());
-    let es = sign(&claims("alice", 3600, json!({})), Algorithm::ES256, &ec_key());
+    let rs = sign(
+        &claims("alice", 3600, json!({})),
+        Algorithm::RS256,
+        &rsa_key(),
+    );
+    let es = sign(
+        &claims("alice", 3600, json!({})),
+        Algorithm::ES256,
+        &ec_key(),
+    );
     assert_token_refused(&server, "ec", &rs, "RS256 on the EC tenant").await;
     assert_token_refused(&server, "rsa", &es, "ES256 on the RSA tenant").await;
     assert_token_refused(
@@ -870,7 +1002,11 @@ async fn rs256_with_rsa_public_key_is_accepted() {
         )],
     ))
     .await;
-    let good = sign(&claims("alice", 3600, json!({})), Algorithm::RS256, &rsa_key());
+    let good = sign(
+        &claims("alice", 3600, json!({})),
+        Algorithm::RS256,
+        &rsa_key(),
+    );
     assert_token_accepted(&server, "default", &good, "alice", "RS256").await;
 }
 
@@ -884,7 +1020,11 @@ async fn es256_with_ec_public_key_is_accepted() {
         )],
     ))
     .await;
-    let good = sign(&claims("alice", 3600, json!({})), Algorithm::ES256, &ec_key());
+    let good = sign(
+        &claims("alice", 3600, json!({})),
+        Algorithm::ES256,
+        &ec_key(),
+    );
     assert_token_accepted(&server, "default", &good, "alice", "ES256").await;
 }
 
@@ -898,7 +1038,11 @@ async fn eddsa_with_ed25519_public_key_is_accepted() {
         )],
     ))
     .await;
-    let good = sign(&claims("alice", 3600, json!({})), Algorithm::EdDSA, &ed_key());
+    let good = sign(
+        &claims("alice", 3600, json!({})),
+        Algorithm::EdDSA,
+        &ed_key(),
+    );
     assert_token_accepted(&server, "default", &good, "alice", "EdDSA").await;
 }
 
@@ -1009,11 +1153,7 @@ async fn token_in_query_is_accepted() {
     client.close().await;
     // Among other parameters, on a named tenant.
     let server = TestServer::start(&config("", &[tenant("acme", "", "")])).await;
-    let url = format!(
-        "{}?x=1&token={}&y=2",
-        server.ws_url("acme"),
-        token("bob")
-    );
+    let url = format!("{}?x=1&token={}&y=2", server.ws_url("acme"), token("bob"));
     let (client, _) = accepted(upgrade_request(&url, &[]), "bob", "acme", "?x&token&y").await;
     client.close().await;
 }
@@ -1058,7 +1198,10 @@ async fn token_entry_before_switchboard_v1_and_in_separate_headers() {
     )
     .await;
     assert_eq!(raw.status, 101, "{:?}", raw.headers);
-    assert_eq!(raw.header_values("sec-websocket-protocol"), ["switchboard.v1"]);
+    assert_eq!(
+        raw.header_values("sec-websocket-protocol"),
+        ["switchboard.v1"]
+    );
     drop(raw);
     // Two separate headers.
     let bearer_entry = format!("bearer.{jwt}");
@@ -1072,7 +1215,10 @@ async fn token_entry_before_switchboard_v1_and_in_separate_headers() {
     )
     .await;
     assert_eq!(raw.status, 101, "{:?}", raw.headers);
-    assert_eq!(raw.header_values("sec-websocket-protocol"), ["switchboard.v1"]);
+    assert_eq!(
+        raw.header_values("sec-websocket-protocol"),
+        ["switchboard.v1"]
+    );
 }
 
 #[tokio::test]
@@ -1115,8 +1261,9 @@ async fn only_bearer_subprotocol_connects_with_no_subprotocol_selected() {
         raw.headers
     );
     // The socket is a working WebSocket: the welcome names the token's user.
-    let ws = WebSocketStream::from_raw_socket(MaybeTlsStream::Plain(raw.stream), Role::Client, None)
-        .await;
+    let ws =
+        WebSocketStream::from_raw_socket(MaybeTlsStream::Plain(raw.stream), Role::Client, None)
+            .await;
     let client = Client::from_socket(ws).await;
     assert_eq!(client.welcome["payload"]["userId"], "alice");
     client.close().await;
@@ -1267,7 +1414,10 @@ async fn bare_bearer_subprotocol_counts_as_absent() {
     // A bare `bearer.` entry is skipped for a later non-empty one.
     let offer = format!("switchboard.v1, bearer., bearer.{}", token("alice"));
     let (client, _) = accepted(
-        upgrade_request(&server.ws_url("default"), &[("sec-websocket-protocol", &offer)]),
+        upgrade_request(
+            &server.ws_url("default"),
+            &[("sec-websocket-protocol", &offer)],
+        ),
         "alice",
         "default",
         "bare bearer. then a real one",
@@ -1384,7 +1534,11 @@ impl TapOrigin for http::Request<()> {
 async fn order_token_before_tenant_limit() {
     let server = TestServer::start(&config(
         "",
-        &[tenant("default", "", "[tenants.limits]\nmax_connections = 1")],
+        &[tenant(
+            "default",
+            "",
+            "[tenants.limits]\nmax_connections = 1",
+        )],
     ))
     .await;
     let first = Client::connect(&server, "default", "alice").await;
@@ -1485,9 +1639,19 @@ async fn rejections_are_counted_in_metrics_by_reason_and_status() {
     ))
     .await;
     // Two different 401 reasons, one 403, one 404.
-    refused(upgrade_request(&server.ws_url("default"), &[]), 401, "no token").await;
+    refused(
+        upgrade_request(&server.ws_url("default"), &[]),
+        401,
+        "no token",
+    )
+    .await;
     let expired = sign_hs(&claims("alice", -3600, json!({})));
-    refused(with_bearer(&server.ws_url("default"), &expired), 401, "expired").await;
+    refused(
+        with_bearer(&server.ws_url("default"), &expired),
+        401,
+        "expired",
+    )
+    .await;
     refused(
         with_bearer(&server.ws_url("default"), &expired),
         401,
@@ -1521,7 +1685,8 @@ async fn rejections_are_counted_in_metrics_by_reason_and_status() {
     let series = rejection_series(&text);
     assert!(!series.is_empty(), "no rejection series in:\n{text}");
     for (labels, _) in &series {
-        let reason = label(labels, "reason").unwrap_or_else(|| panic!("no reason label: {labels:?}"));
+        let reason =
+            label(labels, "reason").unwrap_or_else(|| panic!("no reason label: {labels:?}"));
         assert!(!reason.is_empty(), "empty reason label: {labels:?}");
         assert!(
             label(labels, "status").is_some(),
@@ -1560,7 +1725,13 @@ async fn rejections_are_counted_in_metrics_by_reason_and_status() {
     // Accepted handshakes are not rejections.
     let client = Client::connect(&server, "default", "alice").await;
     let (_, _, after) = http_get(&server.http_url("/metrics")).await;
-    let after_total: u64 = rejection_series(&after).iter().map(|(_, count)| count).sum();
-    assert_eq!(after_total, 5, "an accepted upgrade changed the rejections:\n{after}");
+    let after_total: u64 = rejection_series(&after)
+        .iter()
+        .map(|(_, count)| count)
+        .sum();
+    assert_eq!(
+        after_total, 5,
+        "an accepted upgrade changed the rejections:\n{after}"
+    );
     client.close().await;
 }

@@ -3,8 +3,12 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::support::{
     Client, TestServer, WAIT, api_key, config, http_get, publish, publish_raw, tenant,
@@ -180,7 +184,10 @@ async fn metrics_is_prometheus_text() {
         "{text}"
     );
     // Every non-comment line is `series value`.
-    for line in text.lines().filter(|line| !line.starts_with('#') && !line.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+    {
         let (_, value) = line
             .rsplit_once(' ')
             .unwrap_or_else(|| panic!("no value on line `{line}`"));
@@ -226,7 +233,8 @@ async fn metrics_message_counters_rise_with_traffic() {
     let in_series = "switchboard_messages_in_total{tenant=\"default\"}";
     let out_series = "switchboard_messages_out_total{tenant=\"default\"}";
     // The welcome has been written.
-    let out_before = metric_eventually(&server, out_series, "at least 1", |value| value >= 1.0).await;
+    let out_before =
+        metric_eventually(&server, out_series, "at least 1", |value| value >= 1.0).await;
     let in_before = metric_now(&server, in_series).await;
     assert_eq!(in_before, 0.0, "nothing sent yet");
 
@@ -253,8 +261,29 @@ async fn metrics_closes_total_counts_a_normal_close_as_1000() {
         None,
         "no close yet"
     );
-    let client = Client::connect(&server, "default", "alice").await;
-    client.close().await;
+    let mut client = Client::connect(&server, "default", "alice").await;
+    // A close frame with code 1000 (`Client::close` sends one without a code, i.e. 1005).
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    timeout(WAIT, client.ws.close(Some(frame)))
+        .await
+        .expect("close sent in time")
+        .expect("close sent");
+    // The server answers the close handshake and ends the stream.
+    let answered = timeout(WAIT, async {
+        loop {
+            match client.ws.next().await {
+                Some(Ok(Message::Close(frame))) => break frame.map(|frame| u16::from(frame.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("expected the server's close reply, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("close answered in time");
+    assert_eq!(answered, Some(1000), "the server echoes 1000");
     let count = metric_eventually(&server, series, "1", |value| value >= 1.0).await;
     assert_eq!(count, 1.0);
 }
@@ -299,7 +328,12 @@ async fn metrics_rooms_gauge_reflects_joined_rooms() {
 async fn publish_body_not_json_is_400() {
     let server = TestServer::default().await;
     let key = api_key("default");
-    for raw in ["", "not json", "{\"tenant\": \"default\"", "{tenant: default}"] {
+    for raw in [
+        "",
+        "not json",
+        "{\"tenant\": \"default\"",
+        "{tenant: default}",
+    ] {
         publish_error(&server, raw, Some(&key), 400, &format!("body {raw:?}")).await;
     }
 }
@@ -308,7 +342,14 @@ async fn publish_body_not_json_is_400() {
 async fn publish_body_not_an_object_is_400() {
     let server = TestServer::default().await;
     let key = api_key("default");
-    for raw in ["[]", "[{\"tenant\":\"default\"}]", "\"default\"", "42", "null", "true"] {
+    for raw in [
+        "[]",
+        "[{\"tenant\":\"default\"}]",
+        "\"default\"",
+        "42",
+        "null",
+        "true",
+    ] {
         publish_error(&server, raw, Some(&key), 400, &format!("body {raw}")).await;
     }
 }
@@ -324,7 +365,14 @@ async fn publish_tenant_missing_or_not_a_string_is_400() {
         json!({"tenant": ["default"], "channel": "lobby", "type": "news"}),
         json!({"tenant": {"name": "default"}, "channel": "lobby", "type": "news"}),
     ] {
-        publish_error(&server, &raw.to_string(), Some(&key), 400, &format!("body {raw}")).await;
+        publish_error(
+            &server,
+            &raw.to_string(),
+            Some(&key),
+            400,
+            &format!("body {raw}"),
+        )
+        .await;
     }
 }
 
@@ -349,7 +397,14 @@ async fn publish_unknown_tenant_is_404_even_without_a_key() {
     let server = TestServer::default().await;
     let raw = body("nope", "lobby", "news");
     publish_error(&server, &raw, None, 404, "unknown tenant, no key").await;
-    publish_error(&server, &raw, Some("wrong"), 404, "unknown tenant, wrong key").await;
+    publish_error(
+        &server,
+        &raw,
+        Some("wrong"),
+        404,
+        "unknown tenant, wrong key",
+    )
+    .await;
     publish_error(
         &server,
         &raw,
@@ -372,14 +427,26 @@ async fn publish_unknown_tenant_is_404_even_without_a_key() {
 #[tokio::test]
 async fn publish_missing_key_is_401() {
     let server = TestServer::default().await;
-    publish_error(&server, &body("default", "lobby", "news"), None, 401, "no key").await;
+    publish_error(
+        &server,
+        &body("default", "lobby", "news"),
+        None,
+        401,
+        "no key",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn publish_wrong_key_is_401() {
     let server = TestServer::default().await;
     let raw = body("default", "lobby", "news");
-    for key in ["wrong", "default-api-ke", "default-api-key-", "DEFAULT-API-KEY"] {
+    for key in [
+        "wrong",
+        "default-api-ke",
+        "default-api-key-",
+        "DEFAULT-API-KEY",
+    ] {
         publish_error(&server, &raw, Some(key), 401, &format!("key {key:?}")).await;
     }
 }
@@ -429,7 +496,14 @@ async fn publish_key_with_another_scheme_is_401() {
 async fn publish_tenant_without_api_key_is_401() {
     let keyless = "[[tenants]]\nname = \"keyless\"\n[tenants.jwt]\nsecret = \"s\"\n".to_owned();
     let server = TestServer::start(&config("", &[tenant("default", "", ""), keyless])).await;
-    publish_error(&server, &body("keyless", "lobby", "news"), None, 401, "keyless, no key").await;
+    publish_error(
+        &server,
+        &body("keyless", "lobby", "news"),
+        None,
+        401,
+        "keyless, no key",
+    )
+    .await;
     publish_error(
         &server,
         &body("keyless", "lobby", "news"),
@@ -476,7 +550,14 @@ async fn publish_channel_missing_empty_or_too_long_is_400() {
         json!({"tenant": "default", "channel": 7, "type": "news"}),
     ] {
         let shown: String = raw.to_string().chars().take(120).collect();
-        publish_error(&server, &raw.to_string(), Some(&key), 400, &format!("body {shown}")).await;
+        publish_error(
+            &server,
+            &raw.to_string(),
+            Some(&key),
+            400,
+            &format!("body {shown}"),
+        )
+        .await;
     }
 }
 
@@ -495,7 +576,14 @@ async fn publish_type_missing_empty_or_too_long_is_400() {
         json!({"tenant": "default", "channel": "lobby", "type": 3}),
     ] {
         let shown: String = raw.to_string().chars().take(120).collect();
-        publish_error(&server, &raw.to_string(), Some(&key), 400, &format!("body {shown}")).await;
+        publish_error(
+            &server,
+            &raw.to_string(),
+            Some(&key),
+            400,
+            &format!("body {shown}"),
+        )
+        .await;
     }
 }
 
@@ -546,7 +634,9 @@ async fn publish_returns_seq_and_delivers_exactly_the_message_to_subscribers() {
     assert_eq!(status, 200, "{reply}");
     let object = reply.as_object().expect("reply is an object");
     assert_eq!(object.len(), 1, "reply is exactly {{\"seq\": N}}: {reply}");
-    let seq = reply["seq"].as_u64().expect("seq is a non-negative integer");
+    let seq = reply["seq"]
+        .as_u64()
+        .expect("seq is a non-negative integer");
     assert_eq!(seq, 1, "seq starts at 1 on a new channel");
 
     let expected = json!({
@@ -691,6 +781,39 @@ async fn publish_counts_in_metrics() {
     assert_eq!(metric_now(&server, series).await, 0.0);
     publish(&server, "default", "lobby", json!(1)).await;
     publish(&server, "default", "lobby", json!(2)).await;
-    publish_error(&server, &body("default", "lobby", "news"), None, 401, "no key").await;
+    publish_error(
+        &server,
+        &body("default", "lobby", "news"),
+        None,
+        401,
+        "no key",
+    )
+    .await;
     assert_eq!(metric_now(&server, series).await, 2.0);
+}
+
+#[tokio::test]
+async fn publish_forwards_the_payload_byte_for_byte() {
+    let server = TestServer::default().await;
+    let mut member = Client::connect(&server, "default", "alice").await;
+    member.join("lobby").await;
+    let payload = r#"{"z":1,"a":123456789012345678901234567890,"m":[1.50,"\u00e9"]}"#;
+    let body = format!(r#"{{"tenant":"default","channel":"lobby","type":"raw","payload":{payload}}}"#);
+    let (status, reply) = publish_raw(&server, &body, Some(&api_key("default"))).await;
+    assert_eq!(status, 200, "{reply}");
+    let frame = timeout(Duration::from_secs(5), member.ws.next())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("valid");
+    let Message::Text(text) = frame else {
+        panic!("expected text, got {frame:?}");
+    };
+    assert_eq!(
+        text.as_str(),
+        format!(
+            r#"{{"type":"raw","channel":"lobby","payload":{payload},"seq":{}}}"#,
+            reply["seq"]
+        )
+    );
 }

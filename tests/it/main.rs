@@ -9,3 +9,4 @@ mod lifecycle;
 mod rooms;
 mod shutdown;
 mod support;
+mod tidy;

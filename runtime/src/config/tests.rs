@@ -146,3 +146,11 @@ fn unknown_keys_and_wrong_types_are_parse_errors_with_the_key() {
     .expect_err("type");
     assert!(error.to_string().contains("name"), "{error}");
 }
+
+#[test]
+fn null_cannot_be_an_allowed_origin() {
+    check_errors(
+        "[[tenants]]\nname = \"t\"\nallowed_origins = [\"null\"]\n[tenants.jwt]\nsecret = \"s\"\n",
+        &["test.toml: tenants[0].allowed_origins[0]: `null` cannot be allowed: every opaque origin sends it"],
+    );
+}

@@ -36,12 +36,9 @@ pub fn handle(
         json_error(status, error, message)
     };
     let Some(tenant) = node.tenants.get(tenant_name).cloned() else {
-        return reject(
-            StatusCode::NOT_FOUND,
-            "unknown_tenant",
-            "not_found",
-            "unknown tenant",
-        );
+        // Not labelled with the requested name: clients must not mint metric series.
+        node.metrics.rejection("", "unknown_tenant", 404);
+        return json_error(StatusCode::NOT_FOUND, "not_found", "unknown tenant");
     };
     if !is_upgrade_request(&request) {
         let mut response = reject(
