@@ -12,9 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 
-use crate::support::{
-    Client, TestServer, WAIT, config, eventually, publish, tenant,
-};
+use crate::support::{Client, TestServer, WAIT, config, eventually, publish, tenant};
 
 // ---- helpers shared by the frames, rooms, heartbeat and shutdown tests ----
 
@@ -57,7 +55,11 @@ pub(crate) async fn read_to_end(client: &mut Client) {
 fn limits_config(limits: &str) -> String {
     config(
         "",
-        &[tenant("default", "", &format!("[tenants.limits]\n{limits}\n"))],
+        &[tenant(
+            "default",
+            "",
+            &format!("[tenants.limits]\n{limits}\n"),
+        )],
     )
 }
 
@@ -103,7 +105,11 @@ async fn assert_invalid_envelope(server: &TestServer, text: &str) {
 /// An envelope of exactly `size` bytes: a correlated ping padded through its payload.
 fn ping_of_size(size: usize, correlation_id: &str) -> String {
     let empty = json!({"type": "ping", "correlationId": correlation_id, "payload": ""}).to_string();
-    assert!(size >= empty.len(), "size {size} below the minimum {}", empty.len());
+    assert!(
+        size >= empty.len(),
+        "size {size} below the minimum {}",
+        empty.len()
+    );
     let text = json!({"type": "ping", "correlationId": correlation_id,
                       "payload": "x".repeat(size - empty.len())})
     .to_string();
@@ -179,6 +185,30 @@ async fn type_of_128_bytes_is_accepted_and_unknown() {
     }
     let pong = client.request(json!({"type": "ping"})).await;
     assert_eq!(pong["type"], "pong");
+}
+
+#[tokio::test]
+async fn escaped_strings_are_decoded_before_routing_and_length_checks() {
+    let server = TestServer::default().await;
+    let mut client = Client::connect(&server, "default", "alice").await;
+    client
+        .send_text(r#"{"type":"pi\u006eg","correlationId":"e\u0031"}"#)
+        .await;
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "pong", "correlationId": "e1"})
+    );
+    // 64 escaped `é` are 384 bytes of JSON text but 128 bytes of `type`: accepted.
+    let escaped = "\\u00e9".repeat(64);
+    client
+        .send_text(&format!(r#"{{"type":"{escaped}","correlationId":"e2"}}"#))
+        .await;
+    let reply = client.recv().await;
+    assert_eq!(reply["correlationId"], "e2", "reply: {reply}");
+    assert_eq!(reply["payload"]["code"], "unknown_type", "reply: {reply}");
+    // 65 of them are 130 bytes: refused.
+    let escaped = "\\u00e9".repeat(65);
+    assert_invalid_envelope(&server, &format!(r#"{{"type":"{escaped}"}}"#)).await;
 }
 
 #[tokio::test]
@@ -296,7 +326,9 @@ async fn unknown_extra_fields_are_ignored() {
         json!({"type": "pong", "correlationId": "p1"})
     );
     client
-        .send_text(r#"{"unknown":null,"type":"room:join","channel":"lobby","correlationId":"j1","z":"z"}"#)
+        .send_text(
+            r#"{"unknown":null,"type":"room:join","channel":"lobby","correlationId":"j1","z":"z"}"#,
+        )
         .await;
     let ack = client.recv().await;
     assert_eq!(ack["type"], "ack", "reply: {ack}");
@@ -451,8 +483,7 @@ async fn pings_answered(client: &mut Client, count: usize) {
 
 #[tokio::test]
 async fn sixth_quick_message_exceeds_the_rate_limit() {
-    let server =
-        TestServer::start(&limits_config("burst = 5\nmessages_per_second = 1")).await;
+    let server = TestServer::start(&limits_config("burst = 5\nmessages_per_second = 1")).await;
     let mut client = Client::connect(&server, "default", "alice").await;
     pings_answered(&mut client, 5).await;
     client
@@ -468,8 +499,7 @@ async fn sixth_quick_message_exceeds_the_rate_limit() {
 
 #[tokio::test]
 async fn every_data_frame_counts_against_the_rate_limit() {
-    let server =
-        TestServer::start(&limits_config("burst = 5\nmessages_per_second = 1")).await;
+    let server = TestServer::start(&limits_config("burst = 5\nmessages_per_second = 1")).await;
     let mut client = Client::connect(&server, "default", "alice").await;
     // Uncorrelated messages and errors count the same as correlated pings.
     client.send(json!({"type": "ping"})).await;
@@ -489,8 +519,7 @@ async fn every_data_frame_counts_against_the_rate_limit() {
 
 #[tokio::test]
 async fn ping_frames_do_not_count_against_the_rate_limit() {
-    let server =
-        TestServer::start(&limits_config("burst = 5\nmessages_per_second = 1")).await;
+    let server = TestServer::start(&limits_config("burst = 5\nmessages_per_second = 1")).await;
     let mut client = Client::connect(&server, "default", "alice").await;
     let mut pongs = 0;
     for index in 0..20_u8 {
@@ -517,8 +546,7 @@ async fn ping_frames_do_not_count_against_the_rate_limit() {
 
 #[tokio::test]
 async fn rate_limit_counts_messages_after_reassembly() {
-    let server =
-        TestServer::start(&limits_config("burst = 5\nmessages_per_second = 1")).await;
+    let server = TestServer::start(&limits_config("burst = 5\nmessages_per_second = 1")).await;
     let mut client = Client::connect(&server, "default", "alice").await;
     // Five messages of four fragments each: 20 frames, but 5 messages.
     for index in 0..5 {
@@ -537,8 +565,7 @@ async fn rate_limit_counts_messages_after_reassembly() {
 
 #[tokio::test]
 async fn rate_limit_refills_over_time() {
-    let server =
-        TestServer::start(&limits_config("burst = 5\nmessages_per_second = 2")).await;
+    let server = TestServer::start(&limits_config("burst = 5\nmessages_per_second = 2")).await;
     let mut client = Client::connect(&server, "default", "alice").await;
     pings_answered(&mut client, 5).await;
     // 700 ms at 2/s refills 1.4 tokens: one message passes, the next does not.
@@ -553,7 +580,12 @@ async fn rate_limit_refills_over_time() {
 
 /// Publishes `payload_bytes`-sized messages to `channel` while the client with `id` does not
 /// read, until its outbound queue overflows; returns how many were published.
-async fn publish_until_overflow(server: &TestServer, id: &str, channel: &str, payload_bytes: usize) -> usize {
+async fn publish_until_overflow(
+    server: &TestServer,
+    id: &str,
+    channel: &str,
+    payload_bytes: usize,
+) -> usize {
     let conn = server
         .node()
         .registry
@@ -584,15 +616,28 @@ async fn assert_slow_consumer_closed(limits: &str) {
         )],
     ))
     .await;
+    // The observer shares only a quiet room with the slow client, so it sees none of the flood.
+    let mut observer = Client::connect(&server, "default", "observer").await;
+    observer.join("quiet").await;
     let mut slow = Client::connect(&server, "default", "slow").await;
+    slow.join("quiet").await;
     slow.join("firehose").await;
-    let published = publish_until_overflow(&server, &slow.connection_id(), "firehose", 64 * 1024).await;
+    let slow_id = slow.connection_id();
+    assert_eq!(observer.recv().await["type"], "presence:join");
+    let published = publish_until_overflow(&server, &slow_id, "firehose", 64 * 1024).await;
     assert!(published > 8, "overflowed after only {published} publishes");
     // Now the client reads: whatever was written before the overflow, then the close.
     let (code, reason) = slow.expect_close_skipping_text().await;
     assert_eq!(code, 1013);
     assert_eq!(reason, "slow consumer");
     read_to_end(&mut slow).await;
+    // Its rooms are told.
+    assert_eq!(
+        observer.recv().await,
+        json!({"type": "presence:leave", "channel": "quiet",
+               "payload": {"userId": "slow", "connectionId": slow_id}})
+    );
+    observer.close().await;
     let node = server.node().clone();
     eventually("registry empty", || node.registry.is_empty()).await;
     eventually("rooms empty", || node.rooms.is_empty()).await;
@@ -600,14 +645,16 @@ async fn assert_slow_consumer_closed(limits: &str) {
 
 #[tokio::test]
 async fn slow_consumer_over_the_message_bound_closes_1013() {
-    // 8 messages of 64 KiB stay far below the default byte bound (8 MiB).
-    assert_slow_consumer_closed("outbound_queue_messages = 8").await;
+    // The byte bound is out of reach: 2000 publishes of 64 KiB are 128 MiB.
+    assert_slow_consumer_closed("outbound_queue_messages = 8\noutbound_queue_bytes = 1073741824")
+        .await;
 }
 
 #[tokio::test]
 async fn slow_consumer_over_the_byte_bound_closes_1013() {
-    // 512 KiB is 8 messages of 64 KiB, far below the default message bound (1024).
-    assert_slow_consumer_closed("outbound_queue_bytes = 524288").await;
+    // 512 KiB is 8 messages of 64 KiB; the message bound is out of reach of 2000 publishes.
+    assert_slow_consumer_closed("outbound_queue_bytes = 524288\noutbound_queue_messages = 100000")
+        .await;
 }
 
 #[tokio::test]
@@ -637,15 +684,19 @@ async fn unknown_type_is_an_error_and_the_connection_stays_open() {
     let server = TestServer::default().await;
     let mut client = Client::connect(&server, "default", "alice").await;
     client
-        .send(json!({"type": "chat:send", "channel": "lobby", "payload": {"text": "hi"},
-                     "correlationId": "u1"}))
+        .send(
+            json!({"type": "chat:send", "channel": "lobby", "payload": {"text": "hi"},
+                     "correlationId": "u1"}),
+        )
         .await;
     let reply = client.recv().await;
     assert_eq!(reply["type"], "error");
     assert_eq!(reply["correlationId"], "u1");
     assert_eq!(reply["payload"]["code"], "unknown_type");
     assert!(
-        reply["payload"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        reply["payload"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "reply: {reply}"
     );
     let keys: Vec<&String> = reply.as_object().expect("object").keys().collect();
@@ -756,7 +807,11 @@ async fn exactly_one_reply_per_correlation_id() {
     for (id, reply_type, code) in expected {
         let replies = by_id.remove(id).unwrap_or_default();
         assert_eq!(replies.len(), 1, "replies to {id}: {replies:?}");
-        assert_eq!(replies[0]["type"], reply_type, "reply to {id}: {}", replies[0]);
+        assert_eq!(
+            replies[0]["type"], reply_type,
+            "reply to {id}: {}",
+            replies[0]
+        );
         if let Some(code) = code {
             assert_eq!(replies[0]["payload"]["code"], code, "reply to {id}");
         }

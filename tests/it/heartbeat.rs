@@ -33,8 +33,16 @@ async fn welcome_reports_the_heartbeat_settings() {
     let server = TestServer::start(&short_heartbeat()).await;
     let client = Client::connect(&server, "default", "alice").await;
     let payload = &client.welcome["payload"];
-    assert_eq!(payload["heartbeatSec"].as_f64(), Some(0.2), "welcome: {payload}");
-    assert_eq!(payload["heartbeatTimeoutSec"].as_f64(), Some(0.3), "welcome: {payload}");
+    assert_eq!(
+        payload["heartbeatSec"].as_f64(),
+        Some(0.2),
+        "welcome: {payload}"
+    );
+    assert_eq!(
+        payload["heartbeatTimeoutSec"].as_f64(),
+        Some(0.3),
+        "welcome: {payload}"
+    );
 
     let server = TestServer::start(&config(
         "[heartbeat]\ninterval = 45\ntimeout = \"1500ms\"\n",
@@ -43,8 +51,16 @@ async fn welcome_reports_the_heartbeat_settings() {
     .await;
     let client = Client::connect(&server, "default", "alice").await;
     let payload = &client.welcome["payload"];
-    assert_eq!(payload["heartbeatSec"].as_f64(), Some(45.0), "welcome: {payload}");
-    assert_eq!(payload["heartbeatTimeoutSec"].as_f64(), Some(1.5), "welcome: {payload}");
+    assert_eq!(
+        payload["heartbeatSec"].as_f64(),
+        Some(45.0),
+        "welcome: {payload}"
+    );
+    assert_eq!(
+        payload["heartbeatTimeoutSec"].as_f64(),
+        Some(1.5),
+        "welcome: {payload}"
+    );
 }
 
 #[tokio::test]
@@ -64,7 +80,10 @@ async fn reading_client_receives_pings_and_stays_connected() {
     }
     // One ping per 200 ms: about 8 in 1.6 s.
     assert!((5..=9).contains(&pings), "{pings} pings in {watch:?}");
-    assert!(registered(&server, &client), "the reading client was dropped");
+    assert!(
+        registered(&server, &client),
+        "the reading client was dropped"
+    );
     let pong = client.request(json!({"type": "ping"})).await;
     assert_eq!(pong["type"], "pong");
 }
@@ -90,10 +109,20 @@ async fn client_that_stops_reading_is_dropped_and_its_rooms_told() {
                "payload": {"userId": "silent", "connectionId": silent_id}})
     );
     // Not before a ping and its timeout (200 + 300 ms), and well within a second or two.
-    assert!(elapsed >= Duration::from_millis(400), "dropped after {elapsed:?}");
-    assert!(elapsed <= Duration::from_millis(2000), "dropped after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "dropped after {elapsed:?}"
+    );
+    assert!(
+        elapsed <= Duration::from_millis(2000),
+        "dropped after {elapsed:?}"
+    );
     let node = server.node().clone();
-    assert!(node.registry.get(&ConnId::from(silent_id.as_str())).is_none());
+    assert!(
+        node.registry
+            .get(&ConnId::from(silent_id.as_str()))
+            .is_none()
+    );
     assert_eq!(node.registry.len(), 1);
 
     // The dropped peer sees pings, then the end of the stream, but no close frame.

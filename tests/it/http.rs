@@ -798,7 +798,8 @@ async fn publish_forwards_the_payload_byte_for_byte() {
     let mut member = Client::connect(&server, "default", "alice").await;
     member.join("lobby").await;
     let payload = r#"{"z":1,"a":123456789012345678901234567890,"m":[1.50,"\u00e9"]}"#;
-    let body = format!(r#"{{"tenant":"default","channel":"lobby","type":"raw","payload":{payload}}}"#);
+    let body =
+        format!(r#"{{"tenant":"default","channel":"lobby","type":"raw","payload":{payload}}}"#);
     let (status, reply) = publish_raw(&server, &body, Some(&api_key("default"))).await;
     assert_eq!(status, 200, "{reply}");
     let frame = timeout(Duration::from_secs(5), member.ws.next())

@@ -4,12 +4,15 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use switchboard::registry::ConnId;
+use tokio::time::timeout;
 use tokio_tungstenite::MaybeTlsStream;
+use tokio_tungstenite::tungstenite::Message;
 
-use crate::frames::frames_until_silence;
-use crate::support::{Client, TestServer, config, eventually, publish, tenant};
+use crate::frames::{frames_until_silence, read_to_end};
+use crate::support::{Client, TestServer, WAIT, config, eventually, publish, tenant};
 
 /// How long "nothing arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(250);
@@ -26,7 +29,10 @@ fn member_set(ack: &Value) -> BTreeSet<(String, String)> {
             assert_eq!(keys, Some(2), "member {member} has other keys");
             (
                 member["userId"].as_str().expect("userId").to_owned(),
-                member["connectionId"].as_str().expect("connectionId").to_owned(),
+                member["connectionId"]
+                    .as_str()
+                    .expect("connectionId")
+                    .to_owned(),
             )
         })
         .collect();
@@ -54,8 +60,10 @@ fn news(channel: &str, payload: &Value, seq: u64) -> Value {
 /// Sends a `room:join` with a recovery `since` and returns the reply (the next frame).
 async fn join_since(client: &mut Client, channel: &str, since: Value, id: &str) -> Value {
     client
-        .send(json!({"type": "room:join", "channel": channel, "payload": {"since": since},
-                     "correlationId": id}))
+        .send(
+            json!({"type": "room:join", "channel": channel, "payload": {"since": since},
+                     "correlationId": id}),
+        )
         .await;
     client.recv().await
 }
@@ -137,7 +145,10 @@ async fn joining_again_is_acked_again_without_a_second_presence_event() {
 
     let again = bob.join("lobby").await;
     assert_eq!(again["payload"]["channel"], "lobby");
-    assert_eq!(member_set(&again), pairs(&[("alice", &alice), ("bob", &bob)]));
+    assert_eq!(
+        member_set(&again),
+        pairs(&[("alice", &alice), ("bob", &bob)])
+    );
     alice.expect_silence(QUIET).await;
     bob.expect_silence(QUIET).await;
 
@@ -188,7 +199,10 @@ async fn leave_is_acked_and_others_see_presence_leave() {
     bob.expect_silence(QUIET).await;
     let mut carol = Client::connect(&server, "default", "carol").await;
     let ack = carol.join("lobby").await;
-    assert_eq!(member_set(&ack), pairs(&[("alice", &alice), ("carol", &carol)]));
+    assert_eq!(
+        member_set(&ack),
+        pairs(&[("alice", &alice), ("carol", &carol)])
+    );
 }
 
 #[tokio::test]
@@ -288,7 +302,12 @@ async fn two_rooms() -> (TestServer, Client, Client, Client) {
 }
 
 /// Checks that alice's departure reached both observers and she is gone from the node.
-async fn assert_departed(server: &TestServer, alice_id: &str, lobby: &mut Client, kitchen: &mut Client) {
+async fn assert_departed(
+    server: &TestServer,
+    alice_id: &str,
+    lobby: &mut Client,
+    kitchen: &mut Client,
+) {
     let leave = |channel: &str| {
         json!({"type": "presence:leave", "channel": channel,
                "payload": {"userId": "alice", "connectionId": alice_id}})
@@ -297,7 +316,10 @@ async fn assert_departed(server: &TestServer, alice_id: &str, lobby: &mut Client
     assert_eq!(kitchen.recv().await, leave("kitchen"));
     let node = server.node().clone();
     let id = ConnId::from(alice_id);
-    eventually("alice gone from the registry", || node.registry.get(&id).is_none()).await;
+    eventually("alice gone from the registry", || {
+        node.registry.get(&id).is_none()
+    })
+    .await;
     assert_eq!(node.registry.len(), 2);
     // The member lists no longer hold her.
     let mut late = Client::connect(server, "default", "late").await;
@@ -361,13 +383,54 @@ async fn client_resetting_tcp_leaves_every_room() {
     assert_node_empty(&server, vec![lobby, kitchen]).await;
 }
 
+#[tokio::test]
+async fn members_closed_by_the_server_leave_their_rooms() {
+    let server = TestServer::default().await;
+    let mut observer = Client::connect(&server, "default", "observer").await;
+    observer.join("lobby").await;
+    let offences = [
+        Message::binary(b"\x01\x02".to_vec()),
+        Message::text("not json"),
+        Message::text(r#"{"type":""}"#),
+    ];
+    for offence in offences {
+        let mut member = Client::connect(&server, "default", "member").await;
+        member.join("lobby").await;
+        assert_eq!(
+            observer.recv().await,
+            presence("presence:join", "lobby", "member", &member)
+        );
+        timeout(WAIT, member.ws.send(offence.clone()))
+            .await
+            .expect("send in time")
+            .expect("send succeeds");
+        let (code, _) = member.expect_close().await;
+        assert!(
+            code == 1003 || code == 1008,
+            "{offence:?} closed with {code}"
+        );
+        read_to_end(&mut member).await;
+        assert_eq!(
+            observer.recv().await,
+            presence("presence:leave", "lobby", "member", &member),
+            "after {offence:?}"
+        );
+    }
+    let node = server.node().clone();
+    eventually("only the observer left", || node.registry.len() == 1).await;
+}
+
 // ---- presence off by pattern ----
 
 #[tokio::test]
 async fn presence_disabled_by_pattern() {
     let server = TestServer::start(&config(
         "",
-        &[tenant("default", "", "[tenants.presence]\ndisabled = [\"dash*\"]\n")],
+        &[tenant(
+            "default",
+            "",
+            "[tenants.presence]\ndisabled = [\"dash*\"]\n",
+        )],
     ))
     .await;
     let mut alice = Client::connect(&server, "default", "alice").await;
@@ -429,7 +492,10 @@ async fn seq_is_increasing_shared_by_subscribers_and_matches_the_publish_reply()
     }
     let mut published = Vec::new();
     for index in 0..40 {
-        published.push((index, publish(&server, "default", "ticker", json!(index)).await));
+        published.push((
+            index,
+            publish(&server, "default", "ticker", json!(index)).await,
+        ));
     }
     assert_eq!(published[0].1, 1, "seq starts at 1 on a new channel");
     assert!(
@@ -461,7 +527,9 @@ async fn seq_order_holds_under_concurrent_publishers() {
         async move {
             let mut seqs = Vec::new();
             for index in 0..25 {
-                seqs.push(publish(server, "default", "ticker", json!(format!("{name}{index}"))).await);
+                seqs.push(
+                    publish(server, "default", "ticker", json!(format!("{name}{index}"))).await,
+                );
             }
             seqs
         }
@@ -533,11 +601,7 @@ async fn seq_is_independent_per_channel() {
 
 #[tokio::test]
 async fn tenants_are_isolated() {
-    let server = TestServer::start(&config(
-        "",
-        &[tenant("a", "", ""), tenant("b", "", "")],
-    ))
-    .await;
+    let server = TestServer::start(&config("", &[tenant("a", "", ""), tenant("b", "", "")])).await;
     // The same user id in both tenants.
     let mut a_alice = Client::connect(&server, "a", "alice").await;
     let mut b_alice = Client::connect(&server, "b", "alice").await;
@@ -552,7 +616,10 @@ async fn tenants_are_isolated() {
 
     let mut b_bob = Client::connect(&server, "b", "bob").await;
     let ack = b_bob.join("lobby").await;
-    assert_eq!(member_set(&ack), pairs(&[("alice", &b_alice), ("bob", &b_bob)]));
+    assert_eq!(
+        member_set(&ack),
+        pairs(&[("alice", &b_alice), ("bob", &b_bob)])
+    );
     assert_eq!(
         b_alice.recv().await,
         presence("presence:join", "lobby", "bob", &b_bob)
@@ -561,7 +628,10 @@ async fn tenants_are_isolated() {
 
     let mut a_carol = Client::connect(&server, "a", "carol").await;
     let ack = a_carol.join("lobby").await;
-    assert_eq!(member_set(&ack), pairs(&[("alice", &a_alice), ("carol", &a_carol)]));
+    assert_eq!(
+        member_set(&ack),
+        pairs(&[("alice", &a_alice), ("carol", &a_carol)])
+    );
     assert_eq!(a_alice.recv().await["type"], "presence:join");
     b_alice.expect_silence(QUIET).await;
     b_bob.expect_silence(QUIET).await;
@@ -592,7 +662,10 @@ async fn tenants_are_isolated() {
     let reply = a_alice
         .request(json!({"type": "room:leave", "channel": "lobby"}))
         .await;
-    assert_eq!(reply["type"], "ack", "a's own membership is intact: {reply}");
+    assert_eq!(
+        reply["type"], "ack",
+        "a's own membership is intact: {reply}"
+    );
     assert_eq!(
         a_carol.recv().await,
         presence("presence:leave", "lobby", "alice", &a_alice)
@@ -604,7 +677,11 @@ async fn tenants_are_isolated() {
 fn history_config(size: u64) -> String {
     config(
         "",
-        &[tenant("default", "", &format!("[tenants.history]\nsize = {size}\n"))],
+        &[tenant(
+            "default",
+            "",
+            &format!("[tenants.history]\nsize = {size}\n"),
+        )],
     )
 }
 
@@ -653,6 +730,21 @@ async fn recovery_since_zero_replays_the_whole_history() {
         assert_eq!(alice.recv().await, news("c", &json!(index), *seq));
     }
     assert_next_is_live(&server, &mut alice, "c").await;
+}
+
+#[tokio::test]
+async fn recovery_without_correlation_id_replays_without_an_ack() {
+    let server = TestServer::default().await;
+    let seqs = publish_many(&server, "c", 4).await;
+    let mut alice = Client::connect(&server, "default", "alice").await;
+    alice
+        .send(json!({"type": "room:join", "channel": "c", "payload": {"since": seqs[1]}}))
+        .await;
+    for (index, seq) in seqs.iter().enumerate().skip(2) {
+        assert_eq!(alice.recv().await, news("c", &json!(index), *seq));
+    }
+    assert_next_is_live(&server, &mut alice, "c").await;
+    alice.expect_silence(QUIET).await;
 }
 
 #[tokio::test]
@@ -778,7 +870,11 @@ async fn recovery_during_live_publishing_has_no_gap_and_no_duplicate() {
     let mut got = Vec::new();
     for _ in 0..expected.len() {
         let frame = alice.recv().await;
-        got.push(frame["seq"].as_u64().unwrap_or_else(|| panic!("not a message: {frame}")));
+        got.push(
+            frame["seq"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("not a message: {frame}")),
+        );
     }
     assert_eq!(got, expected);
     alice.expect_silence(QUIET).await;
@@ -790,7 +886,11 @@ async fn recovery_during_live_publishing_has_no_gap_and_no_duplicate() {
 async fn third_room_is_refused_past_max_rooms_per_connection() {
     let server = TestServer::start(&config(
         "",
-        &[tenant("default", "", "[tenants.limits]\nmax_rooms_per_connection = 2\n")],
+        &[tenant(
+            "default",
+            "",
+            "[tenants.limits]\nmax_rooms_per_connection = 2\n",
+        )],
     ))
     .await;
     let mut alice = Client::connect(&server, "default", "alice").await;

@@ -33,8 +33,12 @@ async fn expect_shutdown_close(client: &mut Client) {
 /// Checks what a draining server answers: `/readyz` 503, `/healthz` 200, upgrades 503 with
 /// `Retry-After`.
 async fn assert_draining_answers(addr: SocketAddr) {
-    let (status, _, body) = http_get(&format!("http://{addr}/readyz")).await;
+    let (status, headers, body) = http_get(&format!("http://{addr}/readyz")).await;
     assert_eq!(status, 503, "readyz while draining: {body}");
+    assert!(
+        headers.get("retry-after").is_some(),
+        "a 503 without Retry-After: {headers:?}"
+    );
     let body: Value = serde_json::from_str(&body).expect("readyz body is JSON");
     assert!(body["error"].is_string(), "readyz body: {body}");
     assert!(body["message"].is_string(), "readyz body: {body}");
@@ -111,8 +115,14 @@ async fn in_process_drain_refuses_new_work_until_it_ends() {
     let (left, ()) = tokio::join!(server.shutdown(), probes);
     let elapsed = started.elapsed();
     assert_eq!(left, 1, "the stuck client was still open at the deadline");
-    assert!(elapsed >= Duration::from_millis(1400), "drain ended after {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(4), "drain ended after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(1400),
+        "drain ended after {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "drain ended after {elapsed:?}"
+    );
     // The stuck client got its close frame as well.
     expect_shutdown_close(&mut stuck).await;
 }

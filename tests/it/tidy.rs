@@ -34,5 +34,8 @@ fn every_rust_file_starts_with_a_module_doc_line() {
         })
         .map(|path| path.display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a `//!` first line: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` first line: {missing:#?}"
+    );
 }

@@ -151,6 +151,8 @@ fn unknown_keys_and_wrong_types_are_parse_errors_with_the_key() {
 fn null_cannot_be_an_allowed_origin() {
     check_errors(
         "[[tenants]]\nname = \"t\"\nallowed_origins = [\"null\"]\n[tenants.jwt]\nsecret = \"s\"\n",
-        &["test.toml: tenants[0].allowed_origins[0]: `null` cannot be allowed: every opaque origin sends it"],
+        &[
+            "test.toml: tenants[0].allowed_origins[0]: `null` cannot be allowed: every opaque origin sends it",
+        ],
     );
 }

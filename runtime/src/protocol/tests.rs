@@ -2,8 +2,11 @@
 
 use super::*;
 
-/// Parses `input`; `expect` is `Ok((type, channel, payload, correlationId))` or the error text.
-fn check(input: &str, expect: Result<(&str, Option<&str>, Option<&str>, Option<&str>), &str>) {
+/// `(type, channel, payload, correlationId)` of a parsed envelope.
+type Fields<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
+/// Parses `input`; `expect` is the envelope's fields or the error text.
+fn check(input: &str, expect: Result<Fields<'_>, &str>) {
     let parsed = Envelope::parse(input).map(|envelope| {
         (
             envelope.msg_type.into_owned(),

@@ -11,10 +11,13 @@ use crate::config::HistoryConfig;
 use crate::protocol::{Frame, MemberInfo, pong};
 use crate::registry::ConnId;
 
+/// A room delivery: room, frame text, seq, except.
+type RoomDelivery = (RoomKey, String, Option<u64>, Option<ConnId>);
+
 /// Records what the backplane delivers.
 #[derive(Default)]
 struct Recorder {
-    rooms: Mutex<Vec<(RoomKey, String, Option<u64>, Option<ConnId>)>>,
+    rooms: Mutex<Vec<RoomDelivery>>,
     users: Mutex<Vec<(String, String, String)>>,
 }
 
