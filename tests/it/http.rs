@@ -262,7 +262,7 @@ async fn metrics_closes_total_counts_a_normal_close_as_1000() {
         "no close yet"
     );
     let mut client = Client::connect(&server, "default", "alice").await;
-    // A close frame with code 1000 (`Client::close` sends one without a code, i.e. 1005).
+    // Closed by hand to also check that the server echoes the code.
     let frame = CloseFrame {
         code: CloseCode::Normal,
         reason: "bye".into(),

@@ -358,7 +358,11 @@ impl Client {
 
     /// Closes normally (1000) and waits for the server's answer.
     pub async fn close(mut self) {
-        let _ = timeout(WAIT, self.ws.close(None)).await;
+        let normal = CloseFrame {
+            code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+            reason: "bye".into(),
+        };
+        let _ = timeout(WAIT, self.ws.close(Some(normal))).await;
         let _ = timeout(WAIT, async {
             while let Some(Ok(_)) = self.ws.next().await {}
         })
