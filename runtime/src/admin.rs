@@ -1,4 +1,5 @@
-//! The HTTP API on the main listener: `POST /api/publish` (PROTOCOL.md section 6).
+//! The HTTP API on the main listener: `POST /api/publish` (PROTOCOL.md section 6) and the
+//! plugin API (`/api/tenants/{tenant}/plugins`), both authenticated with the tenant's API key.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,8 +12,11 @@ use serde_json::value::RawValue;
 
 use crate::backplane::{Publish, RoomKey};
 use crate::node::Node;
+use crate::plugins::Plugins;
+use crate::plugins::pool::LoadedPlugin;
 use crate::protocol::{check_channel, check_type};
 use crate::server::response::{json_error, json_ok};
+use crate::tenant::Tenant;
 
 /// Request bodies larger than this are refused before parsing.
 const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -41,25 +45,8 @@ pub async fn publish(node: &Arc<Node>, request: Request<Incoming>) -> Response<F
     let Some(tenant) = node.tenants.get(&tenant_name).cloned() else {
         return json_error(StatusCode::NOT_FOUND, "not_found", "unknown tenant");
     };
-    let presented = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, key)| key.trim());
-    let authorized = match (presented, tenant.api_key.as_deref()) {
-        (Some(presented), Some(expected)) => {
-            constant_time_eq(presented.as_bytes(), expected.as_bytes())
-        }
-        _ => false,
-    };
-    if !authorized {
-        return json_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong API key for this tenant",
-        );
+    if let Err(refusal) = authorize(&tenant, &parts.headers) {
+        return *refusal;
     }
     let (channel, msg_type, payload) = match publish_fields(&mut fields) {
         Ok(fields) => fields,
@@ -126,4 +113,152 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Largest plugin upload.
+const MAX_PLUGIN_BYTES: usize = 32 * 1024 * 1024;
+
+/// Checks `Authorization: Bearer <tenant api key>`; the 401 to send otherwise.
+fn authorize(tenant: &Tenant, headers: &http::HeaderMap) -> Result<(), Box<Response<Full<Bytes>>>> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim());
+    match (presented, tenant.api_key.as_deref()) {
+        (Some(presented), Some(expected))
+            if constant_time_eq(presented.as_bytes(), expected.as_bytes()) =>
+        {
+            Ok(())
+        }
+        _ => Err(Box::new(json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong API key for this tenant",
+        ))),
+    }
+}
+
+/// What the plugin API reports about a loaded plugin.
+fn plugin_json(plugin: &LoadedPlugin) -> serde_json::Value {
+    serde_json::json!({
+        "name": plugin.manifest.name,
+        "version": plugin.manifest.version,
+        "types": plugin.manifest.handles,
+        "sha256": plugin.sha256,
+        "path": plugin.path.display().to_string(),
+        "loadedAtMs": plugin.loaded_at_ms,
+        "calls": plugin.calls.load(std::sync::atomic::Ordering::Relaxed),
+        "errors": plugin.errors.load(std::sync::atomic::Ordering::Relaxed),
+    })
+}
+
+/// `/api/tenants/{tenant}/plugins[/{name}]`: list (GET) and upload (PUT) a tenant's plugins.
+pub async fn plugins(
+    node: &Arc<Node>,
+    request: Request<Incoming>,
+    rest: &str,
+) -> Response<Full<Bytes>> {
+    let mut parts = rest.splitn(3, '/');
+    let (Some(tenant_name), Some("plugins"), name) = (parts.next(), parts.next(), parts.next())
+    else {
+        return json_error(StatusCode::NOT_FOUND, "not_found", "no such path");
+    };
+    let Some(tenant) = node.tenants.get(tenant_name).cloned() else {
+        return json_error(StatusCode::NOT_FOUND, "not_found", "unknown tenant");
+    };
+    if let Err(refusal) = authorize(&tenant, request.headers()) {
+        return *refusal;
+    }
+    match (request.method().clone(), name) {
+        (http::Method::GET, None | Some("")) => {
+            let routes = node.plugins.routes(&tenant.name).unwrap_or_default();
+            let list: Vec<_> = routes
+                .plugins
+                .iter()
+                .map(|plugin| plugin_json(plugin))
+                .collect();
+            json_ok(StatusCode::OK, serde_json::Value::from(list).to_string())
+        }
+        (http::Method::PUT, Some(name)) if !name.is_empty() && !name.contains('/') => {
+            let name = name.to_owned();
+            let body = match Limited::new(request.into_body(), MAX_PLUGIN_BYTES)
+                .collect()
+                .await
+            {
+                Ok(collected) => collected.to_bytes().to_vec(),
+                Err(_) => {
+                    return json_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "a plugin may be at most 32 MiB",
+                    );
+                }
+            };
+            upload(node, &tenant, &name, body).await
+        }
+        _ => json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "GET /api/tenants/{tenant}/plugins or PUT /api/tenants/{tenant}/plugins/{name}",
+        ),
+    }
+}
+
+/// Loads an uploaded version off the hot path, then swaps it in; a failure leaves the old
+/// version serving.
+async fn upload(
+    node: &Arc<Node>,
+    tenant: &Arc<Tenant>,
+    name: &str,
+    body: Vec<u8>,
+) -> Response<Full<Bytes>> {
+    let config = node
+        .config
+        .tenants
+        .iter()
+        .find(|candidate| *candidate.name == *tenant.name)
+        .and_then(|candidate| {
+            candidate
+                .plugins
+                .iter()
+                .find(|plugin| plugin.path.file_stem().is_some_and(|stem| stem == name))
+        })
+        .map(|plugin| plugin.config.clone())
+        .unwrap_or_default();
+    let source = std::path::PathBuf::from(format!("upload:{name}"));
+    let loaded = match Plugins::load_bytes(node, tenant, source, body, config).await {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            node.metrics.plugin_load_failure(&tenant.name);
+            tracing::warn!(tenant = %tenant.name, %error, "plugin upload refused");
+            return json_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_plugin",
+                &error.to_string(),
+            );
+        }
+    };
+    if loaded.name() != name {
+        node.metrics.plugin_load_failure(&tenant.name);
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &format!(
+                "the component describes itself as `{}`, not `{name}`",
+                loaded.name()
+            ),
+        );
+    }
+    match node.plugins.replace(node, &tenant.name, loaded.clone()) {
+        Ok(()) => {
+            tracing::info!(tenant = %tenant.name, plugin = name, version = %loaded.manifest.version, "plugin swapped in");
+            json_ok(StatusCode::OK, plugin_json(&loaded).to_string())
+        }
+        Err(message) => {
+            node.metrics.plugin_load_failure(&tenant.name);
+            json_error(StatusCode::CONFLICT, "conflict", &message)
+        }
+    }
 }

@@ -63,6 +63,40 @@ pub struct TenantConfig {
     pub history: HistoryConfig,
     /// Channel patterns (`*` wildcards) in which presence is off.
     pub presence_disabled: Vec<String>,
+    /// WASM plugins, in load order.
+    pub plugins: Vec<PluginConfig>,
+    /// Sandbox limits of this tenant's plugins.
+    pub plugin_limits: PluginLimits,
+}
+
+/// One plugin of a tenant.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    /// The `.wasm` component.
+    pub path: PathBuf,
+    /// Values the plugin reads with `env::config`.
+    pub config: std::collections::BTreeMap<String, String>,
+}
+
+/// Sandbox limits for a tenant's plugins.
+#[derive(Debug, Clone)]
+pub struct PluginLimits {
+    /// Linear memory cap per instance.
+    pub memory_bytes: usize,
+    /// CPU time one call may take.
+    pub cpu_budget: Duration,
+    /// Calls in flight per plugin; past it a message gets `overloaded`.
+    pub max_concurrency: usize,
+    /// An instance is replaced after this many calls (1: a fresh instance per call).
+    pub recycle_after: u64,
+    /// Sends, broadcasts and user sends one call may make.
+    pub max_sends_per_call: u32,
+    /// Recipients one call may reach through `send-to-user`.
+    pub max_fanout_per_call: u32,
+    /// Payload bytes one call may send in total.
+    pub max_bytes_per_call: usize,
+    /// Key-value operations one call may make.
+    pub max_kv_ops_per_call: u32,
 }
 
 /// Token verification settings of a tenant.
@@ -273,6 +307,31 @@ struct RawTenant {
     history: RawHistory,
     #[serde(default)]
     presence: RawPresence,
+    #[serde(default)]
+    plugins: Vec<RawPlugin>,
+    #[serde(default)]
+    plugin_limits: RawPluginLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    path: String,
+    #[serde(default)]
+    config: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPluginLimits {
+    memory_bytes: Option<i64>,
+    cpu_budget: Option<RawDuration>,
+    max_concurrency: Option<i64>,
+    recycle_after: Option<i64>,
+    max_sends_per_call: Option<i64>,
+    max_fanout_per_call: Option<i64>,
+    max_bytes_per_call: Option<i64>,
+    max_kv_ops_per_call: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -464,6 +523,21 @@ impl Validator<'_> {
                 );
             }
         }
+        let plugins = raw
+            .plugins
+            .into_iter()
+            .enumerate()
+            .map(|(index, plugin)| {
+                if plugin.path.is_empty() {
+                    self.issue(format!("{key}.plugins[{index}].path"), "must not be empty");
+                }
+                PluginConfig {
+                    path: self.base_dir.join(&plugin.path),
+                    config: plugin.config,
+                }
+            })
+            .collect();
+        let plugin_limits = self.plugin_limits(&format!("{key}.plugin_limits"), raw.plugin_limits);
         Some(TenantConfig {
             name: raw.name,
             api_key,
@@ -472,6 +546,8 @@ impl Validator<'_> {
             limits,
             history,
             presence_disabled: raw.presence.disabled,
+            plugins,
+            plugin_limits,
         })
     }
 
@@ -605,6 +681,45 @@ impl Validator<'_> {
                 raw.max_rooms_per_connection,
                 1000,
             ),
+        }
+    }
+
+    fn plugin_limits(&mut self, key: &str, raw: RawPluginLimits) -> PluginLimits {
+        let small = |validator: &mut Self, name: &str, value: Option<i64>, default: u32| {
+            let value = validator.positive(&format!("{key}.{name}"), value, default as usize);
+            u32::try_from(value).unwrap_or(u32::MAX)
+        };
+        PluginLimits {
+            memory_bytes: self.positive(
+                &format!("{key}.memory_bytes"),
+                raw.memory_bytes,
+                64 * 1024 * 1024,
+            ),
+            cpu_budget: self.duration(
+                &format!("{key}.cpu_budget"),
+                raw.cpu_budget,
+                Duration::from_millis(100),
+            ),
+            max_concurrency: self.positive(
+                &format!("{key}.max_concurrency"),
+                raw.max_concurrency,
+                64,
+            ),
+            recycle_after: self.positive(&format!("{key}.recycle_after"), raw.recycle_after, 10_000)
+                as u64,
+            max_sends_per_call: small(self, "max_sends_per_call", raw.max_sends_per_call, 1000),
+            max_fanout_per_call: small(
+                self,
+                "max_fanout_per_call",
+                raw.max_fanout_per_call,
+                10_000,
+            ),
+            max_bytes_per_call: self.positive(
+                &format!("{key}.max_bytes_per_call"),
+                raw.max_bytes_per_call,
+                8 * 1024 * 1024,
+            ),
+            max_kv_ops_per_call: small(self, "max_kv_ops_per_call", raw.max_kv_ops_per_call, 1000),
         }
     }
 

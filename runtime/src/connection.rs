@@ -16,6 +16,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
 use crate::node::Node;
 use crate::outbox::Batch;
+use crate::plugins::Routed;
+use crate::plugins::bindings as plugin_bindings;
+use crate::plugins::pool::CallError;
 use crate::protocol::{self, CloseReason, Envelope, ErrorCode, Frame};
 use crate::ratelimit::TokenBucket;
 use crate::registry::ConnHandle;
@@ -238,11 +241,14 @@ async fn dispatch(node: &Node, conn: &Arc<ConnHandle>, envelope: &Envelope<'_>) 
                 "`room:join` needs a `channel`".to_owned(),
             )),
             (_, Err(message)) => Err((ErrorCode::BadRequest, message)),
-            (Some(channel), Ok(since)) => node
-                .rooms
-                .join(conn, channel, since, correlation_id)
-                .await
-                .map_err(|error| (error.code, error.message)),
+            (Some(channel), Ok(since)) => match node.plugins.authorize_join(conn, channel).await {
+                Err(message) => Err((ErrorCode::Forbidden, message)),
+                Ok(()) => node
+                    .rooms
+                    .join(conn, channel, since, correlation_id)
+                    .await
+                    .map_err(|error| (error.code, error.message)),
+            },
         },
         "room:leave" => match envelope.channel.as_deref() {
             None => Err((
@@ -255,15 +261,90 @@ async fn dispatch(node: &Node, conn: &Arc<ConnHandle>, envelope: &Envelope<'_>) 
                 .await
                 .map_err(|error| (error.code, error.message)),
         },
-        other => Err((
-            ErrorCode::UnknownType,
-            format!("no handler for type `{other}`"),
-        )),
+        _ => route_to_plugin(node, conn, envelope).await,
     };
     if let Err((code, message)) = result {
         conn.outbox
             .push(protocol::error(correlation_id, code, &message));
     }
+}
+
+/// Hands a non-built-in envelope to the plugin that declared its type and turns the outcome
+/// into exactly one reply (an ack only when correlated; errors always).
+async fn route_to_plugin(
+    node: &Node,
+    conn: &Arc<ConnHandle>,
+    envelope: &Envelope<'_>,
+) -> Result<(), (ErrorCode, String)> {
+    let message = plugin_bindings::Message {
+        msg_type: envelope.msg_type.to_string(),
+        channel: envelope.channel.as_deref().map(str::to_owned),
+        payload_json: envelope
+            .payload
+            .map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned()),
+        correlation_id: envelope.correlation_id.as_deref().map(str::to_owned),
+        received_at_ms: unix_millis(),
+    };
+    let correlation_id = envelope.correlation_id.as_deref();
+    match node.plugins.on_message(conn, message).await {
+        Routed::Unrouted => Err((
+            ErrorCode::UnknownType,
+            format!("no handler for type `{}`", envelope.msg_type),
+        )),
+        Routed::Answered(Ok(reply)) => {
+            let Some(correlation_id) = correlation_id else {
+                return Ok(());
+            };
+            let frame = match reply.as_deref() {
+                None => protocol::ack(correlation_id, None),
+                Some(payload) => {
+                    if payload.len() > conn.tenant.limits.max_message_bytes {
+                        return Err((
+                            ErrorCode::HandlerFailed,
+                            "the plugin's reply is over the message size limit".to_owned(),
+                        ));
+                    }
+                    if serde_json::from_str::<&serde_json::value::RawValue>(payload).is_err() {
+                        return Err((
+                            ErrorCode::HandlerFailed,
+                            "the plugin's reply is not JSON".to_owned(),
+                        ));
+                    }
+                    protocol::ack(correlation_id, Some(payload))
+                }
+            };
+            conn.outbox.push(frame);
+            Ok(())
+        }
+        Routed::Answered(Err(error)) => {
+            conn.outbox.push(protocol::error_with_code(
+                correlation_id,
+                &error.code,
+                &error.message,
+            ));
+            Ok(())
+        }
+        Routed::Failed(CallError::Overloaded) => Err((
+            ErrorCode::Overloaded,
+            "the handler is at capacity; retry later".to_owned(),
+        )),
+        Routed::Failed(CallError::Timeout) => Err((
+            ErrorCode::HandlerTimeout,
+            "the handler ran past its CPU budget".to_owned(),
+        )),
+        Routed::Failed(CallError::Trapped(detail)) => Err((
+            ErrorCode::HandlerFailed,
+            format!("the handler failed: {detail}"),
+        )),
+    }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// `payload.since` of a `room:join`: absent, or a non-negative integer.

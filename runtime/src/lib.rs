@@ -19,6 +19,7 @@ pub mod heartbeat;
 pub mod metrics;
 pub mod node;
 pub mod outbox;
+pub mod plugins;
 pub mod protocol;
 pub mod ratelimit;
 pub mod registry;

@@ -44,6 +44,7 @@ impl TenantMetrics {
 pub struct NodeMetrics {
     rejections: Mutex<BTreeMap<(String, &'static str, u16), u64>>,
     closes: Mutex<BTreeMap<(String, u16), u64>>,
+    plugin_load_failures: Mutex<BTreeMap<String, u64>>,
 }
 
 impl NodeMetrics {
@@ -53,6 +54,15 @@ impl NodeMetrics {
             .rejections
             .lock()
             .entry((tenant.to_owned(), reason, status))
+            .or_default() += 1;
+    }
+
+    /// Counts a plugin version that failed to load or swap in.
+    pub fn plugin_load_failure(&self, tenant: &str) {
+        *self
+            .plugin_load_failures
+            .lock()
+            .entry(tenant.to_owned())
             .or_default() += 1;
     }
 
@@ -180,6 +190,19 @@ pub fn render(
         let _ = writeln!(
             out,
             "switchboard_closes_total{{tenant=\"{}\",code=\"{code}\"}} {count}",
+            escape(tenant)
+        );
+    }
+    header(
+        &mut out,
+        "switchboard_plugin_load_failures_total",
+        "counter",
+        "Plugin versions that failed to load or swap in; the old version kept serving.",
+    );
+    for (tenant, count) in node.plugin_load_failures.lock().iter() {
+        let _ = writeln!(
+            out,
+            "switchboard_plugin_load_failures_total{{tenant=\"{}\"}} {count}",
             escape(tenant)
         );
     }

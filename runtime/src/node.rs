@@ -12,6 +12,7 @@ use crate::backplane::memory::MemoryBackplane;
 use crate::backplane::{Backplane, LocalDelivery, RoomKey};
 use crate::config::Config;
 use crate::metrics::{self, NodeMetrics, TenantSample};
+use crate::plugins::Plugins;
 use crate::protocol::{CloseReason, Frame, MemberInfo};
 use crate::registry::{ConnHandle, ConnId, ConnIdGenerator, Registry};
 use crate::rooms::Rooms;
@@ -34,6 +35,8 @@ pub struct Node {
     pub backplane: Arc<dyn Backplane>,
     /// Node-wide counters.
     pub metrics: NodeMetrics,
+    /// Every tenant's WASM plugins.
+    pub plugins: Plugins,
     ids: ConnIdGenerator,
     draining: AtomicBool,
     connections: AtomicUsize,
@@ -80,14 +83,15 @@ impl Node {
         let node = Arc::new(Node {
             ids: ConnIdGenerator::new(&id),
             id,
-            config,
             tenants,
             registry: Registry::default(),
             rooms: Rooms::new(backplane.clone()),
             backplane: backplane.clone(),
             metrics: NodeMetrics::default(),
+            plugins: Plugins::new(&config),
             draining: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
+            config,
         });
         let local: Arc<dyn LocalDelivery> = node.clone();
         backplane.attach(Arc::downgrade(&local));
@@ -124,6 +128,7 @@ impl Node {
     pub async fn disconnect(&self, conn: &Arc<ConnHandle>, close_code: u16) {
         self.registry.remove(&conn.id);
         self.rooms.leave_all(conn).await;
+        self.plugins.on_disconnect(conn, close_code).await;
         self.metrics.close(&conn.tenant.name, close_code);
     }
 

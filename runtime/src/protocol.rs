@@ -304,6 +304,11 @@ pub fn ack(correlation_id: &str, payload: Option<&str>) -> Frame {
 
 /// An `error` reply, correlated when the request was.
 pub fn error(correlation_id: Option<&str>, code: ErrorCode, message: &str) -> Frame {
+    error_with_code(correlation_id, code.as_str(), message)
+}
+
+/// An `error` reply with a code of a plugin's choosing.
+pub fn error_with_code(correlation_id: Option<&str>, code: &str, message: &str) -> Frame {
     let mut out = String::with_capacity(80 + message.len());
     out.push_str(r#"{"type":"error","#);
     if let Some(correlation_id) = correlation_id {
@@ -311,9 +316,9 @@ pub fn error(correlation_id: Option<&str>, code: ErrorCode, message: &str) -> Fr
         json_string(&mut out, correlation_id);
         out.push(',');
     }
-    out.push_str(r#""payload":{"code":""#);
-    out.push_str(code.as_str());
-    out.push_str(r#"","message":"#);
+    out.push_str(r#""payload":{"code":"#);
+    json_string(&mut out, code);
+    out.push_str(r#","message":"#);
     json_string(&mut out, message);
     out.push_str("}}");
     Frame::from_string(out)
@@ -342,6 +347,21 @@ pub fn channel_message(msg_type: &str, channel: &str, payload: Option<&str>, seq
     out.push_str(payload);
     // Writing to a String cannot fail.
     let _ = write!(out, r#","seq":{seq}}}"#);
+    Frame::from_string(out)
+}
+
+/// An unsequenced message to one connection (`send` from a plugin); `payload` is raw JSON.
+pub fn message(msg_type: &str, channel: Option<&str>, payload: &str) -> Frame {
+    let mut out = String::with_capacity(40 + msg_type.len() + payload.len());
+    out.push_str(r#"{"type":"#);
+    json_string(&mut out, msg_type);
+    if let Some(channel) = channel {
+        out.push_str(r#","channel":"#);
+        json_string(&mut out, channel);
+    }
+    out.push_str(r#","payload":"#);
+    out.push_str(payload);
+    out.push('}');
     Frame::from_string(out)
 }
 

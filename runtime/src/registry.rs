@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use serde_json::{Map, Value};
 
 use crate::outbox::Outbox;
 use crate::tenant::Tenant;
@@ -74,8 +73,10 @@ pub struct ConnHandle {
     pub tenant: Arc<Tenant>,
     /// The JWT `sub`.
     pub user_id: Arc<str>,
-    /// All verified claims.
-    pub claims: Map<String, Value>,
+    /// All verified claims, as the JSON text plugins receive.
+    pub claims_json: String,
+    /// Small plugin-set state returned with every plugin call (at most 4 KiB).
+    pub attachment: Mutex<Option<Vec<u8>>>,
     /// Frames waiting to be written.
     pub outbox: Outbox,
     /// Channels it is in (tenant-local names).

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use crate::admin;
 use crate::config::Config;
 use crate::node::Node;
+use crate::plugins::Plugins;
 use crate::tenant::Tenants;
 use response::{json_error, json_ok};
 
@@ -31,6 +32,9 @@ pub enum StartError {
     /// A tenant's keys are unusable.
     #[error("{}", .0.join("\n"))]
     Tenants(Vec<String>),
+    /// A configured plugin did not load.
+    #[error("{}", .0.join("\n"))]
+    Plugins(Vec<String>),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -74,6 +78,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let node = Node::new(config, tenants);
+    Plugins::load_configured(&node)
+        .await
+        .map_err(StartError::Plugins)?;
     let accept = tokio::spawn(accept_loop(listener, node.clone()));
     tracing::info!(%addr, node = %node.id, "listening");
     Ok(RunningServer { addr, node, accept })
@@ -152,6 +159,10 @@ async fn route(node: Arc<Node>, request: Request<Incoming>) -> Response<Full<Byt
             upgrade::handle(&node, &tenant, request)
         }
         (&Method::POST, "/api/publish") => admin::publish(&node, request).await,
+        (_, api_path) if api_path.starts_with("/api/tenants/") => {
+            let rest = api_path["/api/tenants/".len()..].to_owned();
+            admin::plugins(&node, request, &rest).await
+        }
         (_, "/api/publish") => json_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

@@ -1,1 +1,202 @@
-//! Guest SDK for Switchboard plugins (filled in by the plugins issue).
+//! Guest SDK for Switchboard plugins.
+//!
+//! A plugin is a type that implements [`Plugin`], exported with [`export_plugin!`] and built
+//! with `cargo build --release --target wasm32-wasip2` as a `cdylib`. The host calls
+//! [`Plugin::on_message`] for every envelope whose `type` the plugin declared in
+//! [`Plugin::describe`]; the plugin answers, and acts through [`realtime`], [`kv`], [`log`]
+//! and [`env`]. Guest memory is only a cache: instances are recycled, so lasting state belongs
+//! in [`kv`].
+//!
+//! ```
+//! use switchboard_sdk::{ConnInfo, HandlerError, Manifest, Message, Plugin, export_plugin};
+//!
+//! struct Echo;
+//!
+//! impl Plugin for Echo {
+//!     fn describe() -> Manifest {
+//!         Manifest::new("echo", "1.0.0", &["echo"])
+//!     }
+//!
+//!     fn on_message(_conn: ConnInfo, msg: Message) -> Result<Option<String>, HandlerError> {
+//!         Ok(Some(msg.payload_json))
+//!     }
+//! }
+//!
+//! export_plugin!(Echo);
+//! ```
+//!
+//! Off wasm32 (in `cargo test`), the host functions talk to a [`mock`] host instead, so a
+//! plugin's logic can be unit-tested natively.
+
+#![deny(missing_docs)]
+
+#[doc(hidden)]
+#[allow(missing_docs, unsafe_code, reason = "generated bindings")]
+pub mod __bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "wit",
+        pub_export_macro: true,
+        default_bindings_module: "$crate::__bindings",
+    });
+}
+
+pub mod env;
+pub mod json;
+pub mod kv;
+pub mod log;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod mock;
+pub mod realtime;
+
+use __bindings::exports::switchboard::plugin::handler as exported;
+
+pub use __bindings::switchboard::plugin::types::{
+    ConnInfo, HandlerError, Hooks, HostError, LogLevel, Manifest, Message,
+};
+
+/// A plugin: message handling plus optional lifecycle hooks. Every hook has a default that does
+/// nothing, so a plugin implements only what it declared in its [`Manifest`].
+pub trait Plugin {
+    /// Name, version, the envelope types handled, and the hooks wanted. Called once at load.
+    fn describe() -> Manifest;
+
+    /// Called once per fresh instance before its first call.
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Handles one envelope. `Ok(Some(json))` answers a correlated message with that ack
+    /// payload; `Err` becomes an `error` envelope with the given code.
+    fn on_message(conn: ConnInfo, msg: Message) -> Result<Option<String>, HandlerError>;
+
+    /// A connection of the tenant opened (needs [`Hooks::ON_CONNECT`]).
+    fn on_connect(_conn: ConnInfo) {}
+
+    /// A connection closed, for any reason (needs [`Hooks::ON_DISCONNECT`]).
+    fn on_disconnect(_conn: ConnInfo, _code: u16) {}
+
+    /// May refuse a `room:join`; the client then gets `forbidden` (needs
+    /// [`Hooks::AUTHORIZE_JOIN`]).
+    fn authorize_join(_conn: ConnInfo, _channel: String) -> bool {
+        true
+    }
+
+    /// Periodic work on this node (needs [`Hooks::ON_TICK`] and a tick interval).
+    fn on_tick(_now_ms: u64) {}
+}
+
+impl Manifest {
+    /// A manifest that handles `types` and wants no hooks.
+    pub fn new(name: &str, version: &str, types: &[&str]) -> Self {
+        Manifest {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            handles: types.iter().map(|t| (*t).to_owned()).collect(),
+            hooks: Hooks::empty(),
+            tick_interval_ms: None,
+        }
+    }
+
+    /// Adds hooks.
+    pub fn with_hooks(mut self, hooks: Hooks) -> Self {
+        self.hooks |= hooks;
+        self
+    }
+
+    /// Asks for `on_tick` every `interval_ms`.
+    pub fn with_tick(mut self, interval_ms: u32) -> Self {
+        self.hooks |= Hooks::ON_TICK;
+        self.tick_interval_ms = Some(interval_ms);
+        self
+    }
+}
+
+impl HandlerError {
+    /// An error with a code of the plugin's choosing.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        HandlerError {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The `bad_request` error.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        HandlerError::new("bad_request", message)
+    }
+
+    /// The `forbidden` error.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        HandlerError::new("forbidden", message)
+    }
+}
+
+impl From<HostError> for HandlerError {
+    fn from(error: HostError) -> Self {
+        HandlerError::new("host_error", format!("{error:?}"))
+    }
+}
+
+impl ConnInfo {
+    /// The verified JWT claims.
+    pub fn claims(&self) -> serde_json::Value {
+        serde_json::from_str(&self.claims_json).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Message {
+    /// The payload parsed into `T`, or `bad_request`.
+    pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        json::parse(&self.payload_json)
+    }
+}
+
+/// Routes panics to the host log, so a trapped call leaves a readable reason.
+#[doc(hidden)]
+pub fn __install_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            log::error(&format!("plugin panicked: {info}"));
+        }));
+    });
+}
+
+#[doc(hidden)]
+pub struct __Adapter<T>(std::marker::PhantomData<T>);
+
+impl<T: Plugin> exported::Guest for __Adapter<T> {
+    fn describe() -> Manifest {
+        __install_panic_hook();
+        T::describe()
+    }
+    fn init() -> Result<(), String> {
+        __install_panic_hook();
+        T::init()
+    }
+    fn on_message(conn: ConnInfo, msg: Message) -> Result<Option<String>, HandlerError> {
+        T::on_message(conn, msg)
+    }
+    fn on_connect(conn: ConnInfo) {
+        T::on_connect(conn);
+    }
+    fn on_disconnect(conn: ConnInfo, code: u16) {
+        T::on_disconnect(conn, code);
+    }
+    fn authorize_join(conn: ConnInfo, channel: String) -> bool {
+        T::authorize_join(conn, channel)
+    }
+    fn on_tick(now_ms: u64) {
+        T::on_tick(now_ms);
+    }
+}
+
+/// Exports a [`Plugin`] implementation as the component's `handler`.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        type __SwitchboardPluginExport = $crate::__Adapter<$plugin>;
+        $crate::__bindings::export!(__SwitchboardPluginExport with_types_in $crate::__bindings);
+    };
+}

@@ -6,6 +6,7 @@ mod handshake;
 mod heartbeat;
 mod http;
 mod lifecycle;
+mod plugins;
 mod rooms;
 mod shutdown;
 mod support;

@@ -175,7 +175,8 @@ impl Accepted {
             id,
             tenant: self.tenant.clone(),
             user_id: Arc::from(self.user_id.as_str()),
-            claims: self.claims,
+            claims_json: serde_json::to_string(&self.claims).unwrap_or_else(|_| "{}".to_owned()),
+            attachment: Default::default(),
             rooms: Default::default(),
             connected_at_ms: unix_millis(),
         });
@@ -196,6 +197,7 @@ impl Accepted {
         if node.is_draining() {
             conn.outbox.close(CloseReason::ShuttingDown);
         }
+        node.plugins.on_connect(&conn).await;
         connection::serve(node, conn, socket).await;
         drop(self.slots);
     }

@@ -1,0 +1,79 @@
+//! `hostile`: a test fixture that misbehaves on purpose, one way per message type, so tests can
+//! show that a trap or an overrun ends only that call.
+
+use switchboard_sdk::{ConnInfo, HandlerError, Manifest, Message, Plugin, export_plugin, realtime};
+
+/// The plugin.
+pub struct Hostile;
+
+#[inline(never)]
+fn recurse(depth: u64, trail: &mut [u64; 64]) -> u64 {
+    // The array keeps each frame large and the recursion impossible to turn into a loop.
+    trail[(depth % 64) as usize] = depth;
+    if depth == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1, trail) + trail[(depth % 7) as usize]
+}
+
+impl Plugin for Hostile {
+    fn describe() -> Manifest {
+        Manifest::new(
+            "hostile",
+            env!("CARGO_PKG_VERSION"),
+            &[
+                "hostile:loop",
+                "hostile:alloc",
+                "hostile:recurse",
+                "hostile:panic",
+                "hostile:flood",
+                "hostile:huge-reply",
+                "hostile:ok",
+            ],
+        )
+    }
+
+    fn on_message(conn: ConnInfo, msg: Message) -> Result<Option<String>, HandlerError> {
+        match msg.msg_type.as_str() {
+            "hostile:loop" => {
+                let mut counter: u64 = 0;
+                loop {
+                    counter = std::hint::black_box(counter.wrapping_add(1));
+                }
+            }
+            "hostile:alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "hostile:recurse" => {
+                let mut trail = [0u64; 64];
+                Ok(Some(recurse(0, &mut trail).to_string()))
+            }
+            "hostile:panic" => panic!("hostile plugin panics on purpose"),
+            "hostile:flood" => {
+                let mut sent = 0u32;
+                let mut refused = None;
+                for _ in 0..100_000 {
+                    match realtime::send(&conn.id, "flood", None, "{}") {
+                        Ok(()) => sent += 1,
+                        Err(error) => {
+                            refused = Some(format!("{error:?}"));
+                            break;
+                        }
+                    }
+                }
+                Ok(Some(format!(
+                    r#"{{"sent":{sent},"refused":{:?}}}"#,
+                    refused.unwrap_or_default()
+                )))
+            }
+            "hostile:huge-reply" => Ok(Some(format!("\"{}\"", "x".repeat(8 << 20)))),
+            _ => Ok(Some("\"ok\"".to_owned())),
+        }
+    }
+}
+
+export_plugin!(Hostile);

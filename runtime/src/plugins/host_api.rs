@@ -1,0 +1,388 @@
+//! The host API plugins import (`realtime`, `kv`, `logging`, `env`), scoped to the calling
+//! plugin's tenant by construction: every connection and room is looked up within that tenant.
+//! Per-call quotas answer `rate-limited` instead of trapping.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+
+use serde_json::value::RawValue;
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::switchboard::plugin::{env, kv, logging, realtime, types};
+use super::bindings::{HostError, LogLevel};
+use crate::backplane::{Publish, RoomKey};
+use crate::config::PluginLimits;
+use crate::node::Node;
+use crate::protocol::{self, CloseReason, check_channel, check_type};
+use crate::registry::{ConnHandle, ConnId};
+use crate::tenant::Tenant;
+
+/// Largest attachment a plugin may store with a connection.
+pub const MAX_ATTACHMENT_BYTES: usize = 4096;
+
+/// What a plugin instance acts for: its node, tenant, name and config.
+#[derive(Debug)]
+pub struct PluginEnv {
+    /// The node (weak: plugins live inside it).
+    pub node: Weak<Node>,
+    /// The plugin's tenant; every call is confined to it.
+    pub tenant: Arc<Tenant>,
+    /// The plugin's name from `describe`.
+    pub plugin: Arc<str>,
+    /// Values for `env::config-get`.
+    pub config: BTreeMap<String, String>,
+    /// Sandbox limits.
+    pub limits: PluginLimits,
+}
+
+/// What one call has used of its quotas.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Usage {
+    sends: u32,
+    fanout: u32,
+    bytes: usize,
+    kv_ops: u32,
+}
+
+/// The state of one store (one instance).
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Memory cap, consulted by wasmtime on every grow.
+    pub limits: StoreLimits,
+    /// Whom the instance acts for.
+    pub env: Arc<PluginEnv>,
+    /// Quota use of the call in progress.
+    pub usage: Usage,
+    /// Epoch ticks the call in progress may still run for.
+    pub ticks_left: u64,
+}
+
+impl HostState {
+    /// A fresh state with no WASI capability at all (no files, env, network or clock).
+    pub fn new(env: Arc<PluginEnv>) -> Self {
+        HostState {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(env.limits.memory_bytes)
+                .instances(16)
+                .trap_on_grow_failure(true)
+                .build(),
+            env,
+            usage: Usage::default(),
+            ticks_left: 0,
+        }
+    }
+
+    fn node(&self) -> Result<Arc<Node>, HostError> {
+        self.env.node.upgrade().ok_or(HostError::Unavailable)
+    }
+
+    /// A connection of this plugin's tenant on this node.
+    fn connection(&self, node: &Node, id: &str) -> Result<Arc<ConnHandle>, HostError> {
+        node.registry
+            .get(&ConnId::from(id))
+            .filter(|conn| Arc::ptr_eq(&conn.tenant, &self.env.tenant))
+            .ok_or(HostError::NotFound)
+    }
+
+    fn spend_send(&mut self, bytes: usize, fanout: u32) -> Result<(), HostError> {
+        let limits = &self.env.limits;
+        let usage = &mut self.usage;
+        if usage.sends >= limits.max_sends_per_call
+            || usage.fanout.saturating_add(fanout) > limits.max_fanout_per_call
+            || usage.bytes.saturating_add(bytes) > limits.max_bytes_per_call
+        {
+            return Err(HostError::RateLimited);
+        }
+        usage.sends += 1;
+        usage.fanout += fanout;
+        usage.bytes += bytes;
+        Ok(())
+    }
+
+    fn spend_kv(&mut self) -> Result<(), HostError> {
+        if self.usage.kv_ops >= self.env.limits.max_kv_ops_per_call {
+            return Err(HostError::RateLimited);
+        }
+        self.usage.kv_ops += 1;
+        Ok(())
+    }
+
+    fn check_payload(&self, payload_json: &str) -> Result<(), HostError> {
+        if payload_json.len() > self.env.tenant.limits.max_message_bytes {
+            return Err(HostError::TooLarge);
+        }
+        serde_json::from_str::<&RawValue>(payload_json)
+            .map(|_| ())
+            .map_err(|error| HostError::Invalid(format!("payload is not JSON: {error}")))
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn invalid(error: impl std::fmt::Display) -> HostError {
+    HostError::Invalid(error.to_string())
+}
+
+impl types::Host for HostState {}
+
+/// Ends a host call with a host error (not a trap). The method body itself awaits, so no
+/// borrow of the whole state is held across an await (the state is not `Sync`).
+macro_rules! refuse_on_err {
+    ($result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(error) => return Ok(Err(error)),
+        }
+    };
+}
+
+impl realtime::Host for HostState {
+    async fn send(
+        &mut self,
+        to: String,
+        msg_type: String,
+        channel: Option<String>,
+        payload_json: String,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        refuse_on_err!(check_type(&msg_type).map_err(invalid));
+        if let Some(channel) = &channel {
+            refuse_on_err!(check_channel(channel).map_err(invalid));
+        }
+        refuse_on_err!(self.check_payload(&payload_json));
+        refuse_on_err!(self.spend_send(payload_json.len(), 1));
+        let node = refuse_on_err!(self.node());
+        let conn = refuse_on_err!(self.connection(&node, &to));
+        conn.outbox.push(protocol::message(
+            &msg_type,
+            channel.as_deref(),
+            &payload_json,
+        ));
+        Ok(Ok(()))
+    }
+
+    async fn send_to_user(
+        &mut self,
+        user_id: String,
+        msg_type: String,
+        payload_json: String,
+    ) -> wasmtime::Result<Result<u32, HostError>> {
+        refuse_on_err!(check_type(&msg_type).map_err(invalid));
+        refuse_on_err!(self.check_payload(&payload_json));
+        let node = refuse_on_err!(self.node());
+        let tenant = self.env.tenant.name.clone();
+        let reach = node.registry.of_user(&tenant, &user_id).len();
+        refuse_on_err!(
+            self.spend_send(payload_json.len(), u32::try_from(reach).unwrap_or(u32::MAX))
+        );
+        let frame = protocol::message(&msg_type, None, &payload_json);
+        let delivered = refuse_on_err!(
+            node.backplane
+                .send_to_user(&tenant, &user_id, frame)
+                .await
+                .map_err(|_| HostError::Unavailable)
+        );
+        Ok(Ok(u32::try_from(delivered).unwrap_or(u32::MAX)))
+    }
+
+    async fn broadcast(
+        &mut self,
+        channel: String,
+        msg_type: String,
+        payload_json: String,
+        except: Option<String>,
+    ) -> wasmtime::Result<Result<u64, HostError>> {
+        refuse_on_err!(check_channel(&channel).map_err(invalid));
+        refuse_on_err!(check_type(&msg_type).map_err(invalid));
+        refuse_on_err!(self.check_payload(&payload_json));
+        refuse_on_err!(self.spend_send(payload_json.len(), 1));
+        let node = refuse_on_err!(self.node());
+        let tenant = self.env.tenant.clone();
+        let room = RoomKey::new(&tenant.name, &channel);
+        let except = except.map(|id| ConnId::from(id.as_str()));
+        let message = Publish {
+            msg_type: &msg_type,
+            payload: Some(&payload_json),
+            except: except.as_ref(),
+            history: &tenant.history,
+        };
+        Ok(node
+            .backplane
+            .publish(&room, message)
+            .await
+            .map_err(|_| HostError::Unavailable))
+    }
+
+    async fn join(
+        &mut self,
+        who: String,
+        channel: String,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        refuse_on_err!(check_channel(&channel).map_err(invalid));
+        let node = refuse_on_err!(self.node());
+        let conn = refuse_on_err!(self.connection(&node, &who));
+        Ok(node
+            .rooms
+            .join(&conn, &channel, None, None)
+            .await
+            .map_err(|error| HostError::Invalid(error.message)))
+    }
+
+    async fn leave(
+        &mut self,
+        who: String,
+        channel: String,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        let node = refuse_on_err!(self.node());
+        let conn = refuse_on_err!(self.connection(&node, &who));
+        Ok(node
+            .rooms
+            .leave(&conn, &channel, None)
+            .await
+            .map_err(|_| HostError::NotFound))
+    }
+
+    async fn close(
+        &mut self,
+        who: String,
+        code: u16,
+        reason: String,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        if !(code == 1000 || (3000..=4999).contains(&code)) {
+            return Ok(Err(HostError::Invalid(
+                "close codes are 1000 or 3000..4999".to_owned(),
+            )));
+        }
+        let node = refuse_on_err!(self.node());
+        let conn = refuse_on_err!(self.connection(&node, &who));
+        conn.outbox.close(CloseReason::Custom(code, reason));
+        Ok(Ok(()))
+    }
+
+    async fn set_attachment(
+        &mut self,
+        who: String,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        if data.len() > MAX_ATTACHMENT_BYTES {
+            return Ok(Err(HostError::TooLarge));
+        }
+        let node = refuse_on_err!(self.node());
+        let conn = refuse_on_err!(self.connection(&node, &who));
+        *conn.attachment.lock() = Some(data);
+        Ok(Ok(()))
+    }
+
+    async fn members(
+        &mut self,
+        channel: String,
+    ) -> wasmtime::Result<Result<Vec<(String, String)>, HostError>> {
+        refuse_on_err!(check_channel(&channel).map_err(invalid));
+        let node = refuse_on_err!(self.node());
+        let room = RoomKey::new(&self.env.tenant.name.clone(), &channel);
+        let members = refuse_on_err!(
+            node.backplane
+                .presence_members(&room)
+                .await
+                .map_err(|_| HostError::Unavailable)
+        );
+        Ok(Ok(members
+            .into_iter()
+            .map(|member| (member.connection_id, member.user_id))
+            .collect()))
+    }
+}
+
+impl kv::Host for HostState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, HostError>> {
+        Ok(self.spend_kv().and_then(|()| {
+            let node = self.node()?;
+            node.plugins
+                .kv
+                .get(&self.env.tenant.name, &self.env.plugin, &key)
+        }))
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        Ok(self.spend_kv().and_then(|()| {
+            let node = self.node()?;
+            node.plugins
+                .kv
+                .set(&self.env.tenant.name, &self.env.plugin, &key, value, ttl_ms)
+        }))
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, HostError>> {
+        Ok(self.spend_kv().and_then(|()| {
+            let node = self.node()?;
+            node.plugins
+                .kv
+                .delete(&self.env.tenant.name, &self.env.plugin, &key)
+        }))
+    }
+
+    async fn incr(&mut self, key: String, delta: i64) -> wasmtime::Result<Result<i64, HostError>> {
+        Ok(self.spend_kv().and_then(|()| {
+            let node = self.node()?;
+            node.plugins
+                .kv
+                .incr(&self.env.tenant.name, &self.env.plugin, &key, delta)
+        }))
+    }
+}
+
+impl logging::Host for HostState {
+    async fn log(
+        &mut self,
+        level: LogLevel,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
+        let tenant = &*self.env.tenant.name;
+        let plugin = &*self.env.plugin;
+        let message = if message.len() > 4096 {
+            &message[..message.floor_char_boundary(4096)]
+        } else {
+            message.as_str()
+        };
+        let fields = format!("{fields:?}");
+        match level {
+            LogLevel::Trace => tracing::trace!(tenant, plugin, fields, "{message}"),
+            LogLevel::Debug => tracing::debug!(tenant, plugin, fields, "{message}"),
+            LogLevel::Info => tracing::info!(tenant, plugin, fields, "{message}"),
+            LogLevel::Warn => tracing::warn!(tenant, plugin, fields, "{message}"),
+            LogLevel::Error => tracing::error!(tenant, plugin, fields, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl env::Host for HostState {
+    async fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+            }))
+    }
+
+    async fn config_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.env.config.get(&key).cloned())
+    }
+}

@@ -1,0 +1,374 @@
+//! One loaded plugin version: its compiled component, a pool of warm instances (one call in
+//! flight each), admission control, and the call path with CPU and memory limits. A trap or an
+//! overrun discards the instance; the next call gets a fresh one.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+
+use super::bindings::{ConnInfo, HandlerError, Manifest, Message, Plugin, PluginPre};
+use super::engine::ticks_for;
+use super::host_api::{HostState, PluginEnv};
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {message}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        message: String,
+    },
+    /// Not a component, or not built for this world.
+    #[error("{path}: not a Switchboard plugin component: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What wasmtime said.
+        message: String,
+    },
+    /// `describe` or `init` failed, or the manifest is unusable.
+    #[error("{path}: {message}")]
+    Refused {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Why a call did not produce an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// Every instance slot is busy.
+    Overloaded,
+    /// The guest trapped (panic, out of memory, stack overflow, host failure).
+    Trapped(String),
+    /// The call ran past its CPU budget.
+    Timeout,
+}
+
+/// A call into a plugin.
+#[derive(Debug)]
+pub enum Call<'a> {
+    /// `on-message`.
+    Message(&'a ConnInfo, &'a Message),
+    /// `on-connect`.
+    Connect(&'a ConnInfo),
+    /// `on-disconnect`.
+    Disconnect(&'a ConnInfo, u16),
+    /// `authorize-join`.
+    AuthorizeJoin(&'a ConnInfo, &'a String),
+    /// `on-tick`.
+    Tick(u64),
+}
+
+/// What a call answered.
+#[derive(Debug)]
+pub enum Answer {
+    /// From `on-message`.
+    Message(Result<Option<String>, HandlerError>),
+    /// From `authorize-join`.
+    Authorized(bool),
+    /// From a hook without a result.
+    Done,
+}
+
+struct Instance {
+    store: Store<HostState>,
+    plugin: Plugin,
+    calls: u64,
+}
+
+/// A loaded, validated plugin version.
+pub struct LoadedPlugin {
+    /// What `describe` declared.
+    pub manifest: Manifest,
+    /// Hex SHA-256 of the component bytes.
+    pub sha256: String,
+    /// Where it came from.
+    pub path: PathBuf,
+    /// Unix milliseconds at load.
+    pub loaded_at_ms: u64,
+    /// Calls made.
+    pub calls: AtomicU64,
+    /// Calls that trapped or timed out.
+    pub errors: AtomicU64,
+    engine: Engine,
+    pre: PluginPre<HostState>,
+    env: Arc<PluginEnv>,
+    idle: Mutex<Vec<Instance>>,
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.manifest.name)
+            .field("version", &self.manifest.version)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A store with the memory cap and the CPU budget wired in. The guest yields to the async
+/// runtime at every epoch tick, so a busy plugin never holds a worker thread for long, and it
+/// traps with `Interrupt` once its ticks run out.
+fn new_store(engine: &Engine, env: Arc<PluginEnv>) -> Store<HostState> {
+    let mut store = Store::new(engine, HostState::new(env));
+    store.limiter(|state| &mut state.limits);
+    store.epoch_deadline_callback(|mut context| {
+        let state = context.data_mut();
+        if state.ticks_left == 0 {
+            return Err(Trap::Interrupt.into());
+        }
+        state.ticks_left -= 1;
+        Ok(UpdateDeadline::Yield(1))
+    });
+    arm(&mut store);
+    store
+}
+
+/// Resets the per-call budget and quotas before a call.
+fn arm(store: &mut Store<HostState>) {
+    let ticks = ticks_for(store.data().env.limits.cpu_budget);
+    let state = store.data_mut();
+    state.ticks_left = ticks;
+    state.usage = Default::default();
+    store.set_epoch_deadline(1);
+}
+
+const BUILT_IN_TYPES: [&str; 3] = ["ping", "room:join", "room:leave"];
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+impl LoadedPlugin {
+    /// Compiles (off the async threads), links, instantiates once, and validates `describe`
+    /// and `init`. The instance used for validation stays warm in the pool.
+    pub async fn load(
+        engine: &Engine,
+        linker: &Linker<HostState>,
+        path: PathBuf,
+        bytes: Vec<u8>,
+        env: impl FnOnce(Arc<str>) -> PluginEnv,
+    ) -> Result<LoadedPlugin, LoadError> {
+        use sha2::Digest as _;
+        let shown = path.display().to_string();
+        let invalid = |error: wasmtime::Error| LoadError::Invalid {
+            path: shown.clone(),
+            message: format!("{error:#}"),
+        };
+        let sha256 = hex(&sha2::Sha256::digest(&bytes));
+        let compile_engine = engine.clone();
+        let component =
+            tokio::task::spawn_blocking(move || Component::new(&compile_engine, &bytes))
+                .await
+                .map_err(|error| LoadError::Invalid {
+                    path: shown.clone(),
+                    message: error.to_string(),
+                })?
+                .map_err(invalid)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(PluginPre::new)
+            .map_err(invalid)?;
+
+        // Describe with a provisional environment, then bind the real name.
+        let provisional = Arc::new(env(Arc::from("")));
+        let mut store = new_store(engine, provisional.clone());
+        let plugin = pre.instantiate_async(&mut store).await.map_err(invalid)?;
+        let manifest = plugin
+            .switchboard_plugin_handler()
+            .call_describe(&mut store)
+            .await
+            .map_err(invalid)?;
+        check_manifest(&manifest).map_err(|message| LoadError::Refused {
+            path: shown.clone(),
+            message,
+        })?;
+        let env = Arc::new(PluginEnv {
+            plugin: Arc::from(manifest.name.as_str()),
+            node: provisional.node.clone(),
+            tenant: provisional.tenant.clone(),
+            config: provisional.config.clone(),
+            limits: provisional.limits.clone(),
+        });
+        store.data_mut().env = env.clone();
+        arm(&mut store);
+        plugin
+            .switchboard_plugin_handler()
+            .call_init(&mut store)
+            .await
+            .map_err(invalid)?
+            .map_err(|message| LoadError::Refused {
+                path: shown.clone(),
+                message: format!("init refused: {message}"),
+            })?;
+        let loaded_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+            });
+        let permits = Arc::new(Semaphore::new(env.limits.max_concurrency));
+        Ok(LoadedPlugin {
+            manifest,
+            sha256,
+            path,
+            loaded_at_ms,
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            engine: engine.clone(),
+            pre,
+            env,
+            idle: Mutex::new(vec![Instance {
+                store,
+                plugin,
+                calls: 0,
+            }]),
+            permits,
+        })
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    async fn instantiate(&self) -> Result<Instance, CallError> {
+        let mut store = new_store(&self.engine, self.env.clone());
+        let plugin = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|error| classify(&error))?;
+        match plugin
+            .switchboard_plugin_handler()
+            .call_init(&mut store)
+            .await
+        {
+            Ok(Ok(())) => Ok(Instance {
+                store,
+                plugin,
+                calls: 0,
+            }),
+            Ok(Err(message)) => Err(CallError::Trapped(format!("init refused: {message}"))),
+            Err(error) => Err(classify(&error)),
+        }
+    }
+
+    /// Runs one call on a warm (or fresh) instance. `wait` lets lifecycle hooks queue for a
+    /// slot instead of being refused; messages never wait.
+    pub async fn call(&self, call: Call<'_>, wait: bool) -> Result<Answer, CallError> {
+        let _permit = if wait {
+            self.permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| CallError::Overloaded)?
+        } else {
+            self.permits
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| CallError::Overloaded)?
+        };
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let pooled = self.idle.lock().pop();
+        let mut instance = match pooled {
+            Some(instance) => instance,
+            None => self.instantiate().await.inspect_err(|_| {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            })?,
+        };
+        arm(&mut instance.store);
+        let handler = instance.plugin.switchboard_plugin_handler();
+        let store = &mut instance.store;
+        let result = match call {
+            Call::Message(conn, message) => handler
+                .call_on_message(&mut *store, conn, message)
+                .await
+                .map(Answer::Message),
+            Call::Connect(conn) => handler
+                .call_on_connect(&mut *store, conn)
+                .await
+                .map(|()| Answer::Done),
+            Call::Disconnect(conn, code) => handler
+                .call_on_disconnect(&mut *store, conn, code)
+                .await
+                .map(|()| Answer::Done),
+            Call::AuthorizeJoin(conn, channel) => handler
+                .call_authorize_join(&mut *store, conn, channel)
+                .await
+                .map(Answer::Authorized),
+            Call::Tick(now_ms) => handler
+                .call_on_tick(&mut *store, now_ms)
+                .await
+                .map(|()| Answer::Done),
+        };
+        match result {
+            Ok(answer) => {
+                instance.calls += 1;
+                if instance.calls < self.env.limits.recycle_after {
+                    self.idle.lock().push(instance);
+                }
+                Ok(answer)
+            }
+            Err(error) => {
+                // A trapped store refuses further calls: the instance is dropped here.
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                let error = classify(&error);
+                tracing::warn!(
+                    tenant = %self.env.tenant.name,
+                    plugin = %self.manifest.name,
+                    ?error,
+                    "plugin call failed"
+                );
+                Err(error)
+            }
+        }
+    }
+}
+
+fn classify(error: &wasmtime::Error) -> CallError {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Timeout,
+        _ => CallError::Trapped(format!("{}", error.root_cause())),
+    }
+}
+
+fn check_manifest(manifest: &Manifest) -> Result<(), String> {
+    let name_ok = !manifest.name.is_empty()
+        && manifest.name.len() <= 64
+        && manifest
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !name_ok {
+        return Err(format!(
+            "plugin name `{}` must be 1..64 of A-Z a-z 0-9 - _",
+            manifest.name
+        ));
+    }
+    for handled in &manifest.handles {
+        if crate::protocol::check_type(handled).is_err() {
+            return Err(format!("handled type `{handled}` must be 1..128 bytes"));
+        }
+        if BUILT_IN_TYPES.contains(&handled.as_str()) {
+            return Err(format!(
+                "`{handled}` is a built-in type; plugins cannot take it"
+            ));
+        }
+    }
+    if manifest.tick_interval_ms == Some(0) {
+        return Err("tick interval must be positive".to_owned());
+    }
+    Ok(())
+}

@@ -1,0 +1,468 @@
+//! WASM plugins through the real runtime: routing by type, replies, hooks, the example plugins,
+//! and the sandbox holding against hostile ones.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::support::{Client, TestServer, config, tenant};
+
+/// A compiled plugin from `plugins/`.
+fn wasm(name: &str) -> String {
+    format!(
+        "{}/switchboard_plugin_{}.wasm",
+        env!("PLUGIN_DIR"),
+        name.replace('-', "_")
+    )
+}
+
+/// `[[tenants.plugins]]` entries for these plugins, plus extra tables.
+fn plugin_tables(names: &[&str], extra: &str) -> String {
+    let mut tables = String::new();
+    for name in names {
+        tables.push_str(&format!("[[tenants.plugins]]\npath = \"{}\"\n", wasm(name)));
+    }
+    tables.push_str(extra);
+    tables
+}
+
+async fn server_with(names: &[&str], extra: &str) -> TestServer {
+    TestServer::start(&config(
+        "",
+        &[tenant("default", "", &plugin_tables(names, extra))],
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn echo_answers_a_correlated_message_with_its_payload() {
+    let server = server_with(&["echo"], "").await;
+    let mut client = Client::connect(&server, "default", "alice").await;
+    let reply = client
+        .request(json!({"type": "echo", "payload": {"text": "hi", "n": [1, 2]}}))
+        .await;
+    assert_eq!(reply["type"], "ack");
+    assert_eq!(reply["payload"], json!({"text": "hi", "n": [1, 2]}));
+    // Without a correlationId there is no ack, and nothing else either.
+    client.send(json!({"type": "echo", "payload": 1})).await;
+    client.expect_silence(Duration::from_millis(200)).await;
+    // Types no plugin declared are still unknown.
+    let unknown = client.request(json!({"type": "nobody"})).await;
+    assert_eq!(unknown["payload"]["code"], "unknown_type");
+}
+
+#[tokio::test]
+async fn broadcast_relays_to_every_member_including_the_sender() {
+    let server = server_with(&["broadcast"], "").await;
+    let mut alice = Client::connect(&server, "default", "alice").await;
+    let mut bob = Client::connect(&server, "default", "bob").await;
+    alice.join("room").await;
+    bob.join("room").await;
+    assert_eq!(alice.recv().await["type"], "presence:join");
+    alice
+        .send(json!({"type": "broadcast", "channel": "room", "payload": {"x": 1}, "correlationId": "b1"}))
+        .await;
+    let mut to_alice = Vec::new();
+    for _ in 0..2 {
+        to_alice.push(alice.recv().await);
+    }
+    let copy = to_alice
+        .iter()
+        .find(|frame| frame["type"] == "broadcast")
+        .expect("the sender gets a copy");
+    let ack = to_alice
+        .iter()
+        .find(|frame| frame["type"] == "ack")
+        .expect("the sender gets its ack");
+    let seq = ack["payload"]["seq"].as_u64().expect("seq in the ack");
+    assert_eq!(
+        *copy,
+        json!({"type": "broadcast", "channel": "room", "payload": {"x": 1}, "seq": seq})
+    );
+    assert_eq!(bob.recv().await, *copy);
+    let missing = alice
+        .request(json!({"type": "broadcast", "payload": 1}))
+        .await;
+    assert_eq!(missing["payload"]["code"], "bad_request");
+}
+
+#[tokio::test]
+async fn chat_messages_typing_private_rooms_and_counts() {
+    let server = server_with(&["chat"], "").await;
+    let mut alice = Client::connect(&server, "default", "alice").await;
+    let mut bob = Client::connect(&server, "default", "bob").await;
+    alice.join("lobby").await;
+    bob.join("lobby").await;
+    assert_eq!(alice.recv().await["type"], "presence:join");
+
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    alice
+        .send(json!({"type": "chat:send", "channel": "lobby", "payload": {"text": "hello"}, "correlationId": "s1"}))
+        .await;
+    // The sender gets its own copy (broadcast during the call) and then the ack.
+    let own_copy = alice.recv().await;
+    let ack = alice.recv().await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(ack["correlationId"], "s1");
+    assert_eq!(ack["payload"]["count"], 1);
+    let message = bob.recv().await;
+    assert_eq!(message["type"], "chat:message");
+    assert_eq!(message["channel"], "lobby");
+    assert_eq!(message["payload"]["userId"], "alice");
+    assert_eq!(message["payload"]["text"], "hello");
+    assert!(message["payload"]["ts"].as_u64().expect("ts") >= before);
+    assert_eq!(message["seq"], ack["payload"]["seq"]);
+    assert_eq!(own_copy, message, "the sender sees its own message too");
+
+    // Typing goes to the others only.
+    alice
+        .send(json!({"type": "typing:start", "channel": "lobby"}))
+        .await;
+    let typing = bob.recv().await;
+    assert_eq!(
+        typing,
+        json!({"type": "typing:start", "channel": "lobby", "payload": {"userId": "alice"}})
+    );
+    alice.expect_silence(Duration::from_millis(200)).await;
+
+    // The count lives in the key-value store, so it survives instance recycling.
+    let second = bob
+        .request(json!({"type": "chat:send", "channel": "lobby", "payload": {"text": "hey"}}))
+        .await;
+    assert_eq!(second["payload"]["count"], 2);
+    assert_eq!(alice.recv().await["payload"]["text"], "hey");
+    let stats = alice
+        .request(json!({"type": "chat:stats", "channel": "lobby"}))
+        .await;
+    assert_eq!(stats["payload"], json!({"channel": "lobby", "count": 2}));
+
+    // Bad input is the plugin's bad_request, and the connection stays.
+    let empty = alice
+        .request(json!({"type": "chat:send", "channel": "lobby", "payload": {"text": ""}}))
+        .await;
+    assert_eq!(empty["payload"]["code"], "bad_request");
+
+    // private-* rooms need a claim.
+    let refused = alice
+        .request(json!({"type": "room:join", "channel": "private-ops"}))
+        .await;
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["payload"]["code"], "forbidden");
+}
+
+#[tokio::test]
+async fn chat_private_rooms_open_to_listed_claims() {
+    let server = server_with(&["chat"], "").await;
+    let token = crate::support::sign_hs(&crate::support::claims(
+        "carol",
+        3600,
+        json!({"rooms": ["private-ops"]}),
+    ));
+    let request = crate::support::upgrade_request(
+        &server.ws_url("default"),
+        &[("authorization", &format!("Bearer {token}"))],
+    );
+    let (socket, _) = crate::support::try_upgrade(request)
+        .await
+        .expect("upgrade accepted");
+    let mut carol = Client::from_socket(socket).await;
+    let ack = carol.join("private-ops").await;
+    assert_eq!(ack["payload"]["channel"], "private-ops");
+    let refused = carol
+        .request(json!({"type": "room:join", "channel": "private-hr"}))
+        .await;
+    assert_eq!(refused["payload"]["code"], "forbidden");
+}
+
+#[tokio::test]
+async fn two_plugins_claiming_one_type_is_a_load_error_naming_both() {
+    let text = config(
+        "",
+        &[tenant("default", "", &plugin_tables(&["echo", "echo"], ""))],
+    );
+    let parsed = switchboard::config::parse(&text, "test.toml", &crate::support::fixtures())
+        .expect("config parses");
+    let error = switchboard::server::start(parsed)
+        .await
+        .expect_err("conflicting plugins refuse to start");
+    let message = error.to_string();
+    assert!(message.contains("tenants[0].plugins"), "{message}");
+    assert!(message.contains("echo"), "{message}");
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_component_is_a_clear_load_error() {
+    let bogus = crate::support::temp_file("bogus-wasm", "not wasm at all");
+    let tables = format!("[[tenants.plugins]]\npath = \"{}\"\n", bogus.0.display());
+    let text = config("", &[tenant("default", "", &tables)]);
+    let parsed = switchboard::config::parse(&text, "test.toml", &crate::support::fixtures())
+        .expect("config parses");
+    let error = switchboard::server::start(parsed)
+        .await
+        .expect_err("refuses to start");
+    let message = error.to_string();
+    assert!(
+        message.contains("not a Switchboard plugin component"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&bogus.0.display().to_string()),
+        "{message}"
+    );
+}
+
+/// Limits small enough for fast hostile tests.
+const HOSTILE_LIMITS: &str = "[tenants.plugin_limits]\ncpu_budget = \"500ms\"\nmemory_bytes = 33554432\nmax_sends_per_call = 50\n";
+
+async fn hostile_server() -> TestServer {
+    let hostile = tenant(
+        "default",
+        "",
+        &plugin_tables(&["hostile", "echo"], HOSTILE_LIMITS),
+    );
+    let other = tenant("other", "", &plugin_tables(&["echo"], ""));
+    TestServer::start(&config("", &[hostile, other])).await
+}
+
+async fn expect_error_code(client: &mut Client, msg_type: &str, code: &str) -> Value {
+    let reply = client.request(json!({"type": msg_type})).await;
+    assert_eq!(reply["type"], "error", "{msg_type}: {reply}");
+    assert_eq!(reply["payload"]["code"], code, "{msg_type}: {reply}");
+    // The connection stays open and the plugin answers again with a fresh instance.
+    let ok = client.request(json!({"type": "hostile:ok"})).await;
+    assert_eq!(ok["payload"], "ok", "after {msg_type}: {ok}");
+    reply
+}
+
+#[tokio::test]
+async fn hostile_plugins_end_only_their_own_call() {
+    let server = hostile_server().await;
+    let mut client = Client::connect(&server, "default", "mallory").await;
+    expect_error_code(&mut client, "hostile:loop", "handler_timeout").await;
+    expect_error_code(&mut client, "hostile:alloc", "handler_failed").await;
+    expect_error_code(&mut client, "hostile:recurse", "handler_failed").await;
+    let panic = expect_error_code(&mut client, "hostile:panic", "handler_failed").await;
+    assert!(
+        panic["payload"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{panic}"
+    );
+    expect_error_code(&mut client, "hostile:huge-reply", "handler_failed").await;
+    let node = server.node().clone();
+    assert_eq!(node.registry.len(), 1, "the connection survived everything");
+}
+
+#[tokio::test]
+async fn a_flood_of_sends_hits_the_quota_not_the_host() {
+    let server = hostile_server().await;
+    let mut client = Client::connect(&server, "default", "mallory").await;
+    client
+        .send(json!({"type": "hostile:flood", "correlationId": "f"}))
+        .await;
+    let mut floods = 0;
+    let ack = loop {
+        let frame = client.recv().await;
+        if frame["type"] == "flood" {
+            floods += 1;
+            continue;
+        }
+        break frame;
+    };
+    assert_eq!(floods, 50, "exactly the quota arrived");
+    assert_eq!(ack["type"], "ack");
+    assert_eq!(ack["payload"]["sent"], 50);
+    assert!(
+        ack["payload"]["refused"]
+            .as_str()
+            .is_some_and(|refused| refused.contains("RateLimited")),
+        "{ack}"
+    );
+}
+
+// Multi-threaded like the server binary: the spinning call yields at every epoch tick, and the
+// other connections' tasks run meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn others_keep_getting_answers_while_a_plugin_spins() {
+    let server = hostile_server().await;
+    let mut mallory = Client::connect(&server, "default", "mallory").await;
+    let mut neighbour = Client::connect(&server, "default", "nina").await;
+    let mut stranger = Client::connect(&server, "other", "olga").await;
+    let started = Instant::now();
+    mallory
+        .send(json!({"type": "hostile:loop", "correlationId": "spin"}))
+        .await;
+    // While the loop burns its 500 ms budget, the others are answered.
+    for round in 0..3 {
+        for client in [&mut neighbour, &mut stranger] {
+            let reply = client
+                .request(json!({"type": "echo", "payload": round}))
+                .await;
+            assert_eq!(reply["payload"], round);
+        }
+    }
+    let answered_others = started.elapsed();
+    // The spinning call has not ended yet: nothing has arrived for mallory.
+    let pending = tokio::time::timeout(
+        Duration::from_millis(1),
+        futures_util::StreamExt::next(&mut mallory.ws),
+    )
+    .await;
+    assert!(
+        pending.is_err(),
+        "mallory was answered before the others: {pending:?}"
+    );
+    let timeout = mallory.recv().await;
+    assert_eq!(timeout["payload"]["code"], "handler_timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "the budget was spent: {:?} (others answered after {answered_others:?})",
+        started.elapsed()
+    );
+}
+
+async fn put_plugin(
+    server: &TestServer,
+    name: &str,
+    key: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .put(server.http_url(&format!("/api/tenants/default/plugins/{name}")))
+        .body(body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = tokio::time::timeout(Duration::from_secs(60), request.send())
+        .await
+        .expect("answered in time")
+        .expect("request succeeds");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
+async fn list_plugins(server: &TestServer, key: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::Client::new().get(server.http_url("/api/tenants/default/plugins"));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.expect("request succeeds");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
+fn wasm_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(wasm(name)).expect("plugin built")
+}
+
+#[tokio::test]
+async fn the_plugin_api_lists_and_refuses_bad_uploads_keeping_the_old_version() {
+    let server = server_with(&["greeter-v1", "echo"], "").await;
+    let key = crate::support::api_key("default");
+    let (status, _) = list_plugins(&server, None).await;
+    assert_eq!(status, 401);
+    let (status, list) = list_plugins(&server, Some(&key)).await;
+    assert_eq!(status, 200);
+    let greeter = list
+        .as_array()
+        .and_then(|plugins| plugins.iter().find(|p| p["name"] == "greeter"))
+        .expect("greeter listed")
+        .clone();
+    assert_eq!(greeter["version"], "1.0.0");
+    assert_eq!(greeter["types"], json!(["greet"]));
+    assert_eq!(greeter["sha256"].as_str().map(str::len), Some(64));
+
+    // Not a component: 422, and version 1 keeps answering.
+    let (status, body) = put_plugin(&server, "greeter", Some(&key), b"garbage".to_vec()).await;
+    assert_eq!(status, 422, "{body}");
+    // A component with another name under this name: 400.
+    let (status, body) = put_plugin(&server, "greeter", Some(&key), wasm_bytes("broadcast")).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = put_plugin(&server, "greeter", None, wasm_bytes("greeter-v2")).await;
+    assert_eq!(status, 401);
+
+    let mut client = Client::connect(&server, "default", "alice").await;
+    let reply = client.request(json!({"type": "greet"})).await;
+    assert_eq!(reply["payload"], json!({"version": 1}));
+    let metrics = crate::support::http_get(&server.http_url("/metrics"))
+        .await
+        .2;
+    assert!(
+        metrics.contains("switchboard_plugin_load_failures_total{tenant=\"default\"} 2"),
+        "{metrics}"
+    );
+
+    let (status, body) = put_plugin(&server, "greeter", Some(&key), wasm_bytes("greeter-v2")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], "2.0.0");
+    let reply = client.request(json!({"type": "greet"})).await;
+    assert_eq!(reply["payload"], json!({"version": 2}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloading_twenty_times_under_traffic_drops_nothing() {
+    let server = server_with(
+        &["greeter-v1"],
+        "[tenants.limits]\nmessages_per_second = 100000\nburst = 100000\n",
+    )
+    .await;
+    let key = crate::support::api_key("default");
+    let versions = [wasm_bytes("greeter-v1"), wasm_bytes("greeter-v2")];
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for index in 0..3 {
+        let addr = server.addr;
+        let stop = stop.clone();
+        senders.push(tokio::spawn(async move {
+            let mut client = Client::connect_addr(addr, "default", &format!("user{index}")).await;
+            let mut seen = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut sent = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < deadline {
+                let id = format!("{index}-{sent}");
+                client
+                    .send(json!({"type": "greet", "correlationId": id}))
+                    .await;
+                let reply = client.recv().await;
+                assert_eq!(reply["type"], "ack", "{reply}");
+                assert_eq!(reply["correlationId"], json!(id), "one reply, in order");
+                seen.push(reply["payload"]["version"].as_u64().expect("version"));
+                sent += 1;
+            }
+            // One more after the last swap.
+            let last = client.request(json!({"type": "greet"})).await;
+            seen.push(last["payload"]["version"].as_u64().expect("version"));
+            (client, seen)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for round in 0..20 {
+        let bytes = versions[(round + 1) % 2].clone();
+        let (status, body) = put_plugin(&server, "greeter", Some(&key), bytes).await;
+        assert_eq!(status, 200, "round {round}: {body}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    assert_eq!(server.node().registry.len(), 3, "no connection dropped");
+    for sender in senders {
+        let (client, seen) = sender.await.expect("sender finished");
+        assert!(
+            seen.len() > 20,
+            "traffic flowed during the reloads: {}",
+            seen.len()
+        );
+        assert!(
+            seen.contains(&1) && seen.contains(&2),
+            "both versions answered: {seen:?}"
+        );
+        assert_eq!(
+            seen.last(),
+            Some(&1),
+            "the last upload (version 1) answers at the end"
+        );
+        client.close().await;
+    }
+}
