@@ -38,11 +38,11 @@ pub enum Ending {
 }
 
 impl Ending {
-    /// The close code to count (0 for a drop).
+    /// The close code to report: 1006 (abnormal closure) for a drop without a close frame.
     pub fn code(self) -> u16 {
         match self {
             Ending::ClosedByServer(code) | Ending::ClosedByClient(code) => code,
-            Ending::Dropped => 0,
+            Ending::Dropped => 1006,
         }
     }
 }

@@ -66,7 +66,7 @@ impl NodeMetrics {
             .or_default() += 1;
     }
 
-    /// Counts a closed connection by close code (0 for a drop without a close frame).
+    /// Counts a closed connection by close code (1006 for a drop without a close frame).
     pub fn close(&self, tenant: &str, code: u16) {
         *self
             .closes
@@ -184,7 +184,7 @@ pub fn render(
         &mut out,
         "switchboard_closes_total",
         "counter",
-        "Connections ended, by close code (0: dropped without a close frame).",
+        "Connections ended, by close code (1006: dropped without a close frame).",
     );
     for ((tenant, code), count) in node.closes.lock().iter() {
         let _ = writeln!(

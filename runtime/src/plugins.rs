@@ -5,13 +5,15 @@
 //! - `engine`: the shared wasmtime engine and the epoch ticker (CPU budgets);
 //! - `host_api`: what plugins import, confined to their tenant, with per-call quotas;
 //! - `pool`: one loaded version: warm instances, admission, the call path;
-//! - `kv`: the plugins' key-value store.
+//! - `kv`: the plugins' key-value store;
+//! - `watch`: hot reload when a configured plugin file changes.
 
 pub mod bindings;
 pub mod engine;
 pub mod host_api;
 pub mod kv;
 pub mod pool;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};

@@ -53,6 +53,7 @@ pub struct RunningServer {
     /// The shared node state.
     pub node: Arc<Node>,
     accept: JoinHandle<()>,
+    _watcher: Option<crate::plugins::watch::PluginWatcher>,
 }
 
 impl RunningServer {
@@ -81,9 +82,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     Plugins::load_configured(&node)
         .await
         .map_err(StartError::Plugins)?;
+    let watcher =
+        crate::plugins::watch::start(&node).map_err(|error| StartError::Plugins(vec![error]))?;
     let accept = tokio::spawn(accept_loop(listener, node.clone()));
     tracing::info!(%addr, node = %node.id, "listening");
-    Ok(RunningServer { addr, node, accept })
+    Ok(RunningServer {
+        addr,
+        node,
+        accept,
+        _watcher: watcher,
+    })
 }
 
 /// Builds the node from a config and serves until `shutdown` resolves, then drains.

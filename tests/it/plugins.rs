@@ -466,3 +466,187 @@ async fn reloading_twenty_times_under_traffic_drops_nothing() {
         client.close().await;
     }
 }
+
+/// The next `audit` event of this kind, skipping the others (ticks arrive all the time).
+async fn next_audit(watcher: &mut Client, event: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let frame = watcher.recv().await;
+        if frame["type"] == "audit" && frame["payload"]["event"] == event {
+            return frame["payload"].clone();
+        }
+    }
+    panic!("no `{event}` audit event within 5 s");
+}
+
+#[tokio::test]
+async fn lifecycle_hooks_fire_for_connects_every_kind_of_drop_and_ticks() {
+    let server = server_with(
+        &["lifecycle"],
+        "[tenants.limits]\nburst = 3\nmessages_per_second = 1\n",
+    )
+    .await;
+    let mut watcher = Client::connect(&server, "default", "watcher").await;
+    watcher.join("audit").await;
+    let first = next_audit(&mut watcher, "tick").await["n"]
+        .as_i64()
+        .expect("n");
+    let second = next_audit(&mut watcher, "tick").await["n"]
+        .as_i64()
+        .expect("n");
+    assert!(second > first, "ticks count up: {first} then {second}");
+
+    // A normal close.
+    let bob = Client::connect(&server, "default", "bob").await;
+    assert_eq!(
+        next_audit(&mut watcher, "connect").await,
+        json!({"event": "connect", "userId": "bob"})
+    );
+    bob.close().await;
+    assert_eq!(
+        next_audit(&mut watcher, "disconnect").await,
+        json!({"event": "disconnect", "userId": "bob", "code": 1000})
+    );
+
+    // A TCP drop without a close frame.
+    let carol = Client::connect(&server, "default", "carol").await;
+    next_audit(&mut watcher, "connect").await;
+    drop(carol);
+    assert_eq!(
+        next_audit(&mut watcher, "disconnect").await,
+        json!({"event": "disconnect", "userId": "carol", "code": 1006})
+    );
+
+    // A close by the server (rate limit).
+    let mut dave = Client::connect(&server, "default", "dave").await;
+    next_audit(&mut watcher, "connect").await;
+    for _ in 0..4 {
+        dave.send_text(r#"{"type":"ping"}"#).await;
+    }
+    let (code, _) = dave.expect_close_skipping_text().await;
+    assert_eq!(code, 1008);
+    assert_eq!(
+        next_audit(&mut watcher, "disconnect").await,
+        json!({"event": "disconnect", "userId": "dave", "code": 1008})
+    );
+
+    // The count of connects lives in the key-value store.
+    let count = watcher.request(json!({"type": "lifecycle:count"})).await;
+    assert_eq!(count["payload"]["connects"], 4);
+}
+
+#[tokio::test]
+async fn on_disconnect_runs_when_the_heartbeat_gives_up() {
+    let global = "[heartbeat]\ninterval = \"200ms\"\ntimeout = \"300ms\"\n";
+    let server = TestServer::start(&config(
+        global,
+        &[tenant("default", "", &plugin_tables(&["lifecycle"], ""))],
+    ))
+    .await;
+    let mut watcher = Client::connect(&server, "default", "watcher").await;
+    watcher.join("audit").await;
+    // Erin never reads, so she never answers a ping.
+    let erin = Client::connect(&server, "default", "erin").await;
+    let event = next_audit(&mut watcher, "disconnect").await;
+    assert_eq!(
+        event,
+        json!({"event": "disconnect", "userId": "erin", "code": 1006})
+    );
+    drop(erin);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_plugin_answers_overloaded_instead_of_queueing() {
+    let limits = "[tenants.plugin_limits]\ncpu_budget = \"500ms\"\nmax_concurrency = 1\n";
+    let server = server_with(&["hostile"], limits).await;
+    let mut mallory = Client::connect(&server, "default", "mallory").await;
+    let mut nina = Client::connect(&server, "default", "nina").await;
+    mallory
+        .send(json!({"type": "hostile:loop", "correlationId": "spin"}))
+        .await;
+    // Give the spinning call time to take the only slot.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = nina.request(json!({"type": "hostile:ok"})).await;
+    assert_eq!(refused["payload"]["code"], "overloaded", "{refused}");
+    assert_eq!(mallory.recv().await["payload"]["code"], "handler_timeout");
+    let ok = nina.request(json!({"type": "hostile:ok"})).await;
+    assert_eq!(ok["payload"], "ok");
+}
+
+#[tokio::test]
+async fn a_plugin_cannot_reach_another_tenants_connections() {
+    let server = hostile_server().await;
+    let mut mallory = Client::connect(&server, "default", "mallory").await;
+    let mut olga = Client::connect(&server, "other", "olga").await;
+    let reply = mallory
+        .request(json!({"type": "hostile:poke", "payload": olga.connection_id()}))
+        .await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert!(
+        reply["payload"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("NotFound")),
+        "{reply}"
+    );
+    olga.expect_silence(Duration::from_millis(200)).await;
+    assert!(
+        server.node().rooms.is_empty(),
+        "nobody was joined to `stolen`"
+    );
+    // The same call within the tenant works.
+    let mut nina = Client::connect(&server, "default", "nina").await;
+    let reply = mallory
+        .request(json!({"type": "hostile:poke", "payload": nina.connection_id()}))
+        .await;
+    assert_eq!(reply["payload"], "poked", "{reply}");
+    assert_eq!(nina.recv().await["type"], "poke");
+}
+
+/// Writes `bytes` to `path` atomically (temp file, then rename), as deploy tools do.
+fn deploy(path: &std::path::Path, bytes: &[u8]) {
+    let staging = path.with_extension("staging");
+    std::fs::write(&staging, bytes).expect("staging written");
+    std::fs::rename(&staging, path).expect("renamed into place");
+}
+
+async fn greet_version(client: &mut Client) -> Value {
+    client.request(json!({"type": "greet"})).await["payload"]["version"].clone()
+}
+
+#[tokio::test]
+async fn a_changed_plugin_file_is_reloaded_and_a_broken_one_is_refused() {
+    let folder = std::env::temp_dir().join(format!("switchboard-watch-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).expect("folder");
+    let path = folder.join("greeter.wasm");
+    deploy(&path, &wasm_bytes("greeter-v1"));
+    let tables = format!("[[tenants.plugins]]\npath = \"{}\"\n", path.display());
+    let server = TestServer::start(&config("", &[tenant("default", "", &tables)])).await;
+    let mut client = Client::connect(&server, "default", "alice").await;
+    assert_eq!(greet_version(&mut client).await, 1);
+
+    deploy(&path, &wasm_bytes("greeter-v2"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while greet_version(&mut client).await != 2 {
+        assert!(Instant::now() < deadline, "version 2 never took over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A broken file is refused and counted; version 2 keeps serving.
+    deploy(&path, b"this is not a component");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = crate::support::http_get(&server.http_url("/metrics"))
+            .await
+            .2;
+        if metrics.contains("switchboard_plugin_load_failures_total{tenant=\"default\"} 1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broken file was never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(greet_version(&mut client).await, 2);
+    let _ = std::fs::remove_dir_all(&folder);
+}

@@ -29,6 +29,7 @@ impl Plugin for Hostile {
                 "hostile:flood",
                 "hostile:huge-reply",
                 "hostile:ok",
+                "hostile:poke",
             ],
         )
     }
@@ -71,6 +72,13 @@ impl Plugin for Hostile {
                 )))
             }
             "hostile:huge-reply" => Ok(Some(format!("\"{}\"", "x".repeat(8 << 20)))),
+            "hostile:poke" => {
+                // Tries to reach a connection named in the payload, whatever its tenant.
+                let target: String = msg.payload()?;
+                realtime::send(&target, "poke", None, "{}")?;
+                realtime::join(&target, "stolen")?;
+                Ok(Some("\"poked\"".to_owned()))
+            }
             _ => Ok(Some("\"ok\"".to_owned())),
         }
     }

@@ -1,0 +1,139 @@
+//! Hot reload from disk: watches the folders of the configured plugin files and, when one of
+//! those files changes, loads the new version off the hot path and swaps it in. A version that
+//! fails to load is logged and counted, and the old one keeps serving.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::Plugins;
+use crate::node::Node;
+
+/// Quiet time after the last change before a file is loaded (writers take a while).
+const SETTLE: Duration = Duration::from_millis(250);
+
+/// A configured plugin file: which tenant it belongs to and its config values.
+#[derive(Debug, Clone)]
+struct Watched {
+    tenant: String,
+    config: std::collections::BTreeMap<String, String>,
+}
+
+/// Keeps the watcher alive; dropping it stops watching.
+pub struct PluginWatcher {
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl std::fmt::Debug for PluginWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PluginWatcher")
+    }
+}
+
+/// Starts watching every configured plugin file of the node; `None` when there are none.
+pub fn start(node: &Arc<Node>) -> Result<Option<PluginWatcher>, String> {
+    let mut files: HashMap<PathBuf, Watched> = HashMap::new();
+    for tenant in &node.config.tenants {
+        for plugin in &tenant.plugins {
+            let path = std::fs::canonicalize(&plugin.path).unwrap_or_else(|_| plugin.path.clone());
+            files.insert(
+                path,
+                Watched {
+                    tenant: tenant.name.clone(),
+                    config: plugin.config.clone(),
+                },
+            );
+        }
+    }
+    if files.is_empty() {
+        return Ok(None);
+    }
+    // Changed files wait here until they settle; the set is bounded by the configured files.
+    let pending: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
+    let wake = Arc::new(Notify::new());
+    let watched: HashSet<PathBuf> = files.keys().cloned().collect();
+    let (pending_in, wake_in) = (pending.clone(), wake.clone());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        let mut changed = false;
+        for path in event.paths {
+            if watched.contains(&path) {
+                changed |= pending_in.lock().insert(path);
+            }
+        }
+        if changed {
+            wake_in.notify_one();
+        }
+    })
+    .map_err(|error| format!("cannot watch plugin files: {error}"))?;
+    let folders: HashSet<PathBuf> = files
+        .keys()
+        .filter_map(|path| path.parent().map(PathBuf::from))
+        .collect();
+    for folder in folders {
+        watcher
+            .watch(&folder, RecursiveMode::NonRecursive)
+            .map_err(|error| format!("cannot watch {}: {error}", folder.display()))?;
+    }
+    tokio::spawn(reload_loop(Arc::downgrade(node), files, pending, wake));
+    Ok(Some(PluginWatcher { _watcher: watcher }))
+}
+
+async fn reload_loop(
+    node: Weak<Node>,
+    files: HashMap<PathBuf, Watched>,
+    pending: Arc<Mutex<HashSet<PathBuf>>>,
+    wake: Arc<Notify>,
+) {
+    loop {
+        wake.notified().await;
+        // Let a burst of writes settle.
+        loop {
+            tokio::time::sleep(SETTLE).await;
+            if tokio::time::timeout(Duration::ZERO, wake.notified())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let Some(node) = node.upgrade() else { break };
+        let changed: Vec<PathBuf> = pending.lock().drain().collect();
+        for path in changed {
+            let Some(watched) = files.get(&path) else {
+                continue;
+            };
+            reload(&node, &path, watched).await;
+        }
+    }
+}
+
+async fn reload(node: &Arc<Node>, path: &std::path::Path, watched: &Watched) {
+    let Some(tenant) = node.tenants.get(&watched.tenant).cloned() else {
+        return;
+    };
+    let result = Plugins::load_file(node, &tenant, path.to_path_buf(), watched.config.clone())
+        .await
+        .map_err(|error| error.to_string())
+        .and_then(|loaded| {
+            let version = loaded.manifest.version.clone();
+            let name = loaded.name().to_owned();
+            node.plugins
+                .replace(node, &tenant.name, loaded)
+                .map(|()| (name, version))
+        });
+    match result {
+        Ok((name, version)) => {
+            tracing::info!(tenant = %tenant.name, plugin = %name, %version, "plugin reloaded from disk");
+        }
+        Err(error) => {
+            node.metrics.plugin_load_failure(&tenant.name);
+            tracing::warn!(tenant = %tenant.name, path = %path.display(), %error, "plugin reload failed; the old version keeps serving");
+        }
+    }
+}
