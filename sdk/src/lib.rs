@@ -192,11 +192,17 @@ impl<T: Plugin> exported::Guest for __Adapter<T> {
     }
 }
 
-/// Exports a [`Plugin`] implementation as the component's `handler`.
+/// Exports a [`Plugin`] implementation as the component's `handler`. Off wasm32 it expands to
+/// nothing, so the plugin crate also builds and tests natively against [`mock`].
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
-        type __SwitchboardPluginExport = $crate::__Adapter<$plugin>;
-        $crate::__bindings::export!(__SwitchboardPluginExport with_types_in $crate::__bindings);
+        #[cfg(target_arch = "wasm32")]
+        mod __switchboard_plugin_export {
+            #[allow(unused_imports)]
+            use super::*;
+            type __SwitchboardPluginExport = $crate::__Adapter<$plugin>;
+            $crate::__bindings::export!(__SwitchboardPluginExport with_types_in $crate::__bindings);
+        }
     };
 }

@@ -182,7 +182,11 @@ async fn chat_private_rooms_open_to_listed_claims() {
 async fn two_plugins_claiming_one_type_is_a_load_error_naming_both() {
     let text = config(
         "",
-        &[tenant("default", "", &plugin_tables(&["echo", "echo"], ""))],
+        &[tenant(
+            "default",
+            "",
+            &plugin_tables(&["echo", "echo-twin"], ""),
+        )],
     );
     let parsed = switchboard::config::parse(&text, "test.toml", &crate::support::fixtures())
         .expect("config parses");
@@ -191,7 +195,43 @@ async fn two_plugins_claiming_one_type_is_a_load_error_naming_both() {
         .expect_err("conflicting plugins refuse to start");
     let message = error.to_string();
     assert!(message.contains("tenants[0].plugins"), "{message}");
-    assert!(message.contains("echo"), "{message}");
+    assert!(
+        message.contains("type `echo` is claimed by both `echo` and `echo-twin`"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn an_upload_whose_types_clash_is_a_conflict() {
+    let server = server_with(&["echo"], "").await;
+    let key = crate::support::api_key("default");
+    let (status, body) =
+        put_plugin(&server, "echo-twin", Some(&key), wasm_bytes("echo-twin")).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("echo-twin")),
+        "{body}"
+    );
+    let (_, list) = list_plugins(&server, Some(&key)).await;
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(1),
+        "only echo is loaded: {list}"
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_grants_no_files_environment_or_network() {
+    let server = hostile_server().await;
+    let mut client = Client::connect(&server, "default", "mallory").await;
+    let reply = client.request(json!({"type": "hostile:escape"})).await;
+    assert_eq!(
+        reply["payload"],
+        json!({"files": false, "secret": false, "vars": 0, "args": 0, "network": false}),
+        "{reply}"
+    );
 }
 
 #[tokio::test]

@@ -30,6 +30,7 @@ impl Plugin for Hostile {
                 "hostile:huge-reply",
                 "hostile:ok",
                 "hostile:poke",
+                "hostile:escape",
             ],
         )
     }
@@ -72,6 +73,19 @@ impl Plugin for Hostile {
                 )))
             }
             "hostile:huge-reply" => Ok(Some(format!("\"{}\"", "x".repeat(8 << 20)))),
+            "hostile:escape" => {
+                // Everything outside the host API must be out of reach.
+                let files = std::fs::read_dir("/").map(|entries| entries.count()).ok();
+                let secret = std::fs::read_to_string("/etc/passwd").ok();
+                let vars = std::env::vars().count();
+                let args = std::env::args().count();
+                let network = std::net::TcpStream::connect("127.0.0.1:80").is_ok();
+                Ok(Some(format!(
+                    r#"{{"files":{},"secret":{},"vars":{vars},"args":{args},"network":{network}}}"#,
+                    files.is_some(),
+                    secret.is_some()
+                )))
+            }
             "hostile:poke" => {
                 // Tries to reach a connection named in the payload, whatever its tenant.
                 let target: String = msg.payload()?;
