@@ -268,33 +268,59 @@ async fn hostile_server() -> TestServer {
     TestServer::start(&config("", &[hostile, other])).await
 }
 
-async fn expect_error_code(client: &mut Client, msg_type: &str, code: &str) -> Value {
-    let reply = client.request(json!({"type": msg_type})).await;
+/// Sends one hostile message; while it runs, a neighbour of the same tenant and a stranger
+/// of another tenant are answered; then the hostile call's error arrives, and the hostile
+/// client is answered again by a fresh instance.
+async fn expect_error_code(
+    mallory: &mut Client,
+    others: &mut [&mut Client; 2],
+    msg_type: &str,
+    code: &str,
+) -> Value {
+    mallory
+        .send(json!({"type": msg_type, "correlationId": msg_type}))
+        .await;
+    for other in others.iter_mut() {
+        let reply = other
+            .request(json!({"type": "echo", "payload": msg_type}))
+            .await;
+        assert_eq!(reply["payload"], msg_type, "while {msg_type} ran: {reply}");
+    }
+    let reply = mallory.recv().await;
     assert_eq!(reply["type"], "error", "{msg_type}: {reply}");
+    assert_eq!(reply["correlationId"], msg_type, "{reply}");
     assert_eq!(reply["payload"]["code"], code, "{msg_type}: {reply}");
-    // The connection stays open and the plugin answers again with a fresh instance.
-    let ok = client.request(json!({"type": "hostile:ok"})).await;
+    let ok = mallory.request(json!({"type": "hostile:ok"})).await;
     assert_eq!(ok["payload"], "ok", "after {msg_type}: {ok}");
     reply
 }
 
-#[tokio::test]
+// Multi-threaded like the server binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plugins_end_only_their_own_call() {
     let server = hostile_server().await;
-    let mut client = Client::connect(&server, "default", "mallory").await;
-    expect_error_code(&mut client, "hostile:loop", "handler_timeout").await;
-    expect_error_code(&mut client, "hostile:alloc", "handler_failed").await;
-    expect_error_code(&mut client, "hostile:recurse", "handler_failed").await;
-    let panic = expect_error_code(&mut client, "hostile:panic", "handler_failed").await;
-    assert!(
-        panic["payload"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{panic}"
-    );
-    expect_error_code(&mut client, "hostile:huge-reply", "handler_failed").await;
+    let mut mallory = Client::connect(&server, "default", "mallory").await;
+    let mut nina = Client::connect(&server, "default", "nina").await;
+    let mut olga = Client::connect(&server, "other", "olga").await;
+    let mut others = [&mut nina, &mut olga];
+    let cases = [
+        ("hostile:loop", "handler_timeout"),
+        ("hostile:alloc", "handler_failed"),
+        ("hostile:recurse", "handler_failed"),
+        ("hostile:panic", "handler_failed"),
+        ("hostile:huge-reply", "handler_failed"),
+    ];
+    for (msg_type, code) in cases {
+        let reply = expect_error_code(&mut mallory, &mut others, msg_type, code).await;
+        assert!(
+            reply["payload"]["message"]
+                .as_str()
+                .is_some_and(|message| !message.is_empty()),
+            "{reply}"
+        );
+    }
     let node = server.node().clone();
-    assert_eq!(node.registry.len(), 1, "the connection survived everything");
+    assert_eq!(node.registry.len(), 3, "every connection survived");
 }
 
 #[tokio::test]
