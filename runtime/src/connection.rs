@@ -283,7 +283,7 @@ async fn route_to_plugin(
             .payload
             .map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned()),
         correlation_id: envelope.correlation_id.as_deref().map(str::to_owned),
-        received_at_ms: unix_millis(),
+        received_at_ms: crate::clock::unix_millis(),
     };
     let correlation_id = envelope.correlation_id.as_deref();
     match node.plugins.on_message(conn, message).await {
@@ -337,14 +337,6 @@ async fn route_to_plugin(
             format!("the handler failed: {detail}"),
         )),
     }
-}
-
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        })
 }
 
 /// `payload.since` of a `room:join`: absent, or a non-negative integer.

@@ -8,11 +8,14 @@
 //! - `connection`: one connection's loop; with `outbox`, `ratelimit`, `heartbeat`;
 //! - `registry`: live connections; `rooms`: membership, presence and fan-out;
 //! - `backplane`: what crosses nodes (in memory for one node);
-//! - `admin`: the publish API; `metrics`: Prometheus text; `node`: the shared state.
+//! - `plugins`: WASM plugins (host API, pooled instances, limits, reload);
+//! - `admin`: the publish and plugin APIs; `metrics`: Prometheus text; `node`: the shared
+//!   state; `clock`: Unix milliseconds.
 
 pub mod admin;
 pub mod auth;
 pub mod backplane;
+pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod heartbeat;

@@ -116,14 +116,6 @@ pub fn conn_info(conn: &ConnHandle) -> ConnInfo {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        })
-}
-
 impl Plugins {
     /// Empty routing tables for the config's tenants.
     pub fn new(config: &Config) -> Self {
@@ -355,7 +347,9 @@ fn spawn_ticks(node: &Arc<Node>, tenant: &str, plugin: &Arc<LoadedPlugin>) {
             if !current || node.is_draining() {
                 break;
             }
-            let _ = plugin.call(Call::Tick(now_ms()), true).await;
+            let _ = plugin
+                .call(Call::Tick(crate::clock::unix_millis()), true)
+                .await;
         }
     });
 }

@@ -375,11 +375,7 @@ impl logging::Host for HostState {
 
 impl env::Host for HostState {
     async fn now_ms(&mut self) -> wasmtime::Result<u64> {
-        Ok(std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| {
-                u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-            }))
+        Ok(crate::clock::unix_millis())
     }
 
     async fn config_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {

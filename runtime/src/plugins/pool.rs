@@ -213,11 +213,7 @@ impl LoadedPlugin {
                 path: shown.clone(),
                 message: format!("init refused: {message}"),
             })?;
-        let loaded_at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| {
-                u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-            });
+        let loaded_at_ms = crate::clock::unix_millis();
         let permits = Arc::new(Semaphore::new(env.limits.max_concurrency));
         Ok(LoadedPlugin {
             manifest,

@@ -178,7 +178,7 @@ impl Accepted {
             claims_json: serde_json::to_string(&self.claims).unwrap_or_else(|_| "{}".to_owned()),
             attachment: Default::default(),
             rooms: Default::default(),
-            connected_at_ms: unix_millis(),
+            connected_at_ms: crate::clock::unix_millis(),
         });
         let config = &node.config;
         conn.outbox.push(protocol::welcome(
@@ -201,14 +201,6 @@ impl Accepted {
         connection::serve(node, conn, socket).await;
         drop(self.slots);
     }
-}
-
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        })
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
