@@ -172,13 +172,7 @@ impl Plugins {
         let linker = linker().map_err(setup)?;
         let weak: Weak<Node> = Arc::downgrade(node);
         let tenant = tenant.clone();
-        let limits = node
-            .config
-            .tenants
-            .iter()
-            .find(|candidate| candidate.name == *tenant.name)
-            .map(|candidate| candidate.plugin_limits.clone())
-            .ok_or_else(|| setup("unknown tenant".to_owned()))?;
+        let limits = tenant.plugin_limits.clone();
         let loaded = LoadedPlugin::load(engine, linker, path, bytes, move |plugin| PluginEnv {
             node: weak,
             tenant,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::auth::{KeyError, OriginPolicy, TokenVerifier};
-use crate::config::{Config, HistoryConfig, TenantConfig, TenantLimits};
+use crate::config::{Config, HistoryConfig, PluginLimits, TenantConfig, TenantLimits};
 use crate::metrics::TenantMetrics;
 
 /// One tenant.
@@ -24,6 +24,8 @@ pub struct Tenant {
     pub limits: TenantLimits,
     /// Its history settings.
     pub history: HistoryConfig,
+    /// Sandbox limits of its plugins.
+    pub plugin_limits: PluginLimits,
     presence_disabled: Vec<String>,
     connections: AtomicUsize,
     /// Its counters.
@@ -40,6 +42,7 @@ impl Tenant {
             api_key: config.api_key.clone(),
             limits: config.limits.clone(),
             history: config.history.clone(),
+            plugin_limits: config.plugin_limits.clone(),
             presence_disabled: config.presence_disabled.clone(),
             connections: AtomicUsize::new(0),
             metrics: TenantMetrics::default(),

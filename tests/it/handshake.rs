@@ -13,8 +13,8 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::support::{
-    Client, Refusal, SECRET, TestServer, WAIT, api_key, claims, config, fixtures, http_get, sign,
-    sign_hs, tenant, token, try_upgrade, upgrade_request,
+    Client, Refusal, SECRET, TestServer, WAIT, api_key, assert_error_body, claims, config,
+    fixtures, http_get, sign, sign_hs, tenant, token, try_upgrade, upgrade_request,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -27,22 +27,6 @@ fn now_secs() -> i64 {
         .expect("clock after 1970")
         .as_secs();
     i64::try_from(secs).expect("seconds fit i64")
-}
-
-/// Asserts the body is exactly `{"error": <non-empty string>, "message": <non-empty string>}`.
-fn assert_error_body(body: &Value, context: &str) {
-    let object = body
-        .as_object()
-        .unwrap_or_else(|| panic!("{context}: error body is not a JSON object: {body}"));
-    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
-    keys.sort_unstable();
-    assert_eq!(keys, ["error", "message"], "{context}: error body {body}");
-    for key in ["error", "message"] {
-        let text = object[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("{context}: `{key}` is not a string: {body}"));
-        assert!(!text.is_empty(), "{context}: `{key}` is empty: {body}");
-    }
 }
 
 /// Asserts a `Retry-After` header holding a number of seconds.
@@ -993,57 +977,31 @@ async fn token_of_another_key_family_is_401() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn rs256_with_rsa_public_key_is_accepted() {
-    let server = TestServer::start(&config(
-        "",
-        &[jwt_tenant(
+async fn public_keys_of_each_family_are_accepted() {
+    let cases = [
+        ("keys/rsa_public.pem", Algorithm::RS256, rsa_key()),
+        ("keys/ec_public.pem", Algorithm::ES256, ec_key()),
+        ("keys/ed_public.pem", Algorithm::EdDSA, ed_key()),
+    ];
+    for (file, algorithm, key) in cases {
+        let server = TestServer::start(&config(
+            "",
+            &[jwt_tenant(
+                "default",
+                &format!("public_key_file = \"{file}\""),
+            )],
+        ))
+        .await;
+        let good = sign(&claims("alice", 3600, json!({})), algorithm, &key);
+        assert_token_accepted(
+            &server,
             "default",
-            "public_key_file = \"keys/rsa_public.pem\"",
-        )],
-    ))
-    .await;
-    let good = sign(
-        &claims("alice", 3600, json!({})),
-        Algorithm::RS256,
-        &rsa_key(),
-    );
-    assert_token_accepted(&server, "default", &good, "alice", "RS256").await;
-}
-
-#[tokio::test]
-async fn es256_with_ec_public_key_is_accepted() {
-    let server = TestServer::start(&config(
-        "",
-        &[jwt_tenant(
-            "default",
-            "public_key_file = \"keys/ec_public.pem\"",
-        )],
-    ))
-    .await;
-    let good = sign(
-        &claims("alice", 3600, json!({})),
-        Algorithm::ES256,
-        &ec_key(),
-    );
-    assert_token_accepted(&server, "default", &good, "alice", "ES256").await;
-}
-
-#[tokio::test]
-async fn eddsa_with_ed25519_public_key_is_accepted() {
-    let server = TestServer::start(&config(
-        "",
-        &[jwt_tenant(
-            "default",
-            "public_key_file = \"keys/ed_public.pem\"",
-        )],
-    ))
-    .await;
-    let good = sign(
-        &claims("alice", 3600, json!({})),
-        Algorithm::EdDSA,
-        &ed_key(),
-    );
-    assert_token_accepted(&server, "default", &good, "alice", "EdDSA").await;
+            &good,
+            "alice",
+            &format!("{algorithm:?}"),
+        )
+        .await;
+    }
 }
 
 async fn jwks_server() -> TestServer {

@@ -11,28 +11,13 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::support::{
-    Client, TestServer, WAIT, api_key, config, http_get, publish, publish_raw, tenant,
+    Client, TestServer, WAIT, api_key, assert_error_body, config, http_get, publish, publish_raw,
+    tenant,
 };
 
 // ---------------------------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------------------------
-
-/// Asserts the body is exactly `{"error": <non-empty string>, "message": <non-empty string>}`.
-fn assert_error_body(body: &Value, context: &str) {
-    let object = body
-        .as_object()
-        .unwrap_or_else(|| panic!("{context}: error body is not a JSON object: {body}"));
-    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
-    keys.sort_unstable();
-    assert_eq!(keys, ["error", "message"], "{context}: error body {body}");
-    for key in ["error", "message"] {
-        let text = object[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("{context}: `{key}` is not a string: {body}"));
-        assert!(!text.is_empty(), "{context}: `{key}` is empty: {body}");
-    }
-}
 
 /// POSTs `body` to the publish API and asserts the status and the error body.
 async fn publish_error(

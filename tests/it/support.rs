@@ -167,6 +167,22 @@ pub struct Refusal {
     pub body: Value,
 }
 
+/// Asserts the body of an HTTP error: exactly `{"error", "message"}`, both non-empty strings.
+pub fn assert_error_body(body: &Value, context: &str) {
+    let object = body
+        .as_object()
+        .unwrap_or_else(|| panic!("{context}: error body is not a JSON object: {body}"));
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["error", "message"], "{context}: error body {body}");
+    for key in ["error", "message"] {
+        let text = object[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{context}: `{key}` is not a string: {body}"));
+        assert!(!text.is_empty(), "{context}: `{key}` is empty: {body}");
+    }
+}
+
 /// Attempts an upgrade with a prepared request; `Ok` is the open socket, `Err` the refusal.
 pub async fn try_upgrade(
     request: http::Request<()>,
