@@ -12,14 +12,16 @@
 //!   might take, and `LocalDelivery` never calls back into the backplane.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 
 use crate::config::HistoryConfig;
+use crate::plugins::kv::SharedKv;
 use crate::protocol::{Frame, MemberInfo};
-use crate::registry::ConnId;
+use crate::registry::{ConnHandle, ConnId};
 
 /// A room: a channel name within a tenant. Rooms of different tenants never meet.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,11 +72,27 @@ pub enum BackplaneError {
     Unavailable(String),
 }
 
+/// Something done to one connection on whichever node holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnCommand {
+    /// Queue a frame.
+    Deliver(Frame),
+    /// Close with a code and reason.
+    Close(u16, String),
+    /// Replace the connection's attachment.
+    Attach(Vec<u8>),
+    /// Join a room on its behalf.
+    Join(String),
+    /// Leave a room on its behalf.
+    Leave(String),
+}
+
 /// Cross-node messaging, sequencing, history and presence.
 #[async_trait]
 pub trait Backplane: Send + Sync + std::fmt::Debug {
-    /// Connects the backplane to this node's local delivery.
-    fn attach(&self, local: Weak<dyn LocalDelivery>);
+    /// Connects the backplane to this node (its id and its local delivery) and starts any
+    /// background work.
+    fn attach(&self, node_id: &str, local: Weak<dyn LocalDelivery>);
     /// Sequences, records and delivers a channel message; returns its `seq`.
     async fn publish(&self, room: &RoomKey, message: Publish<'_>) -> Result<u64, BackplaneError>;
     /// Delivers an unsequenced frame (a presence event) to the room on every node.
@@ -106,16 +124,29 @@ pub trait Backplane: Send + Sync + std::fmt::Debug {
         user_id: &str,
         frame: Frame,
     ) -> Result<usize, BackplaneError>;
-    /// Delivers a frame to one connection, on any node; false when it is not found.
-    async fn send_to_connection(
+    /// Applies a command to a connection of `tenant` on any node; false when it is not found.
+    async fn command(
         &self,
+        tenant: &str,
         connection: &ConnId,
-        frame: Frame,
+        command: ConnCommand,
     ) -> Result<bool, BackplaneError>;
+    /// A connection opened on this node (for cluster-wide user lookups).
+    async fn connected(&self, _conn: &ConnHandle) {}
+    /// A connection of this node closed.
+    async fn disconnected(&self, _conn: &ConnHandle) {}
     /// The retained messages after `since`.
     async fn history_since(&self, room: &RoomKey, since: u64) -> Result<Recovery, BackplaneError>;
     /// False while cross-node delivery cannot be trusted.
     fn is_ready(&self) -> bool;
+    /// The key-value store plugins share across nodes, when this backplane has one.
+    fn shared_kv(&self) -> Option<Arc<dyn SharedKv>> {
+        None
+    }
+    /// Appends this backplane's Prometheus metrics.
+    fn render_metrics(&self, _out: &mut String) {}
+    /// Leaves the cluster cleanly (after the node drained).
+    async fn close(&self) {}
 }
 
 /// How a backplane hands messages to this node's connections.
@@ -130,8 +161,10 @@ pub trait LocalDelivery: Send + Sync {
     );
     /// Queues a frame for every local connection of a user; returns how many.
     fn deliver_to_user(&self, tenant: &str, user_id: &str, frame: &Frame) -> usize;
-    /// Queues a frame for one local connection; false when it is not here.
-    fn deliver_to_connection(&self, connection: &ConnId, frame: &Frame) -> bool;
+    /// Applies a command to a local connection of `tenant`; false when it is not here.
+    fn command(&self, tenant: &str, connection: &ConnId, command: ConnCommand) -> bool;
     /// The room's members on this node.
     fn local_members(&self, room: &RoomKey) -> Vec<MemberInfo>;
+    /// Every connection on this node as `(tenant, user id, connection id)`.
+    fn local_connections(&self) -> Vec<(Arc<str>, Arc<str>, ConnId)>;
 }

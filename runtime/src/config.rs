@@ -25,6 +25,36 @@ pub struct Config {
     pub max_connections: usize,
     /// The tenants, `default` serving `/ws`.
     pub tenants: Vec<TenantConfig>,
+    /// What carries messages between nodes.
+    pub backplane: BackplaneConfig,
+}
+
+/// The backplane a node runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackplaneConfig {
+    /// One node, everything in process memory (the default).
+    Memory,
+    /// Many nodes sharing a Redis server or a Redis Cluster.
+    Redis(RedisConfig),
+}
+
+/// How nodes reach Redis, and the timing of liveness and probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://` URL of a single server; unused when `cluster_nodes` is set.
+    pub url: String,
+    /// Seed nodes of a Redis Cluster; when non-empty, sharded pub/sub is used.
+    pub cluster_nodes: Vec<String>,
+    /// Prefix of every key and channel, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// How often a node refreshes its liveness, presence and user entries.
+    pub heartbeat_interval: Duration,
+    /// How long a node's entries live without a refresh; after it, its members leave.
+    pub node_ttl: Duration,
+    /// How often a probe message is round-tripped through Redis.
+    pub probe_interval: Duration,
+    /// Timeout for connecting and for each command.
+    pub command_timeout: Duration,
 }
 
 /// Log format and filter.
@@ -267,6 +297,21 @@ struct RawConfig {
     shutdown: RawShutdown,
     #[serde(default)]
     tenants: Vec<RawTenant>,
+    backplane: Option<String>,
+    redis: Option<RawRedis>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: Option<String>,
+    #[serde(default)]
+    cluster_nodes: Vec<String>,
+    key_prefix: Option<String>,
+    heartbeat_interval: Option<RawDuration>,
+    node_ttl: Option<RawDuration>,
+    probe_interval: Option<RawDuration>,
+    command_timeout: Option<RawDuration>,
 }
 
 fn default_listen() -> String {
@@ -435,6 +480,7 @@ impl Validator<'_> {
             Duration::from_secs(10),
         );
         let max_connections = self.count("max_connections", raw.max_connections, 100_000);
+        let backplane = self.backplane(raw.backplane.as_deref(), raw.redis);
 
         if raw.tenants.is_empty() {
             self.issue("tenants", "at least one tenant is required");
@@ -466,6 +512,84 @@ impl Validator<'_> {
             drain_timeout,
             max_connections,
             tenants,
+            backplane,
+        }
+    }
+
+    fn backplane(&mut self, kind: Option<&str>, raw: Option<RawRedis>) -> BackplaneConfig {
+        match kind {
+            None | Some("memory") => {
+                if raw.is_some() {
+                    self.issue("redis", "is set but `backplane` is not \"redis\"");
+                }
+                BackplaneConfig::Memory
+            }
+            Some("redis") => BackplaneConfig::Redis(self.redis(raw.unwrap_or_default())),
+            Some(other) => {
+                self.issue(
+                    "backplane",
+                    format!("`{other}` is not a backplane (\"memory\" or \"redis\")"),
+                );
+                BackplaneConfig::Memory
+            }
+        }
+    }
+
+    fn redis(&mut self, raw: RawRedis) -> RedisConfig {
+        let url = raw
+            .url
+            .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
+        let urls = std::iter::once(("redis.url".to_owned(), &url)).chain(
+            raw.cluster_nodes
+                .iter()
+                .enumerate()
+                .map(|(index, node)| (format!("redis.cluster_nodes[{index}]"), node)),
+        );
+        let mut bad = Vec::new();
+        for (key, text) in urls {
+            if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+                bad.push((key, format!("`{text}` is not a redis:// or rediss:// URL")));
+            }
+        }
+        for (key, message) in bad {
+            self.issue(key, message);
+        }
+        let key_prefix = raw.key_prefix.unwrap_or_else(|| "switchboard".to_owned());
+        // Braces would change which part of a key Redis Cluster hashes.
+        if key_prefix.is_empty() || key_prefix.contains(['{', '}']) || key_prefix.len() > 64 {
+            self.issue(
+                "redis.key_prefix",
+                format!("`{key_prefix}` must be 1..64 bytes without `{{` or `}}`"),
+            );
+        }
+        let heartbeat_interval = self.duration(
+            "redis.heartbeat_interval",
+            raw.heartbeat_interval,
+            Duration::from_secs(5),
+        );
+        let node_ttl = self.duration("redis.node_ttl", raw.node_ttl, Duration::from_secs(15));
+        if node_ttl < heartbeat_interval * 2 {
+            self.issue(
+                "redis.node_ttl",
+                "must be at least twice redis.heartbeat_interval, or live nodes expire",
+            );
+        }
+        RedisConfig {
+            url,
+            cluster_nodes: raw.cluster_nodes,
+            key_prefix,
+            heartbeat_interval,
+            node_ttl,
+            probe_interval: self.duration(
+                "redis.probe_interval",
+                raw.probe_interval,
+                Duration::from_secs(1),
+            ),
+            command_timeout: self.duration(
+                "redis.command_timeout",
+                raw.command_timeout,
+                Duration::from_secs(2),
+            ),
         }
     }
 

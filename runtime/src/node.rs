@@ -2,15 +2,16 @@
 //! registry, rooms, metrics and the drain state. It is the backplane's `LocalDelivery`.
 
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::backplane::memory::MemoryBackplane;
-use crate::backplane::{Backplane, LocalDelivery, RoomKey};
-use crate::config::Config;
+use crate::backplane::redis::RedisBackplane;
+use crate::backplane::{Backplane, ConnCommand, LocalDelivery, RoomKey};
+use crate::config::{BackplaneConfig, Config};
 use crate::metrics::{self, NodeMetrics, TenantSample};
 use crate::plugins::Plugins;
 use crate::protocol::{CloseReason, Frame, MemberInfo};
@@ -38,6 +39,7 @@ pub struct Node {
     /// Every tenant's WASM plugins.
     pub plugins: Plugins,
     ids: ConnIdGenerator,
+    me: Weak<Node>,
     draining: AtomicBool,
     connections: AtomicUsize,
 }
@@ -65,12 +67,20 @@ fn random_node_id() -> String {
 }
 
 impl Node {
-    /// Builds a node with the in-memory backplane.
+    /// Builds a node on the backplane its config names.
     pub fn new(config: Config, tenants: Tenants) -> Arc<Self> {
-        let memory = Arc::new(MemoryBackplane::new());
-        let node = Self::with_backplane(config, tenants, memory.clone());
-        spawn_history_sweeper(&memory);
-        node
+        match &config.backplane {
+            BackplaneConfig::Memory => {
+                let memory = Arc::new(MemoryBackplane::new());
+                let node = Self::with_backplane(config, tenants, memory.clone());
+                spawn_history_sweeper(&memory);
+                node
+            }
+            BackplaneConfig::Redis(redis) => {
+                let redis = Arc::new(RedisBackplane::new(redis.clone()));
+                Self::with_backplane(config, tenants, redis)
+            }
+        }
     }
 
     /// Builds a node on a given backplane.
@@ -80,8 +90,9 @@ impl Node {
         backplane: Arc<dyn Backplane>,
     ) -> Arc<Self> {
         let id = random_node_id();
-        let node = Arc::new(Node {
+        let node = Arc::new_cyclic(|me| Node {
             ids: ConnIdGenerator::new(&id),
+            me: me.clone(),
             id,
             tenants,
             registry: Registry::default(),
@@ -93,8 +104,11 @@ impl Node {
             connections: AtomicUsize::new(0),
             config,
         });
+        if let Some(shared) = backplane.shared_kv() {
+            node.plugins.kv.share(shared);
+        }
         let local: Arc<dyn LocalDelivery> = node.clone();
-        backplane.attach(Arc::downgrade(&local));
+        backplane.attach(&node.id, Arc::downgrade(&local));
         node
     }
 
@@ -128,6 +142,7 @@ impl Node {
     pub async fn disconnect(&self, conn: &Arc<ConnHandle>, close_code: u16) {
         self.registry.remove(&conn.id);
         self.rooms.leave_all(conn).await;
+        self.backplane.disconnected(conn).await;
         self.plugins.on_disconnect(conn, close_code).await;
         self.metrics.close(&conn.tenant.name, close_code);
     }
@@ -157,12 +172,14 @@ impl Node {
                 metrics: &tenant.metrics,
             })
             .collect();
-        metrics::render(
+        let mut text = metrics::render(
             &self.metrics,
             &samples,
             self.rooms.len(),
             self.is_draining(),
-        )
+        );
+        self.backplane.render_metrics(&mut text);
+        text
     }
 }
 
@@ -185,18 +202,64 @@ impl LocalDelivery for Node {
         connections.len()
     }
 
-    fn deliver_to_connection(&self, connection: &ConnId, frame: &Frame) -> bool {
-        match self.registry.get(connection) {
-            Some(conn) => {
-                conn.outbox.push(frame.clone());
-                true
+    fn command(&self, tenant: &str, connection: &ConnId, command: ConnCommand) -> bool {
+        let Some(conn) = self
+            .registry
+            .get(connection)
+            .filter(|conn| &*conn.tenant.name == tenant)
+        else {
+            return false;
+        };
+        match command {
+            ConnCommand::Deliver(frame) => {
+                conn.outbox.push(frame);
             }
-            None => false,
+            ConnCommand::Close(code, reason) => {
+                conn.outbox.close(CloseReason::Custom(code, reason))
+            }
+            ConnCommand::Attach(data) => *conn.attachment.lock() = Some(data),
+            ConnCommand::Join(channel) => self.spawn_membership(conn, channel, true),
+            ConnCommand::Leave(channel) => self.spawn_membership(conn, channel, false),
         }
+        true
     }
 
     fn local_members(&self, room: &RoomKey) -> Vec<MemberInfo> {
         self.rooms.local_members(room)
+    }
+
+    fn local_connections(&self) -> Vec<(Arc<str>, Arc<str>, ConnId)> {
+        self.registry
+            .all()
+            .into_iter()
+            .map(|conn| {
+                (
+                    conn.tenant.name.clone(),
+                    conn.user_id.clone(),
+                    conn.id.clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Node {
+    /// Joins or leaves a room for a connection in its own task: the caller (the backplane's
+    /// dispatcher) must not wait on the backplane round trips a join makes.
+    fn spawn_membership(&self, conn: Arc<ConnHandle>, channel: String, join: bool) {
+        let Some(node) = self.me.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let result = if join {
+                node.rooms.join(&conn, &channel, None, None).await
+            } else {
+                node.rooms.leave(&conn, &channel, None).await
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, channel, connection = %conn.id, "remote membership change refused");
+            }
+        });
     }
 }
 

@@ -124,6 +124,12 @@ impl Frame {
         Frame(Utf8Bytes::from(text))
     }
 
+    /// A frame encoded earlier by one of these encoders, on this node or another one (the
+    /// backplane carries frames as text).
+    pub fn encoded(text: String) -> Self {
+        Frame::from_string(text)
+    }
+
     /// Encoded length in bytes.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -337,6 +343,15 @@ pub fn pong(correlation_id: Option<&str>) -> Frame {
 
 /// A sequenced channel message; `payload` is raw JSON (`None` is sent as `null`).
 pub fn channel_message(msg_type: &str, channel: &str, payload: Option<&str>, seq: u64) -> Frame {
+    let mut out = channel_message_head(msg_type, channel, payload);
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{seq}}}");
+    Frame::from_string(out)
+}
+
+/// A channel message up to its `seq` value: what a cluster-wide sequencer completes with the
+/// number and a closing brace.
+pub fn channel_message_head(msg_type: &str, channel: &str, payload: Option<&str>) -> String {
     let payload = payload.unwrap_or("null");
     let mut out = String::with_capacity(48 + msg_type.len() + channel.len() + payload.len());
     out.push_str(r#"{"type":"#);
@@ -345,9 +360,8 @@ pub fn channel_message(msg_type: &str, channel: &str, payload: Option<&str>, seq
     json_string(&mut out, channel);
     out.push_str(r#","payload":"#);
     out.push_str(payload);
-    // Writing to a String cannot fail.
-    let _ = write!(out, r#","seq":{seq}}}"#);
-    Frame::from_string(out)
+    out.push_str(r#","seq":"#);
+    out
 }
 
 /// An unsequenced message to one connection (`send` from a plugin); `payload` is raw JSON.

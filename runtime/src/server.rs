@@ -62,13 +62,14 @@ impl RunningServer {
     pub async fn shutdown(self) -> usize {
         tracing::info!("draining");
         let left = self.node.drain().await;
+        self.node.backplane.close().await;
         self.accept.abort();
         tracing::info!(left, "drained");
         left
     }
 }
 
-/// Binds the listener and starts serving with the in-memory backplane.
+/// Binds the listener and starts serving on the backplane the config names.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let tenants = Tenants::new(&config).map_err(StartError::Tenants)?;
     let addr = config.listen;

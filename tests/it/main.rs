@@ -1,6 +1,8 @@
 //! Integration tests: the real server on a loopback port, real WebSocket clients.
 //! One module per subsystem; `support` holds the harness.
 
+mod cluster;
+mod external;
 mod frames;
 mod handshake;
 mod heartbeat;

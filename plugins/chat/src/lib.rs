@@ -1,7 +1,8 @@
 //! `chat`: `chat:send` becomes `chat:message` to the room with the sender's user id and a
 //! timestamp; `typing:start`/`typing:stop` go to the other members; joins to `private-*`
 //! rooms need the token claim `rooms` listing the room (or `role: "admin"`); each room's
-//! message count lives in the key-value store (`chat:stats` reads it).
+//! message count lives in the key-value store (`chat:stats` reads it); `chat:dm` sends a
+//! direct message to every connection of another user, on whichever node they are.
 
 use serde::Deserialize;
 use serde_json::json;
@@ -14,6 +15,12 @@ pub struct Chat;
 
 #[derive(Deserialize)]
 struct SendPayload {
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct DirectPayload {
+    to: String,
     text: String,
 }
 
@@ -41,22 +48,35 @@ fn count_key(channel: &str) -> String {
     format!("count:{channel}")
 }
 
-fn send_message(conn: &ConnInfo, msg: &Message) -> Result<Option<String>, HandlerError> {
-    let channel = channel_of(msg)?;
-    let payload: SendPayload = msg.payload()?;
+fn check_text(text: &str) -> Result<(), HandlerError> {
     let max = env::config("max_text_bytes")
         .and_then(|value| value.parse().ok())
         .unwrap_or(DEFAULT_MAX_TEXT_BYTES);
-    if payload.text.trim().is_empty() || payload.text.len() > max {
+    if text.trim().is_empty() || text.len() > max {
         return Err(HandlerError::bad_request(format!(
             "`text` must be 1..{max} bytes"
         )));
     }
+    Ok(())
+}
+
+fn send_message(conn: &ConnInfo, msg: &Message) -> Result<Option<String>, HandlerError> {
+    let channel = channel_of(msg)?;
+    let payload: SendPayload = msg.payload()?;
+    check_text(&payload.text)?;
     require_member(conn, channel)?;
     let message = json!({"userId": conn.user_id, "text": payload.text, "ts": env::now_ms()});
     let seq = realtime::broadcast(channel, "chat:message", &message.to_string(), None)?;
     let count = kv::incr(&count_key(channel), 1)?;
     Ok(Some(json!({"seq": seq, "count": count}).to_string()))
+}
+
+fn direct_message(conn: &ConnInfo, msg: &Message) -> Result<Option<String>, HandlerError> {
+    let payload: DirectPayload = msg.payload()?;
+    check_text(&payload.text)?;
+    let message = json!({"from": conn.user_id, "text": payload.text, "ts": env::now_ms()});
+    let delivered = realtime::send_to_user(&payload.to, "chat:dm", &message.to_string())?;
+    Ok(Some(json!({"delivered": delivered}).to_string()))
 }
 
 fn relay_typing(conn: &ConnInfo, msg: &Message) -> Result<Option<String>, HandlerError> {
@@ -83,7 +103,13 @@ impl Plugin for Chat {
         Manifest::new(
             "chat",
             env!("CARGO_PKG_VERSION"),
-            &["chat:send", "typing:start", "typing:stop", "chat:stats"],
+            &[
+                "chat:send",
+                "chat:dm",
+                "typing:start",
+                "typing:stop",
+                "chat:stats",
+            ],
         )
         .with_hooks(Hooks::AUTHORIZE_JOIN)
     }
@@ -91,6 +117,7 @@ impl Plugin for Chat {
     fn on_message(conn: ConnInfo, msg: Message) -> Result<Option<String>, HandlerError> {
         match msg.msg_type.as_str() {
             "chat:send" => send_message(&conn, &msg),
+            "chat:dm" => direct_message(&conn, &msg),
             "typing:start" | "typing:stop" => relay_typing(&conn, &msg),
             "chat:stats" => stats(&msg),
             other => Err(HandlerError::new("unknown_type", other)),
@@ -169,6 +196,33 @@ mod tests {
             mock::message("chat:send", Some("lobby"), json!({"text": "hi"})),
         );
         assert_eq!(refused.err().map(|e| e.code).as_deref(), Some("not_member"));
+    }
+
+    #[test]
+    fn direct_messages_go_to_the_user_with_the_sender() {
+        setup();
+        let alice = mock::conn("n-1", "alice", json!({}));
+        let reply = Chat::on_message(
+            alice.clone(),
+            mock::message("chat:dm", None, json!({"to": "bob", "text": "psst"})),
+        )
+        .expect("sent")
+        .expect("acked");
+        assert_eq!(reply, json!({"delivered": 1}).to_string());
+        mock::with(|host| {
+            let (user, msg_type, payload) = &host.sent_to_users[0];
+            assert_eq!((user.as_str(), msg_type.as_str()), ("bob", "chat:dm"));
+            let payload: Value = serde_json::from_str(payload).expect("json");
+            assert_eq!(
+                payload,
+                json!({"from": "alice", "text": "psst", "ts": 1234})
+            );
+        });
+        let empty = Chat::on_message(
+            alice,
+            mock::message("chat:dm", None, json!({"to": "bob", "text": ""})),
+        );
+        assert_eq!(empty.err().map(|e| e.code).as_deref(), Some("bad_request"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-use super::{Backplane, BackplaneError, LocalDelivery, Publish, Recovery, RoomKey};
+use super::{Backplane, BackplaneError, ConnCommand, LocalDelivery, Publish, Recovery, RoomKey};
 use crate::protocol::{self, Frame, MemberInfo};
 use crate::registry::ConnId;
 
@@ -80,7 +80,7 @@ impl MemoryBackplane {
 
 #[async_trait]
 impl Backplane for MemoryBackplane {
-    fn attach(&self, local: Weak<dyn LocalDelivery>) {
+    fn attach(&self, _node_id: &str, local: Weak<dyn LocalDelivery>) {
         let _ = self.local.set(local);
     }
 
@@ -170,14 +170,15 @@ impl Backplane for MemoryBackplane {
             .map_or(0, |local| local.deliver_to_user(tenant, user_id, &frame)))
     }
 
-    async fn send_to_connection(
+    async fn command(
         &self,
+        tenant: &str,
         connection: &ConnId,
-        frame: Frame,
+        command: ConnCommand,
     ) -> Result<bool, BackplaneError> {
         Ok(self
             .local()
-            .is_some_and(|local| local.deliver_to_connection(connection, &frame)))
+            .is_some_and(|local| local.command(tenant, connection, command)))
     }
 
     async fn history_since(&self, room: &RoomKey, since: u64) -> Result<Recovery, BackplaneError> {

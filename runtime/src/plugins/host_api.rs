@@ -12,10 +12,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::switchboard::plugin::{env, kv, logging, realtime, types};
 use super::bindings::{HostError, LogLevel};
-use crate::backplane::{Publish, RoomKey};
+use crate::backplane::{ConnCommand, Publish, RoomKey};
 use crate::config::PluginLimits;
 use crate::node::Node;
-use crate::protocol::{self, CloseReason, check_channel, check_type};
+use crate::protocol::{self, check_channel, check_type};
 use crate::registry::{ConnHandle, ConnId};
 use crate::tenant::Tenant;
 
@@ -131,6 +131,26 @@ impl WasiView for HostState {
     }
 }
 
+/// Applies a command to a connection of `tenant` on whichever node holds it. A free function:
+/// the host state is not `Sync`, so no borrow of it may live across the await.
+async fn command(
+    node: Result<Arc<Node>, HostError>,
+    tenant: Arc<str>,
+    id: &str,
+    command: ConnCommand,
+) -> Result<(), HostError> {
+    let found = node?
+        .backplane
+        .command(&tenant, &ConnId::from(id), command)
+        .await
+        .map_err(|_| HostError::Unavailable)?;
+    if found {
+        Ok(())
+    } else {
+        Err(HostError::NotFound)
+    }
+}
+
 fn invalid(error: impl std::fmt::Display) -> HostError {
     HostError::Invalid(error.to_string())
 }
@@ -162,14 +182,14 @@ impl realtime::Host for HostState {
         }
         refuse_on_err!(self.check_payload(&payload_json));
         refuse_on_err!(self.spend_send(payload_json.len(), 1));
-        let node = refuse_on_err!(self.node());
-        let conn = refuse_on_err!(self.connection(&node, &to));
-        conn.outbox.push(protocol::message(
-            &msg_type,
-            channel.as_deref(),
-            &payload_json,
-        ));
-        Ok(Ok(()))
+        let frame = protocol::message(&msg_type, channel.as_deref(), &payload_json);
+        Ok(command(
+            self.node(),
+            self.env.tenant.name.clone(),
+            &to,
+            ConnCommand::Deliver(frame),
+        )
+        .await)
     }
 
     async fn send_to_user(
@@ -231,7 +251,16 @@ impl realtime::Host for HostState {
     ) -> wasmtime::Result<Result<(), HostError>> {
         refuse_on_err!(check_channel(&channel).map_err(invalid));
         let node = refuse_on_err!(self.node());
-        let conn = refuse_on_err!(self.connection(&node, &who));
+        let Ok(conn) = self.connection(&node, &who) else {
+            // Another node's connection joins there; its refusals are not reported back.
+            return Ok(command(
+                self.node(),
+                self.env.tenant.name.clone(),
+                &who,
+                ConnCommand::Join(channel),
+            )
+            .await);
+        };
         Ok(node
             .rooms
             .join(&conn, &channel, None, None)
@@ -245,7 +274,15 @@ impl realtime::Host for HostState {
         channel: String,
     ) -> wasmtime::Result<Result<(), HostError>> {
         let node = refuse_on_err!(self.node());
-        let conn = refuse_on_err!(self.connection(&node, &who));
+        let Ok(conn) = self.connection(&node, &who) else {
+            return Ok(command(
+                self.node(),
+                self.env.tenant.name.clone(),
+                &who,
+                ConnCommand::Leave(channel),
+            )
+            .await);
+        };
         Ok(node
             .rooms
             .leave(&conn, &channel, None)
@@ -264,10 +301,13 @@ impl realtime::Host for HostState {
                 "close codes are 1000 or 3000..4999".to_owned(),
             )));
         }
-        let node = refuse_on_err!(self.node());
-        let conn = refuse_on_err!(self.connection(&node, &who));
-        conn.outbox.close(CloseReason::Custom(code, reason));
-        Ok(Ok(()))
+        Ok(command(
+            self.node(),
+            self.env.tenant.name.clone(),
+            &who,
+            ConnCommand::Close(code, reason),
+        )
+        .await)
     }
 
     async fn set_attachment(
@@ -278,10 +318,13 @@ impl realtime::Host for HostState {
         if data.len() > MAX_ATTACHMENT_BYTES {
             return Ok(Err(HostError::TooLarge));
         }
-        let node = refuse_on_err!(self.node());
-        let conn = refuse_on_err!(self.connection(&node, &who));
-        *conn.attachment.lock() = Some(data);
-        Ok(Ok(()))
+        Ok(command(
+            self.node(),
+            self.env.tenant.name.clone(),
+            &who,
+            ConnCommand::Attach(data),
+        )
+        .await)
     }
 
     async fn members(
@@ -306,12 +349,14 @@ impl realtime::Host for HostState {
 
 impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, HostError>> {
-        Ok(self.spend_kv().and_then(|()| {
-            let node = self.node()?;
-            node.plugins
-                .kv
-                .get(&self.env.tenant.name, &self.env.plugin, &key)
-        }))
+        refuse_on_err!(self.spend_kv());
+        let node = refuse_on_err!(self.node());
+        let env = self.env.clone();
+        Ok(node
+            .plugins
+            .kv
+            .get(&env.tenant.name, &env.plugin, &key)
+            .await)
     }
 
     async fn set(
@@ -320,30 +365,36 @@ impl kv::Host for HostState {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<(), HostError>> {
-        Ok(self.spend_kv().and_then(|()| {
-            let node = self.node()?;
-            node.plugins
-                .kv
-                .set(&self.env.tenant.name, &self.env.plugin, &key, value, ttl_ms)
-        }))
+        refuse_on_err!(self.spend_kv());
+        let node = refuse_on_err!(self.node());
+        let env = self.env.clone();
+        Ok(node
+            .plugins
+            .kv
+            .set(&env.tenant.name, &env.plugin, &key, value, ttl_ms)
+            .await)
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, HostError>> {
-        Ok(self.spend_kv().and_then(|()| {
-            let node = self.node()?;
-            node.plugins
-                .kv
-                .delete(&self.env.tenant.name, &self.env.plugin, &key)
-        }))
+        refuse_on_err!(self.spend_kv());
+        let node = refuse_on_err!(self.node());
+        let env = self.env.clone();
+        Ok(node
+            .plugins
+            .kv
+            .delete(&env.tenant.name, &env.plugin, &key)
+            .await)
     }
 
     async fn incr(&mut self, key: String, delta: i64) -> wasmtime::Result<Result<i64, HostError>> {
-        Ok(self.spend_kv().and_then(|()| {
-            let node = self.node()?;
-            node.plugins
-                .kv
-                .incr(&self.env.tenant.name, &self.env.plugin, &key, delta)
-        }))
+        refuse_on_err!(self.spend_kv());
+        let node = refuse_on_err!(self.node());
+        let env = self.env.clone();
+        Ok(node
+            .plugins
+            .kv
+            .incr(&env.tenant.name, &env.plugin, &key, delta)
+            .await)
     }
 }
 

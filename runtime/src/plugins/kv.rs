@@ -1,12 +1,12 @@
-//! The plugins' key-value store on one node: one namespace per (tenant, plugin), entries with
-//! optional expiry, bounded in key size, value size and entry count.
+//! The plugins' key-value store: one namespace per (tenant, plugin), entries with optional
+//! expiry, bounded in key size, value size and entry count. In process memory on one node;
+//! shared through the backplane's store (Redis) in a cluster.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+pub mod memory;
 
-use dashmap::DashMap;
-use parking_lot::Mutex;
-use tokio::time::Instant;
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
 
 use super::bindings::HostError;
 
@@ -17,24 +17,42 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// Entries one namespace may hold.
 pub const MAX_ENTRIES: usize = 100_000;
 
-#[derive(Debug)]
-struct Entry {
-    value: Vec<u8>,
-    expires: Option<Instant>,
+/// A key-value store shared by every node. Keys and values arrive already checked.
+#[async_trait]
+pub trait SharedKv: Send + Sync + std::fmt::Debug {
+    /// The live value of `key`.
+    async fn get(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, HostError>;
+    /// Sets `key`, expiring after `ttl_ms` when given.
+    async fn set(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), HostError>;
+    /// Deletes `key`; true if it was live.
+    async fn delete(&self, tenant: &str, plugin: &str, key: &str) -> Result<bool, HostError>;
+    /// Adds `delta` to the decimal integer at `key` (0 when absent); keeps its expiry.
+    async fn incr(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        key: &str,
+        delta: i64,
+    ) -> Result<i64, HostError>;
 }
 
-impl Entry {
-    fn live(&self, now: Instant) -> bool {
-        self.expires.is_none_or(|expires| now < expires)
-    }
-}
-
-type Namespace = Mutex<HashMap<String, Entry>>;
-
-/// Key-value state of every plugin on this node.
+/// Key-value state of every plugin: this node's memory unless a shared store was attached.
 #[derive(Debug, Default)]
 pub struct KvStore {
-    namespaces: DashMap<(Arc<str>, Arc<str>), Arc<Namespace>>,
+    memory: memory::MemoryKv,
+    shared: OnceLock<Arc<dyn SharedKv>>,
 }
 
 fn check_key(key: &str) -> Result<(), HostError> {
@@ -47,36 +65,27 @@ fn check_key(key: &str) -> Result<(), HostError> {
 }
 
 impl KvStore {
-    fn namespace(&self, tenant: &Arc<str>, plugin: &Arc<str>) -> Arc<Namespace> {
-        self.namespaces
-            .entry((tenant.clone(), plugin.clone()))
-            .or_default()
-            .clone()
+    /// From now on, keeps every entry in `shared` (set once, before plugins run).
+    pub fn share(&self, shared: Arc<dyn SharedKv>) {
+        let _ = self.shared.set(shared);
     }
 
     /// The live value of `key`.
-    pub fn get(
+    pub async fn get(
         &self,
         tenant: &Arc<str>,
         plugin: &Arc<str>,
         key: &str,
     ) -> Result<Option<Vec<u8>>, HostError> {
         check_key(key)?;
-        let namespace = self.namespace(tenant, plugin);
-        let mut entries = namespace.lock();
-        let now = Instant::now();
-        match entries.get(key) {
-            Some(entry) if entry.live(now) => Ok(Some(entry.value.clone())),
-            Some(_) => {
-                entries.remove(key);
-                Ok(None)
-            }
-            None => Ok(None),
+        match self.shared.get() {
+            Some(shared) => shared.get(tenant, plugin, key).await,
+            None => self.memory.get(tenant, plugin, key),
         }
     }
 
     /// Sets `key`, expiring after `ttl_ms` when given.
-    pub fn set(
+    pub async fn set(
         &self,
         tenant: &Arc<str>,
         plugin: &Arc<str>,
@@ -88,35 +97,28 @@ impl KvStore {
         if value.len() > MAX_VALUE_BYTES {
             return Err(HostError::TooLarge);
         }
-        let now = Instant::now();
-        let expires = ttl_ms.map(|ttl| now + std::time::Duration::from_millis(ttl));
-        let namespace = self.namespace(tenant, plugin);
-        let mut entries = namespace.lock();
-        if !entries.contains_key(key) && entries.len() >= MAX_ENTRIES {
-            entries.retain(|_, entry| entry.live(now));
-            if entries.len() >= MAX_ENTRIES {
-                return Err(HostError::TooLarge);
-            }
+        match self.shared.get() {
+            Some(shared) => shared.set(tenant, plugin, key, value, ttl_ms).await,
+            None => self.memory.set(tenant, plugin, key, value, ttl_ms),
         }
-        entries.insert(key.to_owned(), Entry { value, expires });
-        Ok(())
     }
 
     /// Deletes `key`; true if it was live.
-    pub fn delete(
+    pub async fn delete(
         &self,
         tenant: &Arc<str>,
         plugin: &Arc<str>,
         key: &str,
     ) -> Result<bool, HostError> {
         check_key(key)?;
-        let namespace = self.namespace(tenant, plugin);
-        let removed = namespace.lock().remove(key);
-        Ok(removed.is_some_and(|entry| entry.live(Instant::now())))
+        match self.shared.get() {
+            Some(shared) => shared.delete(tenant, plugin, key).await,
+            None => self.memory.delete(tenant, plugin, key),
+        }
     }
 
     /// Adds `delta` to the decimal integer at `key` (0 when absent); keeps its expiry.
-    pub fn incr(
+    pub async fn incr(
         &self,
         tenant: &Arc<str>,
         plugin: &Arc<str>,
@@ -124,34 +126,9 @@ impl KvStore {
         delta: i64,
     ) -> Result<i64, HostError> {
         check_key(key)?;
-        let now = Instant::now();
-        let namespace = self.namespace(tenant, plugin);
-        let mut entries = namespace.lock();
-        let (current, expires) = match entries.get(key) {
-            Some(entry) if entry.live(now) => {
-                let number = std::str::from_utf8(&entry.value)
-                    .ok()
-                    .and_then(|text| text.parse::<i64>().ok())
-                    .ok_or_else(|| HostError::Invalid("the value is not an integer".to_owned()))?;
-                (number, entry.expires)
-            }
-            _ => {
-                if entries.len() >= MAX_ENTRIES && !entries.contains_key(key) {
-                    return Err(HostError::TooLarge);
-                }
-                (0, None)
-            }
-        };
-        let next = current
-            .checked_add(delta)
-            .ok_or_else(|| HostError::Invalid("integer overflow".to_owned()))?;
-        entries.insert(
-            key.to_owned(),
-            Entry {
-                value: next.to_string().into_bytes(),
-                expires,
-            },
-        );
-        Ok(next)
+        match self.shared.get() {
+            Some(shared) => shared.incr(tenant, plugin, key, delta).await,
+            None => self.memory.incr(tenant, plugin, key, delta),
+        }
     }
 }

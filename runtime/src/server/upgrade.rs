@@ -189,6 +189,7 @@ impl Accepted {
             config.heartbeat_timeout.as_secs_f64(),
         ));
         node.registry.insert(conn.clone());
+        node.backplane.connected(&conn).await;
         self.tenant
             .metrics
             .handshakes_accepted

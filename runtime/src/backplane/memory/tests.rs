@@ -6,7 +6,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::MemoryBackplane;
-use crate::backplane::{Backplane, LocalDelivery, Publish, RoomKey};
+use crate::backplane::{Backplane, ConnCommand, LocalDelivery, Publish, RoomKey};
 use crate::config::HistoryConfig;
 use crate::protocol::{Frame, MemberInfo, pong};
 use crate::registry::ConnId;
@@ -44,10 +44,13 @@ impl LocalDelivery for Recorder {
         ));
         1
     }
-    fn deliver_to_connection(&self, connection: &ConnId, _frame: &Frame) -> bool {
-        connection.as_str() == "here"
+    fn command(&self, tenant: &str, connection: &ConnId, _command: ConnCommand) -> bool {
+        tenant == "a" && connection.as_str() == "here"
     }
     fn local_members(&self, _room: &RoomKey) -> Vec<MemberInfo> {
+        Vec::new()
+    }
+    fn local_connections(&self) -> Vec<(Arc<str>, Arc<str>, ConnId)> {
         Vec::new()
     }
 }
@@ -57,7 +60,7 @@ fn setup() -> (MemoryBackplane, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
     let local: Arc<dyn LocalDelivery> = recorder.clone();
     // The weak handle shares the recorder's allocation, so it lives as long as `recorder`.
-    backplane.attach(Arc::downgrade(&local) as Weak<dyn LocalDelivery>);
+    backplane.attach("node", Arc::downgrade(&local) as Weak<dyn LocalDelivery>);
     (backplane, recorder)
 }
 
@@ -199,14 +202,20 @@ async fn user_and_connection_delivery_reach_the_local_node() {
     assert_eq!(recorder.users.lock()[0].1, "alice");
     assert!(
         backplane
-            .send_to_connection(&ConnId::from("here"), pong(None))
+            .command("a", &ConnId::from("here"), ConnCommand::Deliver(pong(None)))
             .await
             .expect("ok")
     );
-    assert!(
-        !backplane
-            .send_to_connection(&ConnId::from("elsewhere"), pong(None))
-            .await
-            .expect("ok")
-    );
+    for (tenant, connection) in [("a", "elsewhere"), ("b", "here")] {
+        assert!(
+            !backplane
+                .command(
+                    tenant,
+                    &ConnId::from(connection),
+                    ConnCommand::Deliver(pong(None))
+                )
+                .await
+                .expect("ok")
+        );
+    }
 }

@@ -1,0 +1,129 @@
+//! The plugins' key-value store in Redis, shared by every node. Each (tenant, plugin)
+//! namespace has an index of its keys by expiry, which bounds how many entries it holds.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{Shared, scripts};
+use crate::plugins::bindings::HostError;
+use crate::plugins::kv::{MAX_ENTRIES, SharedKv};
+
+/// Plugin key-value entries kept in Redis.
+#[derive(Debug)]
+pub struct RedisKv {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("node", &self.node())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisKv {
+    /// A store on the backplane's connection.
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        RedisKv { shared }
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> HostError {
+    tracing::warn!(%error, "plugin key-value store unavailable");
+    HostError::Unavailable
+}
+
+#[async_trait]
+impl SharedKv for RedisKv {
+    async fn get(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, HostError> {
+        let entry = self.shared.keys.kv_entry(tenant, plugin, key);
+        self.shared
+            .link
+            .query(redis::cmd("GET").arg(entry))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn set(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), HostError> {
+        let keys = &self.shared.keys;
+        let entry = keys.kv_entry(tenant, plugin, key);
+        let index = keys.kv_index(tenant, plugin);
+        let stored: i64 = self
+            .shared
+            .link
+            .invoke_bytes(
+                &scripts::KV_SET,
+                &[&entry, &index],
+                &[
+                    &value,
+                    ttl_ms.unwrap_or(0).to_string().as_bytes(),
+                    MAX_ENTRIES.to_string().as_bytes(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        if stored == 1 {
+            Ok(())
+        } else {
+            Err(HostError::TooLarge)
+        }
+    }
+
+    async fn delete(&self, tenant: &str, plugin: &str, key: &str) -> Result<bool, HostError> {
+        let keys = &self.shared.keys;
+        let entry = keys.kv_entry(tenant, plugin, key);
+        let index = keys.kv_index(tenant, plugin);
+        let deleted: i64 = self
+            .shared
+            .link
+            .invoke(&scripts::KV_DELETE, &[&entry, &index], &[])
+            .await
+            .map_err(unavailable)?;
+        Ok(deleted > 0)
+    }
+
+    async fn incr(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        key: &str,
+        delta: i64,
+    ) -> Result<i64, HostError> {
+        let keys = &self.shared.keys;
+        let entry = keys.kv_entry(tenant, plugin, key);
+        let index = keys.kv_index(tenant, plugin);
+        let (ok, value): (i64, redis::Value) = self
+            .shared
+            .link
+            .invoke(
+                &scripts::KV_INCR,
+                &[&entry, &index],
+                &[&delta.to_string(), &MAX_ENTRIES.to_string()],
+            )
+            .await
+            .map_err(unavailable)?;
+        match (ok, value) {
+            (1, redis::Value::Int(value)) => Ok(value),
+            (_, value) if matches!(redis::from_redis_value_ref::<String>(&value), Ok(text) if text == "full") => {
+                Err(HostError::TooLarge)
+            }
+            _ => Err(HostError::Invalid(
+                "the value is not an integer, or the sum overflows".to_owned(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+use super::*;
+
+/// The header of a room message before its frame, as `scripts::PUBLISH` writes it.
+fn room_header(epoch: &str, seq: u64, except: Option<&str>) -> String {
+    format!("m\t{epoch}\t{seq}\t{}\t", except.unwrap_or(""))
+}
+
+#[test]
+fn every_kind_round_trips() {
+    let frame = "{\"type\":\"t\",\"payload\":{\"a\":\t1}}";
+    let room = format!("{}{frame}", room_header("e1", 42, Some("n-1")));
+    assert_eq!(
+        Wire::parse(&room),
+        Ok(Wire::Room {
+            epoch: "e1",
+            seq: 42,
+            except: Some("n-1"),
+            frame
+        })
+    );
+    let no_except = format!("{}{frame}", room_header("e1", 1, None));
+    assert!(matches!(
+        Wire::parse(&no_except),
+        Ok(Wire::Room { except: None, .. })
+    ));
+    assert_eq!(
+        Wire::parse(&signal(None, frame)),
+        Ok(Wire::Signal {
+            except: None,
+            frame
+        })
+    );
+    assert_eq!(
+        Wire::parse(&to_connection("t", "n-2", frame)),
+        Ok(Wire::ToConnection {
+            tenant: "t",
+            connection: "n-2",
+            frame
+        })
+    );
+    let odd_user = "a\tb5{é";
+    assert_eq!(
+        Wire::parse(&to_user("t", odd_user, frame)),
+        Ok(Wire::ToUser {
+            tenant: "t",
+            user: odd_user,
+            frame
+        })
+    );
+    assert_eq!(
+        Wire::parse(&close("t", "n-3", 4001, "bye\tnow")),
+        Ok(Wire::Close {
+            tenant: "t",
+            connection: "n-3",
+            code: 4001,
+            reason: "bye\tnow"
+        })
+    );
+    let attached = attach("t", "n-4", &[0, 1, 254, 255]);
+    let Ok(Wire::Attach { hex, .. }) = Wire::parse(&attached) else {
+        panic!("not an attach: {attached}");
+    };
+    assert_eq!(unhex(hex), Ok(vec![0, 1, 254, 255]));
+    assert_eq!(
+        Wire::parse(&membership(false, "t", "n-5", "room")),
+        Ok(Wire::Membership {
+            join: false,
+            tenant: "t",
+            connection: "n-5",
+            channel: "room"
+        })
+    );
+    assert_eq!(Wire::parse(&probe(7)), Ok(Wire::Probe { token: 7 }));
+}
+
+#[test]
+fn malformed_messages_are_refused_not_misread() {
+    for bad in [
+        "",
+        "m",
+        "m\te\tnotanumber\t\t{}",
+        "m\te\t1",
+        "z\tx",
+        "u\tt\t99\tshort",
+        "u\tt\tx\tuser",
+        "x\tt\tc\tcode\treason",
+        "p\tx",
+    ] {
+        assert!(Wire::parse(bad).is_err(), "{bad:?} was accepted");
+    }
+    assert!(unhex("abc").is_err());
+    assert!(unhex("zz").is_err());
+}
