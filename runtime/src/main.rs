@@ -31,6 +31,9 @@ enum Command {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Listen here instead of the config's `listen` (one config for many nodes).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Validate a config file; prints every problem with its file and key.
     Check {
@@ -69,7 +72,7 @@ fn parse_claim(text: &str) -> Result<(String, Value), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config, listen } => serve(&config, listen),
         Command::Check { config } => return check(&config),
         Command::Token {
             config,
@@ -141,8 +144,11 @@ fn raise_open_files_limit() {
     }
 }
 
-fn serve(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = load(path)?;
+fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    let mut config = load(path)?;
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
     init_logging(&config);
     raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -438,6 +438,12 @@ async fn a_redis_outage_keeps_local_delivery_then_everything_resumes() {
     let config = node_config(&redis.url(), "");
     let first = start_node(&config).await;
     let second = start_node(&config).await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let baseline = tasks();
     let mut alice = Client::connect(&first, "default", "alice").await;
     let mut bob = Client::connect(&second, "default", "bob").await;
     alice.join("room").await;
@@ -490,6 +496,23 @@ async fn a_redis_outage_keeps_local_delivery_then_everything_resumes() {
     assert_eq!(member_ids(&ack).len(), 4, "{ack}");
     assert!(metric(first.addr, "switchboard_backplane_reconnects_total").await >= 1.0);
     assert!(metric(first.addr, "switchboard_backplane_local_fallbacks_total").await >= 1.0);
+
+    // Nothing leaked: with the clients gone, the tasks and subscriptions are what they were.
+    for client in [alice, bob, carol, dave] {
+        client.close().await;
+    }
+    wait_for(
+        || async { tasks() <= baseline },
+        "tasks back to the baseline",
+    )
+    .await;
+    for node in [&first, &second] {
+        wait_for(
+            || async { metric(node.addr, "switchboard_backplane_subscriptions").await == 0.0 },
+            "no room subscription left",
+        )
+        .await;
+    }
 }
 
 #[tokio::test]
@@ -667,4 +690,164 @@ async fn nginx_round_robin_in_front_of_two_nodes_needs_no_sticky_sessions() {
     }
     let (status, _, _) = http_get(&format!("http://{front}/readyz")).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn tenants_stay_apart_across_nodes_even_for_a_hostile_plugin() {
+    let redis = RedisServer::start().await;
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\nbackplane = \"redis\"\n[log]\nlevel = \"warn\"\n[redis]\nurl = \"{}\"\n{TIMING}\n{}{}",
+        redis.url(),
+        tenant("alpha", "", ""),
+        tenant("beta", "", &plugin("hostile")),
+    );
+    let first = start_node(&config).await;
+    let second = start_node(&config).await;
+    let mut victim = Client::connect(&first, "alpha", "victim").await;
+    let mut stranger = Client::connect(&second, "beta", "stranger").await;
+    victim.join("lobby").await;
+    let ack = stranger.join("lobby").await;
+    assert_eq!(
+        member_ids(&ack),
+        [stranger.connection_id()],
+        "same channel name, another tenant: another room"
+    );
+
+    let body =
+        json!({"tenant": "alpha", "channel": "lobby", "type": "news", "payload": "for alpha"});
+    let response = reqwest::Client::new()
+        .post(second.http_url("/api/publish"))
+        .bearer_auth(api_key("alpha"))
+        .json(&body)
+        .send()
+        .await
+        .expect("published");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(news(&mut victim, 1).await[0].1, json!("for alpha"));
+    stranger.expect_silence(Duration::from_millis(300)).await;
+
+    // A plugin of `beta` aims at `alpha`'s connection on the other node: nothing happens.
+    let reply = stranger
+        .request(json!({"type": "hostile:poke", "payload": victim.connection_id()}))
+        .await;
+    assert_ne!(
+        reply["type"], "error",
+        "the poke itself is not refused: {reply}"
+    );
+    victim.expect_silence(Duration::from_millis(500)).await;
+    let mut peer = Client::connect(&first, "alpha", "peer").await;
+    let ack = peer.join("stolen").await;
+    assert_eq!(
+        member_ids(&ack),
+        [peer.connection_id()],
+        "the victim was not made to join"
+    );
+}
+
+/// The example's script, stopped with SIGTERM (so its trap stops every process it started)
+/// even when the test fails.
+struct Example(tokio::process::Child);
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let Some(pid) = self.0.id() else { return };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A client of the example's `default` tenant, with a token from its development secret.
+async fn example_client(front: SocketAddr, sub: &str) -> Client {
+    use crate::support::{claims, sign, try_upgrade, upgrade_request, ws_url};
+    let key = jsonwebtoken::EncodingKey::from_secret(b"dev-secret-change-me");
+    let token = sign(
+        &claims(sub, 3600, json!({})),
+        jsonwebtoken::Algorithm::HS256,
+        &key,
+    );
+    let bearer = format!("Bearer {token}");
+    let request = upgrade_request(&ws_url(front, "default"), &[("authorization", &bearer)]);
+    let (ws, _) = try_upgrade(request).await.expect("upgraded");
+    Client::from_socket(ws).await
+}
+
+#[tokio::test]
+async fn the_cluster_example_runs_three_nodes_behind_nginx() {
+    use crate::external::free_port;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let front = free_port();
+    let nodes = [free_port(), free_port(), free_port()];
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut run = tokio::process::Command::new(root.join("examples/cluster/run"))
+        .env("SWITCHBOARD_BINARY", crate::support::binary())
+        .env("FRONT_PORT", front.to_string())
+        .env("REDIS_PORT", free_port().to_string())
+        .env("NODE_PORTS", nodes.map(|port| port.to_string()).join(" "))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the example starts");
+    let stdout = run.stdout.take().expect("stdout");
+    let mut example = Example(run);
+    let mut lines = BufReader::new(stdout).lines();
+    timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("readable") {
+            if line.starts_with("cluster ready") {
+                return;
+            }
+        }
+        panic!("the example exited before it was ready");
+    })
+    .await
+    .expect("ready in time");
+
+    let front: SocketAddr = ([127, 0, 0, 1], front).into();
+    let mut alice = example_client(front, "alice").await;
+    let mut bob = example_client(front, "bob").await;
+    alice.join("lobby").await;
+    let ack = bob.join("lobby").await;
+    assert_eq!(member_ids(&ack).len(), 2);
+    let body = json!({"tenant": "default", "channel": "lobby", "type": "news", "payload": "hello"});
+    let reply: Value = reqwest::Client::new()
+        .post(format!("http://{front}/api/publish"))
+        .bearer_auth("dev-api-key")
+        .json(&body)
+        .send()
+        .await
+        .expect("published")
+        .json()
+        .await
+        .expect("JSON");
+    let seq = reply["seq"].as_u64().expect("seq");
+    for client in [&mut alice, &mut bob] {
+        assert_eq!(news(client, 1).await, vec![(seq, json!("hello"))]);
+    }
+
+    let pid = example.0.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = timeout(Duration::from_secs(20), example.0.wait())
+        .await
+        .expect("the example stopped in time")
+        .expect("wait");
+    assert!(exit.success(), "the example exits cleanly: {exit:?}");
+    for port in nodes {
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err(),
+            "node {port} stopped with the example"
+        );
+    }
 }

@@ -156,3 +156,55 @@ fn null_cannot_be_an_allowed_origin() {
         ],
     );
 }
+
+#[test]
+fn the_backplane_is_memory_unless_redis_is_named() {
+    assert_eq!(parse_ok(MINIMAL).backplane, super::BackplaneConfig::Memory);
+    let config = parse_ok(&format!("backplane = \"redis\"\n{MINIMAL}"));
+    let super::BackplaneConfig::Redis(redis) = config.backplane else {
+        panic!("not redis");
+    };
+    assert_eq!(redis.url, "redis://127.0.0.1:6379");
+    assert_eq!(redis.key_prefix, "switchboard");
+    assert!(redis.cluster_nodes.is_empty());
+    assert_eq!(redis.heartbeat_interval, Duration::from_secs(5));
+    assert_eq!(redis.node_ttl, Duration::from_secs(15));
+    assert_eq!(redis.probe_interval, Duration::from_secs(1));
+    assert_eq!(redis.command_timeout, Duration::from_secs(2));
+
+    let config = parse_ok(&format!(
+        "backplane = \"redis\"\n[redis]\ncluster_nodes = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]\nkey_prefix = \"app1\"\nnode_ttl = \"3s\"\nheartbeat_interval = \"1s\"\n{MINIMAL}"
+    ));
+    let super::BackplaneConfig::Redis(redis) = config.backplane else {
+        panic!("not redis");
+    };
+    assert_eq!(redis.cluster_nodes.len(), 2);
+    assert_eq!(redis.key_prefix, "app1");
+}
+
+#[test]
+fn redis_settings_are_checked() {
+    check_errors(
+        &format!("backplane = \"kafka\"\n{MINIMAL}"),
+        &["test.toml: backplane: `kafka` is not a backplane (\"memory\" or \"redis\")"],
+    );
+    check_errors(
+        &format!("[redis]\nurl = \"redis://h:1\"\n{MINIMAL}"),
+        &["test.toml: redis: is set but `backplane` is not \"redis\""],
+    );
+    check_errors(
+        &format!(
+            "backplane = \"redis\"\n[redis]\nurl = \"http://h:1\"\ncluster_nodes = [\"h:2\"]\nkey_prefix = \"a{{b}}\"\nheartbeat_interval = \"5s\"\nnode_ttl = \"6s\"\n{MINIMAL}"
+        ),
+        &[
+            "test.toml: redis.url: `http://h:1` is not a redis:// or rediss:// URL",
+            "test.toml: redis.cluster_nodes[0]: `h:2` is not a redis:// or rediss:// URL",
+            "test.toml: redis.key_prefix: `a{b}` must be 1..64 bytes without `{` or `}`",
+            "test.toml: redis.node_ttl: must be at least twice redis.heartbeat_interval, or live nodes expire",
+        ],
+    );
+    check_errors(
+        &format!("backplane = \"redis\"\n[redis]\nurl = \"redis://h\"\nnode_ttl = \"forever\"\n{MINIMAL}"),
+        &["test.toml: redis.node_ttl: not a duration: `forever`: expected number at 0 (write e.g. \"250ms\" or \"30s\")"],
+    );
+}

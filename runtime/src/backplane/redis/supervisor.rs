@@ -65,7 +65,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 Err(error) => {
                     shared.healthy.store(false, Ordering::Release);
                     shared.ready.store(false, Ordering::Release);
-                    if failures % 10 == 0 {
+                    if failures.is_multiple_of(10) {
                         tracing::warn!(%error, attempt = failures + 1, "Redis backplane unavailable; retrying");
                     }
                     failures = failures.saturating_add(1);

@@ -128,7 +128,7 @@ pub fn probe(token: u64) -> String {
 
 /// Decodes hex back into bytes.
 pub fn unhex(hex: &str) -> Result<Vec<u8>, WireError> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err(WireError("odd hex length"));
     }
     (0..hex.len())
