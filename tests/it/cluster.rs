@@ -452,6 +452,26 @@ async fn a_redis_outage_keeps_local_delivery_then_everything_resumes() {
     assert_eq!(news(&mut alice, 1).await[0].0, 1);
     assert_eq!(news(&mut bob, 1).await[0].0, 1);
 
+    // Traffic keeps flowing through the outage: a publisher on the first node, a watcher there.
+    let mut watcher = Client::connect(&first, "default", "watcher").await;
+    watcher.join("traffic").await;
+    let (stop_traffic, mut stopped) = tokio::sync::watch::channel(false);
+    let publisher = tokio::spawn({
+        let addr = first.addr;
+        async move {
+            let mut accepted = 0usize;
+            for n in 0..5_000 {
+                if *stopped.borrow_and_update() {
+                    break;
+                }
+                let (status, _) = publish_at(addr, "traffic", json!(n)).await;
+                accepted += usize::from(status == 200);
+                sleep(Duration::from_millis(5)).await;
+            }
+            accepted
+        }
+    });
+
     redis.stop().await;
     readyz_becomes(first.addr, 503, WAIT).await;
     readyz_becomes(second.addr, 503, WAIT).await;
@@ -480,6 +500,19 @@ async fn a_redis_outage_keeps_local_delivery_then_everything_resumes() {
     readyz_becomes(first.addr, 200, Duration::from_secs(15)).await;
     readyz_becomes(second.addr, 200, Duration::from_secs(15)).await;
 
+    // Every accepted publish reached the local watcher exactly once, in increasing seq order.
+    sleep(Duration::from_millis(100)).await;
+    stop_traffic.send(true).expect("publisher listening");
+    let accepted = publisher.await.expect("publisher finished");
+    assert!(accepted > 10, "traffic flowed: {accepted}");
+    let seen = news(&mut watcher, accepted).await;
+    assert!(
+        seen.windows(2).all(|pair| pair[0].0 < pair[1].0),
+        "seq strictly increases through the outage: {:?}",
+        seen.iter().map(|(seq, _)| *seq).collect::<Vec<_>>()
+    );
+    watcher.expect_silence(Duration::from_millis(300)).await;
+
     // Cross-node delivery resumes, and seq keeps increasing for everyone.
     let after = publish_ok(second.addr, "room", json!("after")).await;
     assert!(
@@ -498,7 +531,7 @@ async fn a_redis_outage_keeps_local_delivery_then_everything_resumes() {
     assert!(metric(first.addr, "switchboard_backplane_local_fallbacks_total").await >= 1.0);
 
     // Nothing leaked: with the clients gone, the tasks and subscriptions are what they were.
-    for client in [alice, bob, carol, dave] {
+    for client in [alice, bob, carol, dave, watcher] {
         client.close().await;
     }
     wait_for(
