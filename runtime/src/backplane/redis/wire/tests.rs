@@ -1,3 +1,5 @@
+//! The backplane wire format: every kind round-trips, and malformed input is refused.
+
 use super::*;
 
 /// The header of a room message before its frame, as `scripts::PUBLISH` writes it.
