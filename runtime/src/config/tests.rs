@@ -204,7 +204,11 @@ fn redis_settings_are_checked() {
         ],
     );
     check_errors(
-        &format!("backplane = \"redis\"\n[redis]\nurl = \"redis://h\"\nnode_ttl = \"forever\"\n{MINIMAL}"),
-        &["test.toml: redis.node_ttl: not a duration: `forever`: expected number at 0 (write e.g. \"250ms\" or \"30s\")"],
+        &format!(
+            "backplane = \"redis\"\n[redis]\nurl = \"redis://h\"\nnode_ttl = \"forever\"\n{MINIMAL}"
+        ),
+        &[
+            "test.toml: redis.node_ttl: not a duration: `forever`: expected number at 0 (write e.g. \"250ms\" or \"30s\")",
+        ],
     );
 }

@@ -129,9 +129,14 @@ async fn probe(shared: &Shared) -> Result<(), BackplaneError> {
 async fn recover(shared: &Shared) -> Result<(), BackplaneError> {
     shared.link.connect().await?;
     shared.link.query::<String>(&redis::cmd("PING")).await?;
-    let channels: Vec<String> = std::iter::once(shared.keys.node_inbox(shared.node()))
-        .chain(shared.tracks.lock().keys().cloned())
-        .collect();
+    shared
+        .link
+        .subscribe(&[shared.keys.node_inbox(shared.node())])
+        .await?;
+    // Healthy from here on: joins, presence and publishes go to Redis again, so whatever the
+    // snapshots below miss is registered by its own operation.
+    shared.healthy.store(true, Ordering::Release);
+    let channels: Vec<String> = shared.tracks.lock().keys().cloned().collect();
     for chunk in channels.chunks(RESUBSCRIBE_CHUNK) {
         shared.link.subscribe(chunk).await?;
     }
@@ -144,7 +149,6 @@ async fn recover(shared: &Shared) -> Result<(), BackplaneError> {
         )
         .await?;
     reregister(shared).await?;
-    shared.healthy.store(true, Ordering::Release);
     let (done, resynced) = oneshot::channel();
     if shared.control.send(Control::Resync(done)).await.is_ok() {
         let _ = resynced.await;
