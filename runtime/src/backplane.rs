@@ -64,6 +64,38 @@ pub struct Recovery {
     pub frames: Vec<(u64, Frame)>,
 }
 
+/// Applies the recovery rules to a channel's last `seq` and its retained messages (oldest
+/// first): everything after `since`, or an honest `recovered: false`.
+pub fn recovery(last_seq: u64, since: u64, retained: Vec<(u64, Frame)>) -> Recovery {
+    if since > last_seq {
+        return unrecovered();
+    }
+    if since == last_seq {
+        return Recovery {
+            recovered: true,
+            frames: Vec::new(),
+        };
+    }
+    match retained.first() {
+        Some((first, _)) if *first <= since + 1 => Recovery {
+            recovered: true,
+            frames: retained
+                .into_iter()
+                .filter(|(seq, _)| *seq > since)
+                .collect(),
+        },
+        _ => unrecovered(),
+    }
+}
+
+/// Nothing replayed, `recovered: false`.
+pub fn unrecovered() -> Recovery {
+    Recovery {
+        recovered: false,
+        frames: Vec::new(),
+    }
+}
+
 /// Why a backplane operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackplaneError {

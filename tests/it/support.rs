@@ -464,6 +464,11 @@ pub fn binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
+            // scripts/test builds it once and names it, so parallel test processes never run
+            // cargo on the shared target dir themselves.
+            if let Some(path) = std::env::var_os("SWITCHBOARD_BINARY") {
+                return PathBuf::from(path);
+            }
             let status = std::process::Command::new(env!("CARGO"))
                 .args([
                     "build",

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-use super::{Backplane, BackplaneError, ConnCommand, LocalDelivery, Publish, Recovery, RoomKey};
+use super::{
+    Backplane, BackplaneError, ConnCommand, LocalDelivery, Publish, Recovery, RoomKey, recovery,
+};
 use crate::protocol::{self, Frame, MemberInfo};
 use crate::registry::ConnId;
 
@@ -182,39 +184,17 @@ impl Backplane for MemoryBackplane {
     }
 
     async fn history_since(&self, room: &RoomKey, since: u64) -> Result<Recovery, BackplaneError> {
-        let unrecovered = Recovery {
-            recovered: false,
-            frames: Vec::new(),
-        };
+        // Nothing published here (or it expired) is a channel whose last `seq` is 0.
         let Some(mut log) = self.channels.get_mut(room) else {
-            // Nothing was ever published here (or it expired): only `since: 0` missed nothing.
-            return Ok(Recovery {
-                recovered: since == 0,
-                frames: Vec::new(),
-            });
+            return Ok(recovery(0, since, Vec::new()));
         };
         log.expire(Instant::now());
-        if since > log.last_seq {
-            return Ok(unrecovered);
-        }
-        if since == log.last_seq {
-            return Ok(Recovery {
-                recovered: true,
-                frames: Vec::new(),
-            });
-        }
-        match log.history.front() {
-            Some((first, _, _)) if *first <= since + 1 => Ok(Recovery {
-                recovered: true,
-                frames: log
-                    .history
-                    .iter()
-                    .filter(|(seq, _, _)| *seq > since)
-                    .map(|(seq, _, frame)| (*seq, frame.clone()))
-                    .collect(),
-            }),
-            _ => Ok(unrecovered),
-        }
+        let retained = log
+            .history
+            .iter()
+            .map(|(seq, _, frame)| (*seq, frame.clone()))
+            .collect();
+        Ok(recovery(log.last_seq, since, retained))
     }
 
     fn is_ready(&self) -> bool {

@@ -34,7 +34,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use self::keys::Keys;
 use self::link::{Link, LinkEvents};
 use self::subscriptions::SubRequest;
-use super::{Backplane, BackplaneError, ConnCommand, LocalDelivery, Publish, Recovery, RoomKey};
+use super::{
+    Backplane, BackplaneError, ConnCommand, LocalDelivery, Publish, Recovery, RoomKey, recovery,
+    unrecovered,
+};
 use crate::config::RedisConfig;
 use crate::plugins::kv::SharedKv;
 use crate::protocol::{self, Frame, MemberInfo};
@@ -193,37 +196,6 @@ fn random_u64() -> u64 {
             .map_or(0, |elapsed| elapsed.as_nanos()),
     );
     hasher.finish()
-}
-
-/// Applies the recovery rules to a channel's last `seq` and its retained messages (oldest
-/// first): everything after `since`, or an honest `recovered: false`.
-fn recovery(last_seq: u64, since: u64, retained: Vec<(u64, Frame)>) -> Recovery {
-    if since > last_seq {
-        return unrecovered();
-    }
-    if since == last_seq {
-        return Recovery {
-            recovered: true,
-            frames: Vec::new(),
-        };
-    }
-    match retained.first() {
-        Some((first, _)) if *first <= since + 1 => Recovery {
-            recovered: true,
-            frames: retained
-                .into_iter()
-                .filter(|(seq, _)| *seq > since)
-                .collect(),
-        },
-        _ => unrecovered(),
-    }
-}
-
-fn unrecovered() -> Recovery {
-    Recovery {
-        recovered: false,
-        frames: Vec::new(),
-    }
 }
 
 /// A history entry: `seq<TAB>millis<TAB>frame`.

@@ -1,7 +1,8 @@
 //! Recovery rules and history parsing of the Redis backplane (its Redis behaviour is tested
 //! against a real server in the integration tests).
 
-use super::{history_entry, recovery};
+use super::history_entry;
+use crate::backplane::recovery;
 use crate::protocol::Frame;
 
 fn retained(seqs: &[u64]) -> Vec<(u64, Frame)> {
