@@ -232,22 +232,7 @@ async fn reregister(shared: &Shared) -> Result<(), BackplaneError> {
             }
         }
     }
-    let users: Vec<String> = shared
-        .link
-        .query(redis::cmd("SMEMBERS").arg(shared.keys.node_users(node)))
-        .await?;
-    for name in users {
-        if let Some((tenant, user)) = split_tenant(&name) {
-            shared
-                .link
-                .invoke::<Vec<String>>(
-                    &scripts::FORGET_NODE,
-                    &[&shared.keys.user(tenant, user)],
-                    &[node],
-                )
-                .await?;
-        }
-    }
+    forget_users(shared, node).await?;
     shared
         .link
         .query::<()>(redis::cmd("DEL").arg(shared.keys.node_users(node)))
@@ -370,6 +355,24 @@ async fn forget_node(shared: &Shared, node: &str, announce: bool) -> Result<(), 
             }
         }
     }
+    forget_users(shared, node).await?;
+    // Both sets hash to the node's tag, so one DEL is allowed in a cluster too.
+    shared
+        .link
+        .query::<()>(
+            redis::cmd("DEL")
+                .arg(shared.keys.node_rooms(node))
+                .arg(shared.keys.node_users(node)),
+        )
+        .await?;
+    shared
+        .link
+        .query::<()>(redis::cmd("ZREM").arg(shared.keys.nodes()).arg(node))
+        .await
+}
+
+/// Removes a node's entries from the user lookups of every user it recorded.
+async fn forget_users(shared: &Shared, node: &str) -> Result<(), BackplaneError> {
     let users: Vec<String> = shared
         .link
         .query(redis::cmd("SMEMBERS").arg(shared.keys.node_users(node)))
@@ -386,19 +389,7 @@ async fn forget_node(shared: &Shared, node: &str, announce: bool) -> Result<(), 
                 .await?;
         }
     }
-    // Both sets hash to the node's tag, so one DEL is allowed in a cluster too.
-    shared
-        .link
-        .query::<()>(
-            redis::cmd("DEL")
-                .arg(shared.keys.node_rooms(node))
-                .arg(shared.keys.node_users(node)),
-        )
-        .await?;
-    shared
-        .link
-        .query::<()>(redis::cmd("ZREM").arg(shared.keys.nodes()).arg(node))
-        .await
+    Ok(())
 }
 
 /// Takes this node out of the cluster after it drained (its members already left).
