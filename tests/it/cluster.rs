@@ -103,6 +103,19 @@ async fn news(client: &mut Client, count: usize) -> Vec<(u64, Value)> {
     out
 }
 
+/// The distinct node ids (connection id prefixes) of these clients.
+fn node_ids<'a>(
+    clients: impl IntoIterator<Item = &'a Client>,
+) -> std::collections::HashSet<String> {
+    clients
+        .into_iter()
+        .map(|client| {
+            let id = client.connection_id();
+            id.rsplit_once('-').expect("id").0.to_owned()
+        })
+        .collect()
+}
+
 fn member_ids(ack: &Value) -> Vec<String> {
     let mut ids: Vec<String> = ack["payload"]["members"]
         .as_array()
@@ -142,17 +155,7 @@ async fn three_processes_deliver_one_seq_order_with_presence_across_nodes() {
     let mut alice = Client::connect_addr(nodes[0].addr, "default", "alice").await;
     let mut bob = Client::connect_addr(nodes[1].addr, "default", "bob").await;
     let mut carol = Client::connect_addr(nodes[2].addr, "default", "carol").await;
-    let prefixes: std::collections::HashSet<String> = [&alice, &bob, &carol]
-        .iter()
-        .map(|client| {
-            client
-                .connection_id()
-                .rsplit_once('-')
-                .expect("id")
-                .0
-                .to_owned()
-        })
-        .collect();
+    let prefixes = node_ids([&alice, &bob, &carol]);
     assert_eq!(prefixes.len(), 3, "three nodes, three id prefixes");
 
     alice.join("lobby").await;
@@ -698,17 +701,7 @@ async fn nginx_round_robin_in_front_of_two_nodes_needs_no_sticky_sessions() {
     for user in ["alice", "bob", "carol", "dave"] {
         clients.push(Client::connect_addr(front, "default", user).await);
     }
-    let prefixes: std::collections::HashSet<String> = clients
-        .iter()
-        .map(|client| {
-            client
-                .connection_id()
-                .rsplit_once('-')
-                .expect("id")
-                .0
-                .to_owned()
-        })
-        .collect();
+    let prefixes = node_ids(&clients);
     assert_eq!(
         prefixes.len(),
         2,
