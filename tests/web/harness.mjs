@@ -64,9 +64,17 @@ export async function waitUntil(check, { timeoutMs = 10_000, intervalMs = 50, wh
 // ---- processes ---------------------------------------------------------------------------
 
 const liveChildren = new Set();
-process.on("exit", () => {
+function killChildren() {
   for (const child of liveChildren) child.kill("SIGKILL");
-});
+}
+process.on("exit", killChildren);
+// A signal skips the `exit` event: kill the children first, then die as the signal asked.
+for (const [signal, number] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]]) {
+  process.once(signal, () => {
+    killChildren();
+    process.exit(128 + number);
+  });
+}
 
 /**
  * Spawns a process and resolves once a stdout line matches `ready`, with the match, a `stop()`
@@ -180,8 +188,8 @@ function pluginPaths(configPath) {
 
 /**
  * Starts `switchboard serve --config CONFIG --listen 127.0.0.1:PORT` (PORT 0: a free one) and
- * resolves once it listens, to {wsUrl, httpUrl, port, secret, stop(), stderr()}. `secret` is
- * the default tenant's HS secret (undefined when it has none); `stop()` sends SIGTERM (the
+ * resolves once it listens, to {wsUrl, wsUrlFor(tenant), httpUrl, port, secret, stop(), stderr()}.
+ * `wsUrl` is the default tenant's upgrade URL; `secret` is `tenant`'s HS secret (undefined when it has none); `stop()` sends SIGTERM (the
  * server drains, clients see 1001) and resolves to {code, signal}.
  */
 export async function startSwitchboard({ config, port = 0, tenant = "default", env = {} }) {
@@ -206,6 +214,8 @@ export async function startSwitchboard({ config, port = 0, tenant = "default", e
     port: boundPort,
     httpUrl: `http://127.0.0.1:${boundPort}`,
     wsUrl: `ws://127.0.0.1:${boundPort}/ws`,
+    /** The upgrade URL of a named tenant (`/ws/{tenant}`). */
+    wsUrlFor: (name) => `ws://127.0.0.1:${boundPort}/ws/${encodeURIComponent(name)}`,
     secret,
     stop: server.stop,
     stderr: server.stderr,
