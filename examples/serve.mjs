@@ -20,7 +20,7 @@
 // own login, and never hands the signing secret, or a token for any name asked for, to a browser.
 
 import { createHmac } from "node:crypto";
-import { createReadStream, readFileSync } from "node:fs";
+import { createReadStream, readFileSync, statSync } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
 import { createServer } from "node:http";
 import path from "node:path";
@@ -226,6 +226,10 @@ async function main() {
   try {
     options = parseArgs(process.argv.slice(2));
     if (!options.dir) throw new Error("--dir is required");
+    if (!statSync(options.dir, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`--dir ${options.dir} is not a folder`);
+    const port = Number(options.port ?? 8000);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port ${options.port} is not a port`);
+    options.port = port;
   } catch (error) {
     console.error(`serve.mjs: ${error.message}`);
     console.error("usage: node examples/serve.mjs --dir DIR [--port 8000] [--ws URL] [--secret S | --config FILE] [--tenant NAME]");
@@ -236,7 +240,7 @@ async function main() {
   if (options.config) secret = readSecret(options.config, tenant);
   const server = await serve({
     dir: options.dir,
-    port: Number(options.port ?? 8000),
+    port: options.port,
     wsUrl: options.ws ?? process.env.SWITCHBOARD_WS ?? "ws://127.0.0.1:8080/ws",
     secret,
     tenant,
