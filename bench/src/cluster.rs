@@ -2,94 +2,18 @@
 //! that stops it on drop (also when a run fails, times out or panics).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-
-/// How long a process gets to start, and to stop after SIGTERM before SIGKILL.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+use switchboard_bench::process::{Guarded, START_TIMEOUT, spawn_listening, tail};
 
 /// The tenant's credentials, shared with the clients.
 pub const API_KEY: &str = "bench-key";
 pub const JWT_SECRET: &str = "bench-secret";
-
-/// A scratch folder for configs and logs, removed on drop.
-#[derive(Debug)]
-pub struct ScratchDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl ScratchDir {
-    /// A fresh folder; `keep` leaves it (configs and logs) behind for inspection.
-    pub fn new(keep: bool) -> Result<Self> {
-        let path = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(ScratchDir { path, keep })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        if self.keep {
-            eprintln!("configs and logs kept in {}", self.path.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-/// A child process stopped with SIGTERM (then SIGKILL) on drop.
-#[derive(Debug)]
-struct Guarded {
-    name: String,
-    child: Child,
-}
-
-impl Guarded {
-    /// Sends SIGTERM and waits; SIGKILL if it outlives `STOP_TIMEOUT`. Returns whether it
-    /// exited on its own with status 0.
-    fn stop(&mut self) -> bool {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return status.success();
-        }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return status.success(),
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Err(_) => break,
-            }
-        }
-        eprintln!("{} did not stop after SIGTERM; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        false
-    }
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// A free loopback port (bound and released; good enough on a quiet machine).
 fn free_port() -> Result<u16> {
@@ -116,16 +40,13 @@ impl Redis {
             .stderr(log)
             .spawn()
             .with_context(|| format!("cannot start `{program}` (is Redis installed?)"))?;
-        let mut process = Guarded {
-            name: "redis-server".to_owned(),
-            child,
-        };
+        let mut process = Guarded::new("redis-server", child);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if ping(port).is_ok() {
                 break;
             }
-            if let Ok(Some(status)) = process.child.try_wait() {
+            if let Ok(Some(status)) = process.child_mut().try_wait() {
                 bail!(
                     "redis-server exited with {status}; see {}",
                     dir.join("redis.log").display()
@@ -145,12 +66,12 @@ impl Redis {
     }
 
     pub fn pid(&self) -> u32 {
-        self.process.child.id()
+        self.process.pid()
     }
 
     /// Checks that the server is still alive.
     pub fn check(&mut self) -> Result<()> {
-        match self.process.child.try_wait() {
+        match self.process.child_mut().try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => Err(anyhow!("redis-server exited with {status}")),
             Err(error) => Err(error.into()),
@@ -231,45 +152,18 @@ impl Node {
         let config_path = dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config(backplane, redis_url))?;
         let log = dir.join(format!("{name}.log"));
-        let mut child = Command::new(server)
+        let mut command = Command::new(server);
+        command
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log)?)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start {} (run `cargo build --release -p switchboard` first)",
-                    server.display()
-                )
-            })?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let process = Guarded {
-            name: name.to_owned(),
-            child,
-        };
-        // A thread reads stdout to its end, so the node never blocks on a full pipe.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => addr
-                .parse()
-                .with_context(|| format!("{name} printed a bad address `{addr}`"))?,
-            Err(_) => bail!(
-                "{name} did not print `listening on` within {START_TIMEOUT:?}: {}",
-                tail(&log)
-            ),
-        };
+            .env_remove("RUST_LOG");
+        let (process, addr) = spawn_listening(command, name, &log).with_context(|| {
+            format!(
+                "starting {} (run `cargo build --release -p switchboard` first)",
+                server.display()
+            )
+        })?;
         Ok(Node { process, addr, log })
     }
 
@@ -286,7 +180,7 @@ impl Node {
             if tokio::time::Instant::now() > deadline {
                 bail!(
                     "{} not ready within {START_TIMEOUT:?}: {}",
-                    self.process.name,
+                    self.process.name(),
                     tail(&self.log)
                 );
             }
@@ -295,7 +189,7 @@ impl Node {
     }
 
     pub fn pid(&self) -> u32 {
-        self.process.child.id()
+        self.process.pid()
     }
 
     /// SIGTERM and wait; an unclean exit is an error naming the log.
@@ -305,21 +199,9 @@ impl Node {
         } else {
             Err(anyhow!(
                 "{} did not exit cleanly: {}",
-                self.process.name,
+                self.process.name(),
                 tail(&self.log)
             ))
         }
-    }
-}
-
-/// The last lines of a log, for error messages.
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(10);
-    if lines.is_empty() {
-        format!("{} is empty", path.display())
-    } else {
-        format!("{}:\n{}", path.display(), lines[start..].join("\n"))
     }
 }

@@ -4,7 +4,6 @@
 
 mod clients;
 mod cluster;
-mod procstat;
 mod report;
 mod run;
 mod scenario;
@@ -14,9 +13,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use clap::Parser;
+use switchboard_bench::process::ScratchDir;
+use switchboard_bench::procstat;
 
 use crate::clients::Clock;
-use crate::cluster::{Redis, ScratchDir};
+use crate::cluster::Redis;
 use crate::run::{Env, Params};
 use crate::scenario::Scenario;
 
@@ -105,7 +106,7 @@ async fn bench(args: Args) -> Result<()> {
     eprintln!("machine: {machine}");
     eprintln!("server: {}", server.display());
 
-    let dir = ScratchDir::new(args.keep_logs)?;
+    let dir = ScratchDir::new("switchboard-bench", args.keep_logs)?;
     let mut redis = Redis::start(&args.redis_server, dir.path())?;
     let redis_url = redis.url();
     let http = reqwest::Client::builder()

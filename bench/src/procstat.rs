@@ -1,5 +1,5 @@
-//! CPU time and write syscalls of a process, from `/proc` (Linux), to show where the time
-//! goes during a phase.
+//! CPU time, write syscalls and resident memory of a process, from `/proc` (Linux), to show
+//! where the time and the memory go during a phase.
 
 use std::sync::OnceLock;
 
@@ -70,6 +70,15 @@ pub fn sample(pid: u32) -> Sample {
         })
         .unwrap_or(0);
     Sample { cpu_secs, writes }
+}
+
+/// Resident set size of a process (`VmRSS` in `/proc/{pid}/status`), KiB; `None` when the
+/// process is gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// CPU time the machine spent busy in processes, or stolen by the hypervisor (`/proc/stat`),

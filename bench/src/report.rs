@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 use std::process::Command;
 
+use switchboard_bench::stats::median;
+
 use crate::scenario::Scenario;
 
 /// One run of one scenario.
@@ -33,29 +35,6 @@ pub struct Measurement {
     pub deliveries_per_write: f64,
     /// CPU cores kept busy by other processes of the machine during the run (noise).
     pub other_cores: f64,
-}
-
-/// Nearest-rank percentile of sorted values (`q` in 0..=1).
-pub fn percentile(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// The median of some values (mean of the middle two for an even count).
-pub fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[middle]
-    } else {
-        (values[middle - 1] + values[middle]) / 2.0
-    }
 }
 
 fn ms(micros: f64) -> String {

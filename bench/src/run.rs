@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use switchboard_bench::procstat::{self, Sample};
+use switchboard_bench::stats::percentile;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::clients::{self, Clock, Phase, Progress, Publisher, Record};
 use crate::cluster::Node;
-use crate::procstat::{self, Sample};
-use crate::report::{Measurement, percentile};
+use crate::report::Measurement;
 use crate::scenario::Scenario;
 
 /// How long delivery may make no progress before the missing messages count as lost.

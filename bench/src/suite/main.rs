@@ -1,0 +1,3 @@
+//! `suite`: the benchmark suite (work in progress).
+
+fn main() {}
