@@ -142,14 +142,15 @@ export class Server {
     }
   }
 
-  /** Stop, then start again on the same port (retrying while the port is not yet free). */
+  /** Stop, then start again on the same port (retrying while it is not yet free); the old exit code. */
   async restart() {
     const port = this.port;
-    await this.stop();
+    const exitCode = await this.stop();
     const deadline = Date.now() + 10000;
     for (;;) {
       try {
-        return await this.start({ port });
+        await this.start({ port });
+        return exitCode;
       } catch (error) {
         if (Date.now() > deadline) throw error;
         await sleep(200);
