@@ -220,7 +220,9 @@ export class CollabSession {
       const answer = await this._requestWithRetry("collab:ops", { since: this.doc.rev });
       for (const committed of answer.ops) this._received(committed);
     } catch (error) {
-      if (error.code === "resync") await this._resync();
+      // `resync`: too far behind; `bad_request`: the server's document is behind ours (a
+      // restarted server with an in-memory store). Either way only the snapshot is certain.
+      if (error.code === "resync" || error.code === "bad_request") await this._resync();
       else if (!OFFLINE.has(error.code)) this._emit("error", error);
     } finally {
       this._catchingUp = false;
