@@ -69,8 +69,7 @@ export class SwitchboardClient {
     this._url = options.url;
     this._token = options.token;
     this._WebSocket = WebSocketImpl;
-    this._reconnect =
-      options.reconnect === false ? false : { ...DEFAULT_RECONNECT, ...(options.reconnect ?? {}) };
+    this._reconnect = options.reconnect === false ? false : { ...DEFAULT_RECONNECT, ...(options.reconnect ?? {}) };
     this._requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this._livenessMs = options.livenessMs ?? DEFAULT_LIVENESS_MS;
     this._pongTimeoutMs = options.pongTimeoutMs ?? DEFAULT_PONG_TIMEOUT_MS;
@@ -392,8 +391,11 @@ export class SwitchboardClient {
     this.connectionId = welcome.connectionId ?? null;
     this.userId = welcome.userId ?? null;
     this._armLiveness();
+    const generation = this._generation;
+    const stillOpen = () => generation === this._generation && this._socketOpen;
     this._setState("open");
-    this._emit("welcome", welcome);
+    if (stillOpen()) this._emit("welcome", welcome);
+    if (!stillOpen()) return; // a listener closed the client
     const waiter = this._connectWaiter;
     this._connectWaiter = null;
     waiter?.resolve(welcome);
@@ -404,14 +406,12 @@ export class SwitchboardClient {
     for (const channel of [...this._rooms.keys()]) {
       const since = this._lastSeq.get(channel);
       const payload = since === undefined ? undefined : { since };
-      this._joinRequest(channel, payload, undefined, true).catch(
-        (error) => {
-          if (error.code === "disconnected" || error.code === "not_connected") return; // next time
-          if (error.code === "timeout") return; // liveness decides whether the link is dead
-          this._forgetRoom(channel);
-          this._emit("error", { code: error.code, message: `rejoin of ${channel} failed: ${error.message}`, channel });
-        },
-      );
+      this._joinRequest(channel, payload, undefined, true).catch((error) => {
+        if (error.code === "disconnected" || error.code === "not_connected") return; // next time
+        if (error.code === "timeout") return; // liveness decides whether the link is dead
+        this._forgetRoom(channel);
+        this._emit("error", { code: error.code, message: `rejoin of ${channel} failed: ${error.message}`, channel });
+      });
     }
   }
 
@@ -532,6 +532,7 @@ export class SwitchboardClient {
   _joinRequest(channel, payload, timeoutMs, rejoin = false) {
     // Runs synchronously on the ack, before the replayed messages that follow it are handled.
     const onAck = (ack) => {
+      if (rejoin && !this._rooms.has(channel)) return; // left meanwhile (its leave follows the join)
       const recovered = ack?.recovered === true;
       const since = payload?.since;
       if (recovered && typeof since === "number" && !this._lastSeq.has(channel)) {
@@ -547,12 +548,10 @@ export class SwitchboardClient {
       this._emit("presence", { channel, event: "sync", members: [...room.members.values()] });
       if (rejoin) this._emit("rejoined", { channel, recovered });
     };
-    return this._request("room:join", channel, payload, timeoutMs ?? this._requestTimeoutMs, onAck).then(
-      (ack) => ({
-        members: this.presence(channel),
-        recovered: ack?.recovered === true,
-      }),
-    );
+    return this._request("room:join", channel, payload, timeoutMs ?? this._requestTimeoutMs, onAck).then((ack) => ({
+      members: this.presence(channel),
+      recovered: ack?.recovered === true,
+    }));
   }
 
   /**

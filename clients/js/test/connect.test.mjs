@@ -157,10 +157,7 @@ test("the token function is called before every connect, so a reconnect gets a f
     assert.ok(calls >= 3, `token function called per attempt (${calls})`);
     const reconnecting = states.filter((s) => s.state === "reconnecting");
     assert.ok(reconnecting.length >= 2, "the 401 after a session counts as a failed attempt and is retried");
-    assert.deepEqual(
-      reconnecting.map((s) => s.attempt).slice(0, 2),
-      [1, 2],
-    );
+    assert.deepEqual(reconnecting.map((s) => s.attempt).slice(0, 2), [1, 2]);
     for (const s of reconnecting) assert.ok(s.delayMs >= 0 && s.delayMs <= 200, `delay ${s.delayMs} within cap`);
     assert.equal(await client.request("echo", { payload: 7 }), 7);
     client.close();

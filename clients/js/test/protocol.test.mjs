@@ -94,7 +94,11 @@ test("a rejoin ack without recovery resets the seq line, so a restarted seq is n
     conn.onEnvelope = (envelope) => {
       if (envelope.type !== "room:join") return;
       const since = envelope.payload?.since;
-      conn.send({ type: "ack", correlationId: envelope.correlationId, payload: { channel: "a", members: [], ...(since === undefined ? {} : { recovered: false }) } });
+      conn.send({
+        type: "ack",
+        correlationId: envelope.correlationId,
+        payload: { channel: "a", members: [], ...(since === undefined ? {} : { recovered: false }) },
+      });
       conn.send({ type: "news", channel: "a", payload: { generation }, seq: generation === 1 ? 5 : 1 });
       if (generation === 1) setTimeout(() => conn.destroy(), 50);
     };
@@ -126,7 +130,11 @@ test("the rejoin after a reconnect carries since = the last seq seen", async () 
     conn.onEnvelope = (envelope) => {
       if (envelope.type !== "room:join") return;
       joins.push(envelope);
-      conn.send({ type: "ack", correlationId: envelope.correlationId, payload: { channel: envelope.channel, members: [], recovered: generation > 1 } });
+      conn.send({
+        type: "ack",
+        correlationId: envelope.correlationId,
+        payload: { channel: envelope.channel, members: [], recovered: generation > 1 },
+      });
       if (generation === 1 && envelope.channel === "seen") {
         conn.send({ type: "news", channel: "seen", seq: 41 });
         conn.send({ type: "news", channel: "seen", seq: 42 });
@@ -141,30 +149,44 @@ test("the rejoin after a reconnect carries since = the last seq seen", async () 
   await client.join("seen");
   await until(() => rejoined.length === 2, 5000, "both rejoins");
   const rejoins = joins.slice(2);
-  assert.deepEqual(
-    rejoins.map((j) => [j.channel, j.payload]).sort(),
-    [
-      ["quiet", undefined],
-      ["seen", { since: 42 }],
-    ],
-  );
-  assert.deepEqual(
-    rejoined.map((r) => [r.channel, r.recovered]).sort(),
-    [
-      ["quiet", true],
-      ["seen", true],
-    ],
-  );
+  assert.deepEqual(rejoins.map((j) => [j.channel, j.payload]).sort(), [
+    ["quiet", undefined],
+    ["seen", { since: 42 }],
+  ]);
+  assert.deepEqual(rejoined.map((r) => [r.channel, r.recovered]).sort(), [
+    ["quiet", true],
+    ["seen", true],
+  ]);
 });
 
 test("backoffDelay is full jitter below min(cap, base * 2^attempt)", () => {
   const policy = { baseMs: 100, capMs: 1000 };
-  assert.equal(backoffDelay(0, policy, () => 0), 0);
-  assert.equal(backoffDelay(0, policy, () => 0.999), 99);
-  assert.equal(backoffDelay(2, policy, () => 0.5), 200);
-  assert.equal(backoffDelay(3, policy, () => 0.999), 799);
-  assert.equal(backoffDelay(4, policy, () => 0.999), 999, "capped");
-  assert.equal(backoffDelay(1000, policy, () => 0.5), 500, "no overflow for large attempts");
+  assert.equal(
+    backoffDelay(0, policy, () => 0),
+    0,
+  );
+  assert.equal(
+    backoffDelay(0, policy, () => 0.999),
+    99,
+  );
+  assert.equal(
+    backoffDelay(2, policy, () => 0.5),
+    200,
+  );
+  assert.equal(
+    backoffDelay(3, policy, () => 0.999),
+    799,
+  );
+  assert.equal(
+    backoffDelay(4, policy, () => 0.999),
+    999,
+    "capped",
+  );
+  assert.equal(
+    backoffDelay(1000, policy, () => 0.5),
+    500,
+    "no overflow for large attempts",
+  );
 });
 
 test("close-code policy: which closes reconnect", () => {

@@ -69,7 +69,9 @@ test("presence events are also delivered as messages, and the join emits a sync"
   const alice = await connected("alice");
   const presence = record(alice, "presence");
   await alice.join(room);
-  assert.deepEqual(presence, [{ channel: room, event: "sync", members: [{ userId: "alice", connectionId: alice.connectionId }] }]);
+  assert.deepEqual(presence, [
+    { channel: room, event: "sync", members: [{ userId: "alice", connectionId: alice.connectionId }] },
+  ]);
   const bob = await connected("bob");
   const message = nextEvent(alice, "message", (m) => m.type === "presence:join");
   await bob.join(room);
