@@ -85,6 +85,27 @@ test("a server that upgrades but never welcomes fails connect() after connectTim
   assert.equal(client.state, "closed");
 });
 
+test("close() while connecting rejects connect() with closed and stops every attempt", async () => {
+  let upgrades = 0;
+  const server = await fake(() => {
+    upgrades += 1;
+  });
+  const client = makeClient(server.url, { connectTimeoutMs: 200 });
+  const states = record(client, "state");
+  const pending = client.connect();
+  await until(() => upgrades === 1, 5000, "the upgrade");
+  client.close();
+  await assert.rejects(pending, { code: "closed" });
+  assert.equal(client.state, "closed");
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  assert.deepEqual(
+    states.map((s) => s.state),
+    ["connecting", "closed"],
+    "no connect timeout or retry fires after close()",
+  );
+  assert.equal(upgrades, 1);
+});
+
 test("a rejoin ack without recovery resets the seq line, so a restarted seq is not dropped", async () => {
   let connections = 0;
   const server = await fake((conn) => {
