@@ -13,6 +13,7 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 
 import { SwitchboardClient } from "../../clients/js/switchboard.js";
+import { Proxy } from "../../clients/js/testing/support.mjs";
 import {
   CollabClient,
   TextOperation,
@@ -192,87 +193,129 @@ if (typeof globalThis.WebSocket !== "function") {
     });
   });
 
+  /** The client as a session sees it, with every broadcast delivered after a random delay. */
+  function withDeliveryDelays(client, rng) {
+    return {
+      on(event, fn) {
+        if (event !== "message") return client.on(event, fn);
+        return client.on(event, (envelope) => setTimeout(() => fn(envelope), rng.below(MAX_DELIVERY_DELAY_MS + 1)));
+      },
+      join: (...args) => client.join(...args),
+      leave: (...args) => client.leave(...args),
+      request: (...args) => client.request(...args),
+    };
+  }
+
+  /**
+   * One round: every client opens `channel`, makes random edits with random pauses (while
+   * `disturb` runs alongside), then all must settle on the server's text and revision.
+   */
+  async function convergeOnce(clients, channel, round, disturb = async () => {}) {
+    const where = `seed ${SEED}, round ${round} (rerun: COLLAB_SEED=${SEED})`;
+    const rngs = clients.map((_, index) => generator(SEED * 31 + round * 7 + index));
+    const sessions = clients.map(
+      (client, index) => new CollabSession({ client: withDeliveryDelays(client, rngs[index]), channel }),
+    );
+    // Every committed operation once: a resend the plugin applied again would show up twice.
+    const committed = [];
+    const unsubscribe = clients[0].on("message", (envelope) => {
+      if (envelope.type === "collab:op" && envelope.channel === channel) committed.push(envelope.payload);
+    });
+    await withTimeout(Promise.all(sessions.map((session) => session.open())), 10_000, `${where}: open`);
+    const errors = [];
+    const resyncs = [];
+    for (const session of sessions) {
+      session.on("error", (error) => errors.push(error));
+      session.on("resync", (info) => resyncs.push(info));
+    }
+    await withTimeout(
+      Promise.all([
+        ...sessions.map(async (session, index) => {
+          const rng = rngs[index];
+          for (let edit = 0; edit < EDITS_PER_CLIENT; edit += 1) {
+            await sleep(rng.below(MAX_EDIT_DELAY_MS + 1));
+            session.edit(randomEdit(rng, session.text));
+          }
+        }),
+        disturb(),
+      ]),
+      20_000,
+      `${where}: edits`,
+    );
+    await waitUntil(
+      () => sessions.every((session) => session.settled) && sessions.every((session) => session.rev === sessions[0].rev),
+      {
+        timeoutMs: 15_000,
+        what: `${where}: the clients to settle (revs ${sessions.map((s) => s.rev)}, states ${sessions.map((s) => s.doc.state)})`,
+      },
+    );
+    const server = await clients[0].request("collab:snapshot", { channel });
+    for (const [index, session] of sessions.entries()) {
+      assert.equal(session.text, server.text, `${where}: client ${index}'s text differs from the server's`);
+      assert.equal(session.rev, server.rev, `${where}: client ${index}'s revision differs from the server's`);
+    }
+    assert.ok(server.rev >= sessions.length, `${where}: too few operations were committed`);
+    unsubscribe();
+    const once = new Set(committed.map(({ clientId, opId }) => `${clientId}/${opId}`));
+    assert.equal(once.size, committed.length, `${where}: an operation was committed twice`);
+    assert.deepEqual(
+      committed.map(({ rev }) => rev).sort((a, b) => a - b),
+      Array.from({ length: server.rev }, (_, index) => index + 1),
+      `${where}: the first client did not see every revision exactly once`,
+    );
+    assert.deepEqual(errors, [], `${where}: sessions reported errors`);
+    assert.deepEqual(resyncs, [], `${where}: a session had to reload`);
+    await Promise.all(sessions.map((session) => session.close()));
+    return server;
+  }
+
   describe(`three clients against the collab plugin converge (seed ${SEED})`, () => {
     let switchboard;
+    let proxy;
     const clients = [];
+    const proxied = [];
 
     before(async () => {
       switchboard = await startSwitchboard({ config: exampleConfig("collab") });
+      proxy = await new Proxy(switchboard.port).listen();
       for (const name of ["ann", "ben", "cat"]) {
-        const client = new SwitchboardClient({ url: switchboard.wsUrl, token: mintToken(switchboard.secret, name) });
+        const token = mintToken(switchboard.secret, name);
+        const client = new SwitchboardClient({ url: switchboard.wsUrl, token });
         await withTimeout(client.connect(), 10_000, `${name} to connect`);
         clients.push(client);
+        const cut = new SwitchboardClient({ url: proxy.url(), token, reconnect: { baseMs: 20, capMs: 200 } });
+        await withTimeout(cut.connect(), 10_000, `${name} to connect through the proxy`);
+        proxied.push(cut);
       }
     });
 
     after(async () => {
-      for (const client of clients) client.close();
+      for (const client of [...clients, ...proxied]) client.close();
+      await proxy?.close();
       await switchboard?.stop();
     });
 
-    /** The client as a session sees it, with every broadcast delivered after a random delay. */
-    function withDeliveryDelays(client, rng) {
-      return {
-        on(event, fn) {
-          if (event !== "message") return client.on(event, fn);
-          return client.on(event, (envelope) => setTimeout(() => fn(envelope), rng.below(MAX_DELIVERY_DELAY_MS + 1)));
-        },
-        join: (...args) => client.join(...args),
-        leave: (...args) => client.leave(...args),
-        request: (...args) => client.request(...args),
-      };
-    }
-
     test(`${ROUNDS} rounds of random concurrent edits end in identical text everywhere`, async () => {
-      let edits = 0;
       for (let round = 0; round < ROUNDS; round += 1) {
-        const where = `seed ${SEED}, round ${round} (rerun: COLLAB_SEED=${SEED})`;
-        const channel = `doc-${SEED}-${round}`;
-        const rngs = clients.map((_, index) => generator(SEED * 31 + round * 7 + index));
-        const sessions = clients.map(
-          (client, index) => new CollabSession({ client: withDeliveryDelays(client, rngs[index]), channel }),
-        );
-        await withTimeout(Promise.all(sessions.map((session) => session.open())), 10_000, `${where}: open`);
-        const errors = [];
-        for (const session of sessions) session.on("error", (error) => errors.push(error));
-        const resyncs = [];
-        for (const session of sessions) session.on("resync", (info) => resyncs.push(info));
-
-        await withTimeout(
-          Promise.all(
-            sessions.map(async (session, index) => {
-              const rng = rngs[index];
-              for (let edit = 0; edit < EDITS_PER_CLIENT; edit += 1) {
-                await sleep(rng.below(MAX_EDIT_DELAY_MS + 1));
-                session.edit(randomEdit(rng, session.text));
-                edits += 1;
-              }
-            }),
-          ),
-          20_000,
-          `${where}: edits`,
-        );
-
-        await waitUntil(
-          () =>
-            sessions.every((session) => session.settled) &&
-            sessions.every((session) => session.rev === sessions[0].rev),
-          {
-            timeoutMs: 15_000,
-            what: `${where}: the clients to settle (revs ${sessions.map((s) => s.rev)}, states ${sessions.map((s) => s.doc.state)})`,
-          },
-        );
-        const server = await clients[0].request("collab:snapshot", { channel });
-        for (const [index, session] of sessions.entries()) {
-          assert.equal(session.text, server.text, `${where}: client ${index}'s text differs from the server's`);
-          assert.equal(session.rev, server.rev, `${where}: client ${index}'s revision differs from the server's`);
-        }
-        assert.ok(server.rev >= sessions.length, `${where}: too few operations were committed`);
-        assert.deepEqual(errors, [], `${where}: sessions reported errors`);
-        assert.deepEqual(resyncs, [], `${where}: a session had to reload`);
-        await Promise.all(sessions.map((session) => session.close()));
+        await convergeOnce(clients, `doc-${SEED}-${round}`, round);
       }
-      assert.equal(edits, ROUNDS * 3 * EDITS_PER_CLIENT);
+    });
+
+    test("edits survive connections cut in the middle (resends are not applied twice)", async () => {
+      let reconnects = 0;
+      for (const client of proxied) client.on("rejoined", () => (reconnects += 1));
+      const rounds = Math.max(1, Math.ceil(ROUNDS / 3));
+      for (let round = 0; round < rounds; round += 1) {
+        const rng = generator(SEED + 1000 + round);
+        const cuts = async () => {
+          for (let cut = 0; cut < 2; cut += 1) {
+            await sleep(10 + rng.below(60));
+            proxy.cut();
+          }
+        };
+        await convergeOnce(proxied, `cut-${SEED}-${round}`, round, cuts);
+      }
+      assert.ok(reconnects >= rounds, `the cuts caused reconnects (${reconnects})`);
     });
   });
 }
