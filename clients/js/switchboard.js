@@ -160,7 +160,12 @@ export class SwitchboardClient {
         const offClosed = this.on("closed", (info) => {
           offWelcome();
           offClosed();
-          reject(new SwitchboardError("closed", `client closed (${info.code} ${info.reason})`, info));
+          reject(
+            new SwitchboardError("closed", `client closed (${info.code} ${info.reason})`, {
+              closeCode: info.code,
+              closeReason: info.reason,
+            }),
+          );
         });
       });
     }

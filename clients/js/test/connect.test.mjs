@@ -190,6 +190,30 @@ test("the rate-limit close (1008) reconnects with backoff", async () => {
   client.close();
 });
 
+test("connect() while reconnecting waits for the next welcome, or rejects when the client gives up", async () => {
+  const proxy = await new Proxy(server.port).listen();
+  try {
+    const client = makeClient({ url: proxy.url(), reconnect: { baseMs: 50, capMs: 100, maxAttempts: 50 } });
+    const first = await client.connect();
+    proxy.down = true;
+    proxy.cut();
+    await until(() => client.state === "reconnecting", 5000, "reconnecting");
+    const waiting = client.connect();
+    proxy.down = false;
+    const second = await waiting;
+    assert.notEqual(second.connectionId, first.connectionId);
+
+    proxy.down = true;
+    proxy.cut();
+    await until(() => client.state === "reconnecting", 5000, "reconnecting again");
+    const abandoned = client.connect();
+    client.close();
+    await assert.rejects(abandoned, { code: "closed", closeCode: 1000 });
+  } finally {
+    await proxy.close();
+  }
+});
+
 test("maxAttempts bounds the reconnects, then the client is closed", async () => {
   const proxy = await new Proxy(server.port).listen();
   try {
