@@ -99,7 +99,7 @@ describe("dashboard example in Chromium", () => {
         );
         assert.equal(await withTimeout(once.exited, 5000, "the one-shot publisher to exit"), 0);
         // Past the next tick: the delta with these values went out before the page existed.
-        await new Promise((resolve) => setTimeout(resolve, 1500));
+        await new Promise((resolve) => setTimeout(resolve, 2000));
         page = await openPage(browser, site.url, { timeoutMs: UI_TIMEOUT_MS, viewport: { width: 1100, height: 780 } });
         await page.waitForSelector('#state[data-state="open"]');
         await page.waitForSelector(card("queue_depth"));
