@@ -53,15 +53,19 @@ enum Step {
     PeerClosed(u16),
 }
 
-/// Runs a registered connection to its end, then removes it from the registry and every room.
-pub async fn serve<S>(node: Arc<Node>, conn: Arc<ConnHandle>, mut socket: S) -> Ending
+/// Runs a registered connection to its end, then removes it from the registry and every room;
+/// `held` (such as its connection-limit slots) is released last.
+pub async fn serve<S, H>(node: Arc<Node>, conn: Arc<ConnHandle>, mut socket: S, held: H) -> Ending
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
     let ending = run(&node, &conn, &mut socket).await;
     drop(socket);
-    node.disconnect(&conn, ending.code()).await;
+    // Boxed, like every rare or deep step below: the task's future is sized by its largest
+    // await point and stays allocated for the connection's whole life, idle or not.
+    Box::pin(node.disconnect(&conn, ending.code())).await;
     tracing::debug!(connection = %conn.id, ?ending, "connection ended");
+    drop(held);
     ending
 }
 
@@ -224,17 +228,20 @@ async fn handle_message(
         Ok(envelope) => envelope,
         Err(error) => return Step::Close(CloseReason::InvalidEnvelope(error.to_string())),
     };
-    dispatch(node, conn, &envelope).await;
+    if envelope.msg_type == "ping" {
+        // The cheapest built-in stays inline; everything else may reach a plugin or the
+        // backplane, whose futures are large (see `serve`).
+        conn.outbox
+            .push(protocol::pong(envelope.correlation_id.as_deref()));
+    } else {
+        Box::pin(dispatch(node, conn, &envelope)).await;
+    }
     Step::Continue
 }
 
 async fn dispatch(node: &Node, conn: &Arc<ConnHandle>, envelope: &Envelope<'_>) {
     let correlation_id = envelope.correlation_id.as_deref();
     let result = match envelope.msg_type.as_ref() {
-        "ping" => {
-            conn.outbox.push(protocol::pong(correlation_id));
-            Ok(())
-        }
         "room:join" => match (envelope.channel.as_deref(), recovery_since(envelope)) {
             (None, _) => Err((
                 ErrorCode::BadRequest,

@@ -20,8 +20,10 @@ use crate::protocol::{self, BEARER_SUBPROTOCOL_PREFIX, CloseReason, SUBPROTOCOL}
 use crate::registry::ConnHandle;
 use crate::tenant::{Tenant, TenantSlot};
 
-/// Bytes reserved per socket read. Small, so an idle connection holds little memory.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes reserved per socket read. tungstenite keeps (and zero-fills) this much per connection
+/// for its whole life, so it is most of an idle connection's memory: 1 KiB holds a typical
+/// envelope, or several pipelined ones, per read; a larger message takes one read per KiB.
+const READ_BUFFER_BYTES: usize = 1024;
 /// Frames are gathered up to this size before a write; larger batches go out in pieces.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
@@ -118,13 +120,14 @@ pub fn handle(
     let accepted = Accepted {
         node: node.clone(),
         tenant: tenant.clone(),
-        user_id: claims.user_id,
-        claims: claims.all,
+        user_id: Arc::from(claims.user_id),
+        // Serialised now: the claims map itself would otherwise live as long as the connection.
+        claims_json: serde_json::to_string(&claims.all).unwrap_or_else(|_| "{}".to_owned()),
         slots: (node_slot, tenant_slot),
     };
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => accepted.run(TokioIo::new(upgraded)).await,
+            Ok(upgraded) => accepted.open(TokioIo::new(upgraded)).await,
             Err(error) => tracing::debug!(%error, "upgrade did not complete"),
         }
     });
@@ -150,14 +153,16 @@ pub fn handle(
 struct Accepted {
     node: Arc<Node>,
     tenant: Arc<Tenant>,
-    user_id: String,
-    claims: serde_json::Map<String, serde_json::Value>,
+    user_id: Arc<str>,
+    claims_json: String,
     /// Held for the connection's lifetime.
     slots: (NodeSlot, TenantSlot),
 }
 
 impl Accepted {
-    async fn run(self, io: TokioIo<hyper::upgrade::Upgraded>) {
+    /// Registers the connection, queues its welcome, runs `on-connect`, then hands the socket
+    /// to a task of its own.
+    async fn open(self, io: TokioIo<hyper::upgrade::Upgraded>) {
         let limits = &self.tenant.limits;
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_BYTES)
@@ -174,8 +179,8 @@ impl Accepted {
             ),
             id,
             tenant: self.tenant.clone(),
-            user_id: Arc::from(self.user_id.as_str()),
-            claims_json: serde_json::to_string(&self.claims).unwrap_or_else(|_| "{}".to_owned()),
+            user_id: self.user_id,
+            claims_json: self.claims_json,
             attachment: Default::default(),
             rooms: Default::default(),
             connected_at_ms: crate::clock::unix_millis(),
@@ -199,8 +204,10 @@ impl Accepted {
             conn.outbox.close(CloseReason::ShuttingDown);
         }
         node.plugins.on_connect(&conn).await;
-        connection::serve(node, conn, socket).await;
-        drop(self.slots);
+        // A fresh task rather than an await here: a task's future is sized by its largest await
+        // point and stays allocated for the connection's life, so the long-lived one holds
+        // nothing but `serve` (measured in BENCHMARKS.md, idle memory).
+        tokio::spawn(connection::serve(node, conn, socket, self.slots));
     }
 }
 
