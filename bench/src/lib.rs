@@ -1,6 +1,7 @@
 //! Shared pieces of the benchmark binaries (`cross-node`, `suite`, `bare-server`): child
-//! processes under test, `/proc` readings and statistics.
+//! processes under test, `/proc` readings, the machine's description and statistics.
 
+pub mod machine;
 pub mod process;
 pub mod procstat;
 pub mod stats;

@@ -115,16 +115,36 @@ impl Drop for Guarded {
 }
 
 /// Spawns `command` with stdout piped and stderr into `log`, and waits (up to
-/// `START_TIMEOUT`) for its `listening on ADDR` line. A thread reads stdout to its end, so the
-/// child never blocks on a full pipe.
-pub fn spawn_listening(
+/// `START_TIMEOUT`) for its `listening on ADDR` line.
+pub fn spawn_listening(command: Command, name: &str, log: &Path) -> Result<(Guarded, SocketAddr)> {
+    let (process, addr) = spawn_reporting(
+        command,
+        name,
+        log,
+        "listening on ",
+        Stdio::null(),
+        START_TIMEOUT,
+    )?;
+    let addr = addr
+        .parse()
+        .with_context(|| format!("{name} printed a bad address `{addr}`"))?;
+    Ok((process, addr))
+}
+
+/// Spawns `command` with `stdin`, stdout piped and stderr into `log`, and waits up to `limit`
+/// for a line starting with `prefix`; returns the rest of that line. A thread reads stdout to
+/// its end, so the child never blocks on a full pipe.
+pub fn spawn_reporting(
     mut command: Command,
     name: &str,
     log: &Path,
-) -> Result<(Guarded, SocketAddr)> {
+    prefix: &'static str,
+    stdin: Stdio,
+    limit: Duration,
+) -> Result<(Guarded, String)> {
     let program = command.get_program().to_string_lossy().into_owned();
     let mut child = command
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(File::create(log)?)
         .spawn()
@@ -135,30 +155,25 @@ pub fn spawn_listening(
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.trim().to_owned());
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let _ = tx.send(rest.trim().to_owned());
             }
         }
     });
-    let deadline = Instant::now() + START_TIMEOUT;
+    let deadline = Instant::now() + limit;
     loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(addr) => {
-                let addr = addr
-                    .parse()
-                    .with_context(|| format!("{name} printed a bad address `{addr}`"))?;
-                return Ok((process, addr));
-            }
+            Ok(rest) => return Ok((process, rest)),
             Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
                 if let Ok(Some(status)) = process.child.try_wait() {
                     bail!(
-                        "{name} exited with {status} before listening: {}",
+                        "{name} exited with {status} before `{prefix}`: {}",
                         tail(log)
                     );
                 }
             }
             Err(_) => bail!(
-                "{name} did not print `listening on` within {START_TIMEOUT:?}: {}",
+                "{name} did not print `{prefix}` within {limit:?}: {}",
                 tail(log)
             ),
         }

@@ -72,6 +72,22 @@ pub fn sample(pid: u32) -> Sample {
     Sample { cpu_secs, writes }
 }
 
+/// User + system CPU time of a process and of its children that have exited and been waited
+/// for (`cutime`, `cstime`), seconds: what a process tree used, once its children are reaped.
+pub fn cpu_with_reaped_children_secs(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|text| {
+            let rest = &text[text.rfind(')')? + 1..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let total: f64 = (11..=14)
+                .map(|index| fields.get(index)?.parse::<f64>().ok())
+                .sum::<Option<f64>>()?;
+            Some(total / ticks_per_sec())
+        })
+        .unwrap_or(0.0)
+}
+
 /// Resident set size of a process (`VmRSS` in `/proc/{pid}/status`), KiB; `None` when the
 /// process is gone.
 pub fn rss_kib(pid: u32) -> Option<u64> {

@@ -148,26 +148,13 @@ pub fn raw(measurements: &[Measurement]) -> String {
     out
 }
 
-/// CPUs, kernel, CPU model and Redis version, on one line.
+/// CPUs, memory, kernel, CPU model and Redis version, on one line.
 pub fn machine(redis_server: &str) -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|text| text.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split_once(':'))
-                .map(|(_, model)| model.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
     let redis = Command::new(redis_server)
         .arg("--version")
         .output()
         .ok()
         .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
         .unwrap_or_else(|| "redis-server: unknown version".to_owned());
-    format!("{cpus} CPUs (nproc), Linux {kernel}, {model}; {redis}")
+    format!("{}; {redis}", switchboard_bench::machine::describe())
 }

@@ -13,8 +13,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
 use crate::Shared;
 use crate::handshake;
@@ -51,9 +51,14 @@ struct Connection<'a> {
 pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let mut user = None;
-    let accepted = tokio_tungstenite::accept_hdr_async(stream, |request: &_, response| {
-        handshake::check(&shared.verifier, request, response, &mut user)
-    })
+    // tungstenite's default read buffer is 128 KiB per connection, all of it touched; 4 KiB
+    // matches Switchboard's read buffer and keeps idle connections comparable.
+    let config = WebSocketConfig::default().read_buffer_size(4 * 1024);
+    let accepted = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        |request: &_, response| handshake::check(&shared.verifier, request, response, &mut user),
+        Some(config),
+    )
     .await;
     let (Ok(socket), Some(user)) = (accepted, user) else {
         return;

@@ -1,0 +1,80 @@
+//! Plugin hop: on one connection, strictly one request at a time, alternating `echo` (through
+//! the WASM plugin on Switchboard) and the built-in `ping` with the same payload; the difference
+//! of their median round trips is what the plugin adds.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use switchboard_bench::stats::percentile;
+
+use crate::client::{self, Clock};
+use crate::results::{Better, Measured};
+use crate::servers::{JWT_SECRET, Running};
+
+/// The knobs of the hop scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct Params {
+    pub samples: usize,
+    pub warmup: usize,
+    pub payload_bytes: usize,
+}
+
+/// The hop scenario.
+pub async fn run(running: &Running, params: &Params, clock: Clock) -> Result<Measured> {
+    let token = client::token(JWT_SECRET, "hop")?;
+    let mut socket = client::connect(running.addr, &token).await?;
+    let payload = format!(
+        "\"{}\"",
+        "x".repeat(params.payload_bytes.saturating_sub(2).max(1))
+    );
+    let (mut echo, mut ping) = (Vec::new(), Vec::new());
+    let (mut failed, mut note) = (0u64, None);
+    for index in 0..params.warmup + params.samples {
+        for (kind, samples) in [("echo", &mut echo), ("ping", &mut ping)] {
+            let id = format!("{kind}{index}");
+            let text = format!(r#"{{"type":"{kind}","correlationId":"{id}","payload":{payload}}}"#);
+            let started = clock.now_us();
+            match client::request(&mut socket, text, &id).await {
+                Ok(()) if index >= params.warmup => {
+                    samples.push(clock.now_us().saturating_sub(started));
+                }
+                Ok(()) => {}
+                Err(error) => {
+                    failed += 1;
+                    note.get_or_insert_with(|| format!("{error:#}"));
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+    let _ = client::close(socket).await;
+    echo.sort_unstable();
+    ping.sort_unstable();
+    let (echo_p50, ping_p50) = (percentile(&echo, 0.5), percentile(&ping, 0.5));
+    let mut measured = Measured::default();
+    measured.push(
+        "hop p50 µs",
+        Better::Lower,
+        echo_p50 as f64 - ping_p50 as f64,
+        1,
+    );
+    measured.push("echo p50 µs", Better::Lower, echo_p50 as f64, 0);
+    measured.push("ping p50 µs", Better::Lower, ping_p50 as f64, 0);
+    measured.push(
+        "echo p99 µs",
+        Better::Lower,
+        percentile(&echo, 0.99) as f64,
+        0,
+    );
+    measured.push(
+        "ping p99 µs",
+        Better::Lower,
+        percentile(&ping, 0.99) as f64,
+        0,
+    );
+    measured.fail(
+        failed,
+        &format!("failed requests ({})", note.unwrap_or_default()),
+    );
+    Ok(measured)
+}

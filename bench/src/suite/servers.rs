@@ -1,0 +1,357 @@
+//! The three servers under test (Switchboard with the `echo` and `broadcast` plugins, the bare
+//! tokio-tungstenite baseline, the Node `ws` baseline): finding and preparing their programs,
+//! and starting a fresh process of one for each run.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use switchboard_bench::process::{Guarded, START_TIMEOUT, spawn_listening, tail};
+use switchboard_bench::procstat;
+
+/// The HS256 secret of every server, and the Switchboard tenant's API key.
+pub const JWT_SECRET: &str = "bench-secret";
+pub const API_KEY: &str = "bench-key";
+/// Channels with this prefix have presence off (no member list in join acks, no presence
+/// events): the fan-out rooms.
+pub const PRESENCE_OFF_PREFIX: &str = "fanout";
+
+/// A server under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum Server {
+    /// Switchboard (release build), `echo` and `broadcast` as WASM plugins.
+    Switchboard,
+    /// `bare-server`: plain tokio-tungstenite.
+    Bare,
+    /// `server.mjs`: Node's `ws`.
+    Node,
+}
+
+impl Server {
+    pub const ALL: [Server; 3] = [Server::Switchboard, Server::Bare, Server::Node];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Server::Switchboard => "switchboard",
+            Server::Bare => "bare",
+            Server::Node => "node",
+        }
+    }
+}
+
+/// Where the programs are.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    pub repo: PathBuf,
+    pub switchboard: PathBuf,
+    pub bare: PathBuf,
+    pub node: String,
+    pub node_script: PathBuf,
+    /// The plugins as built (copied next to the config before use).
+    pub echo_wasm: PathBuf,
+    pub broadcast_wasm: PathBuf,
+}
+
+/// The repository root: the first ancestor of the executable (or the working directory)
+/// holding `bench/baselines/node-ws/server.mjs`.
+pub fn find_repo() -> Result<PathBuf> {
+    let marker = Path::new("bench/baselines/node-ws/server.mjs");
+    let starts = [std::env::current_exe().ok(), std::env::current_dir().ok()];
+    starts
+        .into_iter()
+        .flatten()
+        .flat_map(|start| start.ancestors().map(Path::to_path_buf).collect::<Vec<_>>())
+        .find(|dir| dir.join(marker).exists())
+        .ok_or_else(|| anyhow!("cannot find the repository (run from inside it)"))
+}
+
+/// The folders plugins may have been built into, in order of preference.
+fn plugin_dirs(repo: &Path) -> [PathBuf; 2] {
+    [
+        repo.join("plugins/target/wasm32-wasip2/release"),
+        repo.join("target/plugins/wasm32-wasip2/release"),
+    ]
+}
+
+const ECHO: &str = "switchboard_plugin_echo.wasm";
+const BROADCAST: &str = "switchboard_plugin_broadcast.wasm";
+
+impl Programs {
+    /// Locates everything; `switchboard` and `bare` default to the binaries next to this one.
+    pub fn locate(
+        repo: PathBuf,
+        switchboard: Option<PathBuf>,
+        bare: Option<PathBuf>,
+        node: String,
+    ) -> Result<Self> {
+        let sibling = |name: &str| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+                .unwrap_or_else(|| repo.join("target/release").join(name))
+        };
+        let dirs = plugin_dirs(&repo);
+        let plugin_dir = dirs
+            .iter()
+            .find(|dir| dir.join(ECHO).exists() && dir.join(BROADCAST).exists())
+            .unwrap_or(&dirs[0])
+            .clone();
+        Ok(Programs {
+            switchboard: switchboard.unwrap_or_else(|| sibling("switchboard")),
+            bare: bare.unwrap_or_else(|| sibling("bare-server")),
+            node,
+            node_script: repo.join("bench/baselines/node-ws/server.mjs"),
+            echo_wasm: plugin_dir.join(ECHO),
+            broadcast_wasm: plugin_dir.join(BROADCAST),
+            repo,
+        })
+    }
+
+    /// Checks the binaries, builds the plugins if missing, installs the Node baseline's
+    /// dependencies (`npm ci`) if missing.
+    pub fn prepare(&self, servers: &[Server]) -> Result<()> {
+        for (server, path) in [
+            (Server::Switchboard, &self.switchboard),
+            (Server::Bare, &self.bare),
+        ] {
+            if servers.contains(&server) && !path.exists() {
+                bail!(
+                    "{} not found: run `cargo build --release -p switchboard -p switchboard-bench` first",
+                    path.display()
+                );
+            }
+        }
+        if servers.contains(&Server::Switchboard)
+            && !(self.echo_wasm.exists() && self.broadcast_wasm.exists())
+        {
+            eprintln!("building the plugins (wasm32-wasip2, release) into plugins/target");
+            let status = Command::new("cargo")
+                .args(["build", "--release", "--target", "wasm32-wasip2"])
+                .args([
+                    "-p",
+                    "switchboard-plugin-echo",
+                    "-p",
+                    "switchboard-plugin-broadcast",
+                ])
+                .arg("--manifest-path")
+                .arg(self.repo.join("plugins/Cargo.toml"))
+                .arg("--target-dir")
+                .arg(self.repo.join("plugins/target"))
+                .status()
+                .context("cannot run cargo")?;
+            if !status.success() || !self.echo_wasm.exists() {
+                bail!("building the plugins failed");
+            }
+        }
+        if servers.contains(&Server::Node) {
+            let folder = self.node_script.parent().context("no script folder")?;
+            if !folder.join("node_modules/ws").exists() {
+                eprintln!("installing the Node baseline's dependencies (npm ci)");
+                let status = Command::new("npm")
+                    .arg("ci")
+                    .arg("--no-audit")
+                    .arg("--no-fund")
+                    .current_dir(folder)
+                    .status()
+                    .context("cannot run npm")?;
+                if !status.success() {
+                    bail!("npm ci in {} failed", folder.display());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Versions of the programs, for the report.
+    pub fn describe(&self) -> String {
+        let node = Command::new(&self.node)
+            .arg("--version")
+            .output()
+            .ok()
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        format!(
+            "node {node} with ws 8.23.0; plugins from {}",
+            self.echo_wasm
+                .parent()
+                .map_or_else(String::new, |dir| dir.display().to_string())
+        )
+    }
+}
+
+/// Switchboard's config for the benchmark: limits high enough not to interfere.
+fn switchboard_config(plugin_dir: &Path) -> String {
+    format!(
+        r#"listen = "127.0.0.1:0"
+max_connections = 100000
+
+[log]
+level = "warn"
+
+[[tenants]]
+name = "default"
+api_key = "{API_KEY}"
+
+[tenants.jwt]
+secret = "{JWT_SECRET}"
+
+[tenants.limits]
+max_connections = 100000
+messages_per_second = 1000000
+burst = 1000000
+outbound_queue_messages = 100000
+
+[tenants.presence]
+disabled = ["{PRESENCE_OFF_PREFIX}*"]
+
+[tenants.plugin_limits]
+max_concurrency = 1024
+
+[[tenants.plugins]]
+path = "{}/{ECHO}"
+
+[[tenants.plugins]]
+path = "{}/{BROADCAST}"
+"#,
+        plugin_dir.display(),
+        plugin_dir.display()
+    )
+}
+
+/// Writes Switchboard's config and a private copy of the plugins into `dir`; returns the
+/// config's path.
+pub fn write_switchboard_config(programs: &Programs, dir: &Path) -> Result<PathBuf> {
+    let plugin_dir = dir.join("plugins");
+    std::fs::create_dir_all(&plugin_dir)?;
+    std::fs::copy(&programs.echo_wasm, plugin_dir.join(ECHO))
+        .with_context(|| format!("cannot copy {}", programs.echo_wasm.display()))?;
+    std::fs::copy(&programs.broadcast_wasm, plugin_dir.join(BROADCAST))
+        .with_context(|| format!("cannot copy {}", programs.broadcast_wasm.display()))?;
+    let config = dir.join("switchboard.toml");
+    std::fs::write(&config, switchboard_config(&plugin_dir))?;
+    Ok(config)
+}
+
+/// One running server process.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    process: Guarded,
+    log: PathBuf,
+}
+
+impl Running {
+    /// Starts a fresh process of `server` and waits until it accepts connections.
+    pub async fn start(
+        programs: &Programs,
+        server: Server,
+        dir: &Path,
+        name: &str,
+        http: &reqwest::Client,
+    ) -> Result<Running> {
+        let log = dir.join(format!("{name}.log"));
+        let command = match server {
+            Server::Switchboard => {
+                let mut command = Command::new(&programs.switchboard);
+                command
+                    .arg("serve")
+                    .arg("--config")
+                    .arg(dir.join("switchboard.toml"))
+                    .env_remove("RUST_LOG");
+                command
+            }
+            Server::Bare => {
+                let mut command = Command::new(&programs.bare);
+                command.args([
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--secret",
+                    JWT_SECRET,
+                    "--presence-off",
+                    PRESENCE_OFF_PREFIX,
+                ]);
+                command
+            }
+            Server::Node => {
+                let mut command = Command::new(&programs.node);
+                command.arg(&programs.node_script).args([
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--secret",
+                    JWT_SECRET,
+                    "--presence-off",
+                    PRESENCE_OFF_PREFIX,
+                ]);
+                command
+            }
+        };
+        let (process, addr) = tokio::task::block_in_place(|| spawn_listening(command, name, &log))?;
+        let running = Running { addr, process, log };
+        if server == Server::Switchboard {
+            running.wait_ready(http).await?;
+        }
+        Ok(running)
+    }
+
+    /// Polls `GET /readyz` until it answers 200 (Switchboard: plugins loaded).
+    async fn wait_ready(&self, http: &reqwest::Client) -> Result<()> {
+        let url = format!("http://{}/readyz", self.addr);
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(response) = http.get(&url).send().await
+                && response.status() == reqwest::StatusCode::OK
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "{} not ready within {START_TIMEOUT:?}: {}",
+                    self.process.name(),
+                    tail(&self.log)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// User + system CPU time so far, seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        procstat::sample(self.pid()).cpu_secs
+    }
+
+    /// Resident memory now, KiB.
+    pub fn rss_kib(&self) -> Result<u64> {
+        procstat::rss_kib(self.pid())
+            .ok_or_else(|| anyhow!("{} is gone: {}", self.process.name(), tail(&self.log)))
+    }
+
+    /// Fails if the process has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        match self.process.child_mut().try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(anyhow!(
+                "{} exited with {status}: {}",
+                self.process.name(),
+                tail(&self.log)
+            )),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// SIGTERM and wait; an unclean exit is reported, not fatal (the run's numbers stand).
+    pub fn stop(mut self) {
+        if !tokio::task::block_in_place(|| self.process.stop()) {
+            eprintln!(
+                "    warning: {} did not exit cleanly: {}",
+                self.process.name(),
+                tail(&self.log)
+            );
+        }
+    }
+}

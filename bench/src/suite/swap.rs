@@ -1,0 +1,169 @@
+//! Plugin swap under load: the echo load runs; meanwhile a new build of the `echo` plugin (the
+//! same component with a custom section naming the run, so its bytes differ) is uploaded with
+//! `PUT /api/tenants/default/plugins/echo`. Reports how long the PUT took and the worst reply
+//! latency around it; every request must still get its reply.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use switchboard_bench::stats::percentile;
+
+use crate::client::Clock;
+use crate::echo::{self, Load};
+use crate::results::{Better, Measured};
+use crate::servers::{API_KEY, Running};
+
+/// The knobs of the swap scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct Params {
+    pub load: echo::Params,
+    /// Load before the swap, and after it.
+    pub before: Duration,
+    pub after: Duration,
+}
+
+/// Appends `value` as an unsigned LEB128 number.
+fn leb128(out: &mut Vec<u8>, mut value: usize) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// The component with a custom section (id 0) appended: a different build of the same plugin.
+pub fn rebuilt(component: &[u8], label: &str) -> Vec<u8> {
+    let name = b"switchboard-bench-build";
+    let mut section = Vec::new();
+    leb128(&mut section, name.len());
+    section.extend_from_slice(name);
+    section.extend_from_slice(label.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0);
+    leb128(&mut out, section.len());
+    out.extend_from_slice(&section);
+    out
+}
+
+/// The swap scenario.
+pub async fn run(
+    running: &Running,
+    params: &Params,
+    clock: Clock,
+    http: &reqwest::Client,
+    echo_wasm: &Path,
+    rep: usize,
+) -> Result<Measured> {
+    let component =
+        std::fs::read(echo_wasm).with_context(|| format!("cannot read {}", echo_wasm.display()))?;
+    let label = format!(
+        "rep {rep}, pid {}, {:?}",
+        std::process::id(),
+        Instant::now()
+    );
+    let body = rebuilt(&component, &label);
+    let url = format!("http://{}/api/tenants/default/plugins/echo", running.addr);
+
+    let load = Load::start(running, &params.load, clock).await?;
+    tokio::time::sleep(params.load.warmup).await;
+    load.measure();
+    let started = tokio::time::Instant::now();
+    tokio::time::sleep(params.before).await;
+    let put_started = Instant::now();
+    let response = http
+        .put(&url)
+        .header("authorization", format!("Bearer {API_KEY}"))
+        .body(body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await;
+    let put_ms = put_started.elapsed().as_secs_f64() * 1000.0;
+    let put_outcome = match response {
+        Ok(response) if response.status() == reqwest::StatusCode::OK => None,
+        Ok(response) => Some(format!(
+            "PUT answered {}: {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        )),
+        Err(error) => Some(format!("PUT failed: {error}")),
+    };
+    tokio::time::sleep(params.after).await;
+    load.stop_sending();
+    let seconds = started.elapsed().as_secs_f64();
+    let failed_connects = load.failed_connects;
+    let mut tally = load.finish().await?;
+    tally.latencies_us.sort_unstable();
+
+    let mut measured = Measured::default();
+    measured.push("PUT ms", Better::Lower, put_ms, 1);
+    measured.push(
+        "max reply µs",
+        Better::Lower,
+        tally.latencies_us.last().copied().unwrap_or(0) as f64,
+        0,
+    );
+    measured.push(
+        "p99 µs",
+        Better::Lower,
+        percentile(&tally.latencies_us, 0.99) as f64,
+        0,
+    );
+    measured.push(
+        "msgs/s",
+        Better::Higher,
+        tally.latencies_us.len() as f64 / seconds,
+        0,
+    );
+    echo::record_failures(&mut measured, failed_connects, &tally);
+    if let Some(problem) = put_outcome {
+        measured.fail(1, &problem);
+    } else if let Err(problem) = serving_upload(running, http).await {
+        measured.fail(1, &format!("{problem:#}"));
+    }
+    Ok(measured)
+}
+
+/// Checks that the uploaded `echo` is the one listed, and that it answered calls.
+async fn serving_upload(running: &Running, http: &reqwest::Client) -> Result<()> {
+    let url = format!("http://{}/api/tenants/default/plugins", running.addr);
+    let list: serde_json::Value = http
+        .get(&url)
+        .header("authorization", format!("Bearer {API_KEY}"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let echo = list
+        .as_array()
+        .and_then(|plugins| plugins.iter().find(|plugin| plugin["name"] == "echo"))
+        .with_context(|| format!("no echo plugin listed: {list}"))?;
+    let uploaded = echo["path"]
+        .as_str()
+        .is_some_and(|path| path.starts_with("upload:"));
+    let calls = echo["calls"].as_u64().unwrap_or(0);
+    if !uploaded || calls == 0 {
+        anyhow::bail!("the uploaded echo is not the one serving: {echo}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rebuilt;
+
+    #[test]
+    fn appends_one_custom_section() {
+        let out = rebuilt(b"\0asm", "x");
+        // id 0, size 25 (1 length byte, 23 name bytes, 1 label byte), the name, the label.
+        assert_eq!(&out[..6], b"\0asm\x00\x19");
+        assert_eq!(out[6], 23);
+        assert_eq!(&out[7..30], b"switchboard-bench-build");
+        assert_eq!(&out[30..], b"x");
+    }
+}
