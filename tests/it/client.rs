@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use switchboard::protocol::CloseReason;
 use switchboard_client::{
     Client, ClientError, Config, Event, Liveness, Member, PresenceChange, Reconnect, State,
     TokenSource, TokenTransport,
@@ -668,4 +669,39 @@ async fn a_blackholed_connection_is_found_dead_by_liveness_pings_and_replaced() 
     assert_eq!(client.state(), State::Open);
     assert_eq!(proxy.accepted(), 2);
     client.close().await;
+}
+
+#[tokio::test]
+async fn a_server_close_with_1000_ends_the_client_and_any_other_close_reconnects() {
+    let server = TestServer::default().await;
+    let client = connect(settings(server.ws_url("default"), token("alice"))).await;
+    let mut events = client.events();
+    let close_all = |reason: CloseReason| {
+        for connection in server.node().registry.all() {
+            connection.outbox.close(reason.clone());
+        }
+    };
+
+    // An internal error (1011) is worth another try.
+    close_all(CloseReason::Internal);
+    next_event(&mut events, "reconnecting", is_reconnecting).await;
+    next_event(&mut events, "open again", |event| {
+        matches!(event, Event::State(State::Open))
+    })
+    .await;
+
+    // A normal close from the server is final.
+    close_all(CloseReason::Normal);
+    let closed = next_event(&mut events, "closed", |event| {
+        matches!(event, Event::Closed { .. })
+    })
+    .await;
+    assert!(
+        matches!(closed, Event::Closed { code: 1000, .. }),
+        "{closed:?}"
+    );
+    assert_eq!(client.state(), State::Closed);
+    let later = events_within(&mut events, Duration::from_millis(300)).await;
+    assert!(later.is_empty(), "events after the close: {later:?}");
+    assert!(server.node().registry.is_empty(), "reconnected");
 }
