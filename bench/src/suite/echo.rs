@@ -19,9 +19,28 @@ use crate::client::{self, Clock, Frame, STEP_TIMEOUT, Socket};
 use crate::results::{Better, Measured};
 use crate::servers::{JWT_SECRET, Running};
 
+/// What the load sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// `echo`, answered by an `ack` with the same payload (on Switchboard: the WASM plugin).
+    Echo,
+    /// The built-in `ping` with the same payload, answered by a `pong`.
+    Ping,
+}
+
+impl Request {
+    fn kind(self) -> &'static str {
+        match self {
+            Request::Echo => "echo",
+            Request::Ping => "ping",
+        }
+    }
+}
+
 /// The knobs of the echo load.
 #[derive(Debug, Clone, Copy)]
 pub struct Params {
+    pub request: Request,
     pub connections: usize,
     pub in_flight: usize,
     /// Bytes of the payload as JSON (a string, quotes included).
@@ -92,6 +111,7 @@ impl Load {
                     tasks.spawn(connection(
                         socket,
                         phase.clone(),
+                        params.request,
                         params.in_flight,
                         payload.clone(),
                         clock,
@@ -131,9 +151,10 @@ impl Load {
     }
 }
 
-fn request(id: u64, payload: &str) -> Message {
+fn request_frame(request: Request, id: u64, payload: &str) -> Message {
     Message::text(format!(
-        r#"{{"type":"echo","correlationId":"{id}","payload":{payload}}}"#
+        r#"{{"type":"{}","correlationId":"{id}","payload":{payload}}}"#,
+        request.kind()
     ))
 }
 
@@ -142,6 +163,7 @@ fn request(id: u64, payload: &str) -> Message {
 async fn connection(
     mut socket: Socket,
     phase: Arc<AtomicU8>,
+    request: Request,
     in_flight: usize,
     payload: Arc<str>,
     clock: Clock,
@@ -151,7 +173,11 @@ async fn connection(
     let mut next_id = 0u64;
     for _ in 0..in_flight {
         pending.insert(next_id, clock.now_us());
-        if socket.feed(request(next_id, &payload)).await.is_err() {
+        if socket
+            .feed(request_frame(request, next_id, &payload))
+            .await
+            .is_err()
+        {
             break;
         }
         next_id += 1;
@@ -196,10 +222,15 @@ async fn connection(
         else {
             continue;
         };
-        let good = frame.kind == "ack"
-            && frame
-                .payload
-                .is_some_and(|reply| reply.get().len() == payload.len());
+        let good = match request {
+            Request::Echo => {
+                frame.kind == "ack"
+                    && frame
+                        .payload
+                        .is_some_and(|reply| reply.get().len() == payload.len())
+            }
+            Request::Ping => frame.kind == "pong",
+        };
         if !good {
             tally.failed += 1;
             tally
@@ -210,7 +241,11 @@ async fn connection(
         }
         if phase.load(Ordering::Acquire) != STOP {
             pending.insert(next_id, clock.now_us());
-            if socket.send(request(next_id, &payload)).await.is_err() {
+            if socket
+                .send(request_frame(request, next_id, &payload))
+                .await
+                .is_err()
+            {
                 pending.remove(&next_id);
                 break;
             }
@@ -222,8 +257,21 @@ async fn connection(
     tally
 }
 
-/// The echo scenario.
-pub async fn run(running: &Running, params: &Params, clock: Clock) -> Result<Measured> {
+/// One timed run of the load.
+#[derive(Debug)]
+pub struct Timed {
+    /// Replies in the measured window, per second.
+    pub rate: f64,
+    /// CPU of the server and of this process per reply in the window, µs.
+    pub server_cpu_us: f64,
+    pub loader_cpu_us: f64,
+    /// Sorted latencies of the window's replies.
+    pub tally: Tally,
+    pub failed_connects: u64,
+}
+
+/// Connects, warms up, measures, stops.
+pub async fn timed(running: &Running, params: &Params, clock: Clock) -> Result<Timed> {
     let load = Load::start(running, params, clock).await?;
     tokio::time::sleep(params.warmup).await;
     let server_before = running.cpu_secs();
@@ -239,15 +287,28 @@ pub async fn run(running: &Running, params: &Params, clock: Clock) -> Result<Mea
     let failed_connects = load.failed_connects;
     let mut tally = load.finish().await?;
     tally.latencies_us.sort_unstable();
-    let replies = tally.latencies_us.len() as f64;
+    let replies = (tally.latencies_us.len() as f64).max(1.0);
+    Ok(Timed {
+        rate: tally.latencies_us.len() as f64 / seconds,
+        server_cpu_us: server_cpu * 1e6 / replies,
+        loader_cpu_us: loader_cpu * 1e6 / replies,
+        tally,
+        failed_connects,
+    })
+}
+
+/// The echo scenario.
+pub async fn run(running: &Running, params: &Params, clock: Clock) -> Result<Measured> {
+    let Timed {
+        rate,
+        server_cpu_us,
+        loader_cpu_us,
+        tally,
+        failed_connects,
+    } = timed(running, params, clock).await?;
     let mut measured = Measured::default();
-    measured.push("msgs/s", Better::Higher, replies / seconds, 0);
-    measured.push(
-        "server CPU µs/msg",
-        Better::Lower,
-        server_cpu * 1e6 / replies.max(1.0),
-        2,
-    );
+    measured.push("msgs/s", Better::Higher, rate, 0);
+    measured.push("server CPU µs/msg", Better::Lower, server_cpu_us, 2);
     measured.push(
         "p50 µs",
         Better::Lower,
@@ -266,12 +327,7 @@ pub async fn run(running: &Running, params: &Params, clock: Clock) -> Result<Mea
         percentile(&tally.latencies_us, 0.999) as f64,
         0,
     );
-    measured.push(
-        "loader CPU µs/msg",
-        Better::Neither,
-        loader_cpu * 1e6 / replies.max(1.0),
-        2,
-    );
+    measured.push("loader CPU µs/msg", Better::Neither, loader_cpu_us, 2);
     record_failures(&mut measured, failed_connects, &tally);
     Ok(measured)
 }

@@ -1,6 +1,8 @@
 //! Plugin hop: on one connection, strictly one request at a time, alternating `echo` (through
 //! the WASM plugin on Switchboard) and the built-in `ping` with the same payload; the difference
-//! of their median round trips is what the plugin adds.
+//! of their median round trips is what the plugin adds. Then the same pipelined load of each
+//! (as in the echo scenario): the difference of the server's CPU per message is what the hop
+//! costs in CPU, a steadier figure than latency on a shared machine.
 
 use std::time::Duration;
 
@@ -8,6 +10,7 @@ use anyhow::Result;
 use switchboard_bench::stats::percentile;
 
 use crate::client::{self, Clock};
+use crate::echo::{self, Request};
 use crate::results::{Better, Measured};
 use crate::servers::{JWT_SECRET, Running};
 
@@ -17,6 +20,8 @@ pub struct Params {
     pub samples: usize,
     pub warmup: usize,
     pub payload_bytes: usize,
+    /// The pipelined loads (its `request` is set for each).
+    pub load: echo::Params,
 }
 
 /// The hop scenario.
@@ -76,5 +81,18 @@ pub async fn run(running: &Running, params: &Params, clock: Clock) -> Result<Mea
         failed,
         &format!("failed requests ({})", note.unwrap_or_default()),
     );
+    let mut cpu = [0.0; 2];
+    for (slot, request) in cpu.iter_mut().zip([Request::Echo, Request::Ping]) {
+        let load = echo::Params {
+            request,
+            ..params.load
+        };
+        let timed = echo::timed(running, &load, clock).await?;
+        *slot = timed.server_cpu_us;
+        echo::record_failures(&mut measured, timed.failed_connects, &timed.tally);
+    }
+    measured.push("hop CPU µs/msg", Better::Lower, cpu[0] - cpu[1], 2);
+    measured.push("echo CPU µs/msg", Better::Lower, cpu[0], 2);
+    measured.push("ping CPU µs/msg", Better::Lower, cpu[1], 2);
     Ok(measured)
 }

@@ -168,6 +168,7 @@ impl Plan {
             Duration::from_secs(2)
         };
         let echo = echo::Params {
+            request: echo::Request::Echo,
             connections: pick(args.echo_connections, 50, 5),
             in_flight: pick(args.echo_in_flight, 8, 2),
             payload_bytes: args.payload_bytes,
@@ -236,7 +237,6 @@ impl Plan {
                 parallel: pick(args.handshake_parallel, 32, 4),
                 warmup: warmup / 2,
                 measure,
-                max_handshakes: if smoke { 5_000 } else { 100_000 },
             },
             churn: churn::Params {
                 workers: pick(args.churn_workers, 16, 4),
@@ -248,9 +248,14 @@ impl Plan {
                 samples: pick(args.hop_samples, 5000, 100),
                 warmup: if smoke { 20 } else { 500 },
                 payload_bytes: args.payload_bytes,
+                load: echo::Params {
+                    measure: measure.mul_f64(0.6),
+                    ..echo
+                },
             },
             swap: swap::Params {
                 load: echo::Params {
+                    request: echo::Request::Echo,
                     connections: if smoke { 4 } else { 20 },
                     in_flight: if smoke { 2 } else { 4 },
                     payload_bytes: args.payload_bytes,
