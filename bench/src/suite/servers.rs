@@ -172,8 +172,24 @@ impl Programs {
             .ok()
             .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
             .unwrap_or_else(|| "unknown".to_owned());
+        let git = |args: &[&str]| {
+            Command::new("git")
+                .arg("-C")
+                .arg(&self.repo)
+                .args(args)
+                .output()
+                .ok()
+                .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+                .unwrap_or_default()
+        };
+        let commit = git(&["rev-parse", "--short", "HEAD"]);
+        let dirty = if git(&["status", "--porcelain", "runtime", "sdk", "plugins"]).is_empty() {
+            ""
+        } else {
+            " (with uncommitted changes in runtime/, sdk/ or plugins/)"
+        };
         format!(
-            "node {node} with ws 8.23.0; plugins from {}",
+            "tree at {commit}{dirty}; node {node} with ws 8.23.0; plugins from {}",
             self.echo_wasm
                 .parent()
                 .map_or_else(String::new, |dir| dir.display().to_string())
