@@ -217,7 +217,7 @@ impl LocalDelivery for Node {
             ConnCommand::Close(code, reason) => {
                 conn.outbox.close(CloseReason::Custom(code, reason))
             }
-            ConnCommand::Attach(data) => *conn.attachment.lock() = Some(data),
+            ConnCommand::Attach(data) => conn.set_attachment(data),
             ConnCommand::Join(channel) => self.spawn_membership(conn, channel, true),
             ConnCommand::Leave(channel) => self.spawn_membership(conn, channel, false),
         }

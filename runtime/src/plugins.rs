@@ -22,7 +22,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use wasmtime::component::{HasSelf, Linker};
 
-use bindings::{ConnInfo, Hooks, Message, Plugin};
+use bindings::{Hooks, Message, Plugin};
 use host_api::{HostState, PluginEnv};
 use pool::{Answer, Call, CallError, LoadError, LoadedPlugin};
 
@@ -102,18 +102,6 @@ fn linker() -> Result<&'static Linker<HostState>, String> {
         })
         .as_ref()
         .map_err(Clone::clone)
-}
-
-/// Builds the `conn-info` a plugin sees.
-pub fn conn_info(conn: &ConnHandle) -> ConnInfo {
-    ConnInfo {
-        id: conn.id.to_string(),
-        user_id: conn.user_id.to_string(),
-        tenant: conn.tenant.name.to_string(),
-        claims_json: conn.claims_json.clone(),
-        attachment: conn.attachment.lock().clone(),
-        connected_at_ms: conn.connected_at_ms,
-    }
 }
 
 impl Plugins {
@@ -260,7 +248,7 @@ impl Plugins {
         else {
             return Routed::Unrouted;
         };
-        let info = conn_info(conn);
+        let info = conn.plugin_view();
         match plugin.call(Call::Message(&info, &message), false).await {
             Ok(Answer::Message(result)) => Routed::Answered(result),
             Ok(_) => Routed::Failed(CallError::Trapped("unexpected answer".to_owned())),
@@ -273,13 +261,11 @@ impl Plugins {
         let Some(routes) = self.routes(&conn.tenant.name) else {
             return Ok(());
         };
-        let info = conn_info(conn);
         let channel = channel.to_owned();
+        let mut info = None;
         for plugin in routes.with_hook(Hooks::AUTHORIZE_JOIN) {
-            match plugin
-                .call(Call::AuthorizeJoin(&info, &channel), true)
-                .await
-            {
+            let info = info.get_or_insert_with(|| conn.plugin_view());
+            match plugin.call(Call::AuthorizeJoin(info, &channel), true).await {
                 Ok(Answer::Authorized(true)) => {}
                 Ok(_) => return Err(format!("`{}` refused the join", plugin.name())),
                 // Fail closed: a plugin that cannot answer does not let anyone in.
@@ -299,9 +285,11 @@ impl Plugins {
         let Some(routes) = self.routes(&conn.tenant.name) else {
             return;
         };
-        let info = conn_info(conn);
+        // Built only when a plugin has the hook (it stays cached on the connection).
+        let mut info = None;
         for plugin in routes.with_hook(Hooks::ON_CONNECT) {
-            let _ = plugin.call(Call::Connect(&info), true).await;
+            let info = info.get_or_insert_with(|| conn.plugin_view());
+            let _ = plugin.call(Call::Connect(info), true).await;
         }
     }
 
@@ -310,7 +298,7 @@ impl Plugins {
         let Some(routes) = self.routes(&conn.tenant.name) else {
             return;
         };
-        let info = conn_info(conn);
+        let info = conn.plugin_view();
         for plugin in routes.with_hook(Hooks::ON_DISCONNECT) {
             let _ = plugin.call(Call::Disconnect(&info, code), true).await;
         }

@@ -602,6 +602,35 @@ async fn lifecycle_hooks_fire_for_connects_every_kind_of_drop_and_ticks() {
 }
 
 #[tokio::test]
+async fn a_plugin_sees_the_attachment_it_set_on_every_later_call() {
+    let server = server_with(&["lifecycle"], "").await;
+    let mut watcher = Client::connect(&server, "default", "watcher").await;
+    watcher.join("audit").await;
+    let mut alice = Client::connect(&server, "default", "alice").await;
+    let mut bob = Client::connect(&server, "default", "bob").await;
+    let attach = |text: &'static str| json!({"type": "lifecycle:attach", "payload": text});
+    // Each call sees what the previous one stored, on its own connection only.
+    for (before, text) in [
+        (json!(null), "one"),
+        (json!("one"), "two"),
+        (json!("two"), "three"),
+    ] {
+        let reply = alice.request(attach(text)).await;
+        assert_eq!(reply["payload"], json!({"seen": before}), "{reply}");
+    }
+    let reply = bob.request(attach("bob's")).await;
+    assert_eq!(reply["payload"], json!({"seen": null}), "{reply}");
+    alice.close().await;
+    let event = loop {
+        let event = next_audit(&mut watcher, "disconnect").await;
+        if event["userId"] == "alice" {
+            break event;
+        }
+    };
+    assert_eq!(event["attachment"], "three", "{event}");
+}
+
+#[tokio::test]
 async fn on_disconnect_runs_when_the_heartbeat_gives_up() {
     let global = "[heartbeat]\ninterval = \"200ms\"\ntimeout = \"300ms\"\n";
     let server = TestServer::start(&config(

@@ -172,19 +172,13 @@ impl Accepted {
         let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         let node = self.node;
         let id = node.next_conn_id();
-        let conn = Arc::new(ConnHandle {
-            outbox: crate::outbox::Outbox::new(
-                limits.outbound_queue_messages,
-                limits.outbound_queue_bytes,
-            ),
+        let conn = Arc::new(ConnHandle::new(
             id,
-            tenant: self.tenant.clone(),
-            user_id: self.user_id,
-            claims_json: self.claims_json,
-            attachment: Default::default(),
-            rooms: Default::default(),
-            connected_at_ms: crate::clock::unix_millis(),
-        });
+            self.tenant.clone(),
+            self.user_id,
+            self.claims_json,
+            crate::clock::unix_millis(),
+        ));
         let config = &node.config;
         conn.outbox.push(protocol::welcome(
             conn.id.as_str(),
