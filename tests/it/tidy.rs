@@ -22,7 +22,9 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_rust_file_starts_with_a_module_doc_line() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
-    for dir in ["runtime", "sdk", "tests", "plugins", "examples", "bench", "clients"] {
+    for dir in [
+        "runtime", "sdk", "tests", "plugins", "examples", "bench", "clients",
+    ] {
         rust_files(&root.join(dir), &mut files);
     }
     assert!(files.len() > 20, "found only {} files", files.len());
