@@ -59,7 +59,7 @@ pub async fn run(running: &Running, params: &Params, clock: Clock) -> Result<Mea
     let mut measured = Measured::default();
     measured.push(
         "hop p50 µs",
-        Better::Lower,
+        Better::LowerNoRatio,
         echo_p50 as f64 - ping_p50 as f64,
         1,
     );
@@ -91,7 +91,7 @@ pub async fn run(running: &Running, params: &Params, clock: Clock) -> Result<Mea
         *slot = timed.server_cpu_us;
         echo::record_failures(&mut measured, timed.failed_connects, &timed.tally);
     }
-    measured.push("hop CPU µs/msg", Better::Lower, cpu[0] - cpu[1], 2);
+    measured.push("hop CPU µs/msg", Better::LowerNoRatio, cpu[0] - cpu[1], 2);
     measured.push("echo CPU µs/msg", Better::Lower, cpu[0], 2);
     measured.push("ping CPU µs/msg", Better::Lower, cpu[1], 2);
     Ok(measured)

@@ -12,6 +12,8 @@ use crate::servers::Server;
 pub enum Better {
     Higher,
     Lower,
+    /// Lower is better, and the value is a difference (near zero for a baseline): no ratio.
+    LowerNoRatio,
     /// Context only (e.g. the loader's own CPU).
     Neither,
 }
@@ -146,7 +148,7 @@ pub fn summary(records: &[Record]) -> String {
         for value in &first.measured.values {
             let arrow = match value.better {
                 Better::Higher => " ↑",
-                Better::Lower => " ↓",
+                Better::Lower | Better::LowerNoRatio => " ↓",
                 Better::Neither => "",
             };
             let cell = |server| {
@@ -157,7 +159,7 @@ pub fn summary(records: &[Record]) -> String {
             };
             let ratio = |other| {
                 let ratio = ratio_of(records, &case, other, value.metric);
-                if ratio.is_nan() {
+                if ratio.is_nan() || value.better == Better::LowerNoRatio {
                     "–".to_owned()
                 } else {
                     format!("{ratio:.2}×")
@@ -194,6 +196,9 @@ pub struct Target {
     pub what: String,
     pub measured: String,
     pub met: Option<bool>,
+    /// For throughput ratios: the same ratio by server CPU per message (the other server's CPU
+    /// per message ÷ Switchboard's, per repetition, median), steadier on a shared machine.
+    pub by_cpu: Option<(f64, bool)>,
 }
 
 /// The targets, checked against the medians.
@@ -203,6 +208,21 @@ pub fn targets(records: &[Record], idle_max_case: Option<&str>) -> Vec<Target> {
     let ratio_target = |what: &str, case: &str, metric: &str, other: Server, at_least: f64| {
         present(case).then(|| {
             let ratio = ratio_of(records, case, other, metric);
+            let cpu_metric = records
+                .iter()
+                .find(|r| r.case == case)
+                .and_then(|r| {
+                    r.measured
+                        .values
+                        .iter()
+                        .find(|v| v.metric.starts_with("server CPU"))
+                })
+                .map(|v| v.metric);
+            // Efficiency: theirs ÷ ours, so above 1 means Switchboard spends less.
+            let by_cpu = cpu_metric
+                .map(|cpu| 1.0 / ratio_of(records, case, other, cpu))
+                .filter(|ratio| ratio.is_finite())
+                .map(|ratio| (ratio, ratio >= at_least));
             Target {
                 what: format!("{what} ≥ {at_least}× {}", other.label()),
                 measured: if ratio.is_nan() {
@@ -211,6 +231,7 @@ pub fn targets(records: &[Record], idle_max_case: Option<&str>) -> Vec<Target> {
                     format!("{ratio:.2}×")
                 },
                 met: (!ratio.is_nan()).then_some(ratio >= at_least),
+                by_cpu,
             }
         })
     };
@@ -221,6 +242,7 @@ pub fn targets(records: &[Record], idle_max_case: Option<&str>) -> Vec<Target> {
                 what: format!("{what} ≤ {at_most} {unit}"),
                 measured: format!("{value:.2} {unit}"),
                 met: (!value.is_nan()).then_some(value <= at_most),
+                by_cpu: None,
             }
         })
     };
@@ -229,6 +251,7 @@ pub fn targets(records: &[Record], idle_max_case: Option<&str>) -> Vec<Target> {
             what: what.to_owned(),
             measured: failed.to_string(),
             met: Some(failed == 0),
+            by_cpu: None,
         })
     };
     targets.extend(ratio_target(
@@ -300,6 +323,7 @@ pub fn targets(records: &[Record], idle_max_case: Option<&str>) -> Vec<Target> {
             what: "churn: RSS back to its baseline (settled growth ≤ 1024 KiB)".to_owned(),
             measured: format!("{growth:.0} KiB"),
             met: (!growth.is_nan()).then_some(growth <= 1024.0),
+            by_cpu: None,
         });
     }
     targets
@@ -307,14 +331,25 @@ pub fn targets(records: &[Record], idle_max_case: Option<&str>) -> Vec<Target> {
 
 /// The targets as a table.
 pub fn targets_table(targets: &[Target]) -> String {
-    let mut out = String::from("| target | measured (median) | met |\n|---|---:|---|\n");
+    let mut out = String::from(
+        "| target | measured (median) | met | by server CPU per message |\n|---|---:|---|---|\n",
+    );
+    let verdict = |met: Option<bool>| match met {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "n/a",
+    };
     for target in targets {
-        let met = match target.met {
-            Some(true) => "yes",
-            Some(false) => "**no**",
-            None => "n/a",
-        };
-        let _ = writeln!(out, "| {} | {} | {met} |", target.what, target.measured);
+        let by_cpu = target.by_cpu.map_or(String::new(), |(ratio, met)| {
+            format!("{ratio:.2}×, {}", verdict(Some(met)))
+        });
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {by_cpu} |",
+            target.what,
+            target.measured,
+            verdict(target.met)
+        );
     }
     out
 }
