@@ -414,10 +414,20 @@ async fn suite(args: Args) -> Result<()> {
         args.node.clone(),
     )?;
     programs.prepare(&plan.servers)?;
+    eprintln!(
+        "switchboard: {}; plugins: {}",
+        programs.switchboard.display(),
+        programs
+            .echo_wasm
+            .parent()
+            .map_or_else(String::new, |dir| dir.display().to_string())
+    );
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("warning: cannot raise the open files limit: {error}");
     }
     let dir = ScratchDir::new("switchboard-suite", args.keep_logs)?;
+    // Private copies: a rebuild during the run must not change what is measured.
+    let programs = programs.copied_into(dir.path())?;
     servers::write_switchboard_config(&programs, dir.path())?;
     let env = Env {
         programs,
@@ -431,7 +441,6 @@ async fn suite(args: Args) -> Result<()> {
     };
     let machine = machine::describe();
     eprintln!("machine: {machine}");
-    eprintln!("switchboard: {}", env.programs.switchboard.display());
 
     let units = plan.units();
     let mut records: Vec<Record> = Vec::new();

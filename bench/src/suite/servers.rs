@@ -164,6 +164,30 @@ impl Programs {
         Ok(())
     }
 
+    /// Copies the binaries and the plugins into `dir`, so that a rebuild while the suite runs
+    /// does not change what it measures; returns the programs pointing at the copies.
+    pub fn copied_into(self, dir: &Path) -> Result<Programs> {
+        let copy = |from: &Path| -> Result<PathBuf> {
+            if !from.exists() {
+                // Not needed by the selected servers (`prepare` checked the others).
+                return Ok(from.to_path_buf());
+            }
+            let name = from
+                .file_name()
+                .context("a program path without a file name")?;
+            let to = dir.join(name);
+            std::fs::copy(from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
+            Ok(to)
+        };
+        Ok(Programs {
+            switchboard: copy(&self.switchboard)?,
+            bare: copy(&self.bare)?,
+            echo_wasm: copy(&self.echo_wasm)?,
+            broadcast_wasm: copy(&self.broadcast_wasm)?,
+            ..self
+        })
+    }
+
     /// Versions of the programs, for the report.
     pub fn describe(&self) -> String {
         let node = Command::new(&self.node)
@@ -188,12 +212,7 @@ impl Programs {
         } else {
             " (with uncommitted changes in runtime/, sdk/ or plugins/)"
         };
-        format!(
-            "tree at {commit}{dirty}; node {node} with ws 8.23.0; plugins from {}",
-            self.echo_wasm
-                .parent()
-                .map_or_else(String::new, |dir| dir.display().to_string())
-        )
+        format!("switchboard built from the tree at {commit}{dirty}; node {node} with ws 8.23.0")
     }
 }
 
