@@ -84,9 +84,16 @@ where
     // A write that cannot finish within this time means the peer stopped reading.
     let write_timeout = config.heartbeat_interval + config.heartbeat_timeout;
 
+    // One timer for the connection's life, moved only when the heartbeat's deadline moves: a
+    // fresh `sleep_until` per wake-up would register and cancel a timer for every message.
+    let heartbeat_timer = sleep_until(heartbeat.next_deadline());
+    tokio::pin!(heartbeat_timer);
     // The welcome was queued before the connection was registered, so it goes first.
     loop {
         let deadline = heartbeat.next_deadline();
+        if heartbeat_timer.deadline() != deadline {
+            heartbeat_timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             biased;
             () = conn.outbox.ready() => {
@@ -129,7 +136,7 @@ where
                     }
                 }
             }
-            () = sleep_until(deadline) => match heartbeat.poll(Instant::now()) {
+            () = &mut heartbeat_timer => match heartbeat.poll(Instant::now()) {
                 HeartbeatAction::SendPing => {
                     let ping = socket.send(Message::Ping(Bytes::new()));
                     if !matches!(timeout(write_timeout, ping).await, Ok(Ok(()))) {
