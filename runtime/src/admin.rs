@@ -149,6 +149,8 @@ fn plugin_json(plugin: &LoadedPlugin) -> serde_json::Value {
         "sha256": plugin.sha256,
         "path": plugin.path.display().to_string(),
         "loadedAtMs": plugin.loaded_at_ms,
+        "compileMs": plugin.load_time.compile.as_secs_f64() * 1000.0,
+        "loadMs": plugin.load_time.total.as_secs_f64() * 1000.0,
         "calls": plugin.calls.load(std::sync::atomic::Ordering::Relaxed),
         "errors": plugin.errors.load(std::sync::atomic::Ordering::Relaxed),
     })
@@ -253,7 +255,14 @@ async fn upload(
     }
     match node.plugins.replace(node, &tenant.name, loaded.clone()) {
         Ok(()) => {
-            tracing::info!(tenant = %tenant.name, plugin = name, version = %loaded.manifest.version, "plugin swapped in");
+            tracing::info!(
+                tenant = %tenant.name,
+                plugin = name,
+                version = %loaded.manifest.version,
+                compile_ms = loaded.load_time.compile.as_millis() as u64,
+                load_ms = loaded.load_time.total.as_millis() as u64,
+                "plugin swapped in"
+            );
             json_ok(StatusCode::OK, plugin_json(&loaded).to_string())
         }
         Err(message) => {

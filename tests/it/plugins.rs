@@ -441,6 +441,9 @@ async fn the_plugin_api_lists_and_refuses_bad_uploads_keeping_the_old_version() 
     assert_eq!(greeter["version"], "1.0.0");
     assert_eq!(greeter["types"], json!(["greet"]));
     assert_eq!(greeter["sha256"].as_str().map(str::len), Some(64));
+    let compile_ms = greeter["compileMs"].as_f64().expect("compileMs");
+    let load_ms = greeter["loadMs"].as_f64().expect("loadMs");
+    assert!(compile_ms > 0.0 && load_ms >= compile_ms, "{greeter}");
 
     // Not a component: 422, and version 1 keeps answering.
     let (status, body) = put_plugin(&server, "greeter", Some(&key), b"garbage".to_vec()).await;

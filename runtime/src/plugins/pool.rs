@@ -44,6 +44,15 @@ pub enum LoadError {
     },
 }
 
+/// Where a load's time went: compiling dominates, and happens while the old version serves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadTime {
+    /// Compiling the component to native code.
+    pub compile: std::time::Duration,
+    /// Everything: compile, link, instantiate, `describe` and `init`.
+    pub total: std::time::Duration,
+}
+
 /// Why a call did not produce an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
@@ -97,6 +106,8 @@ pub struct LoadedPlugin {
     pub path: PathBuf,
     /// Unix milliseconds at load.
     pub loaded_at_ms: u64,
+    /// How long compiling the component took, and the whole load (compile, link, validate).
+    pub load_time: LoadTime,
     /// Calls made.
     pub calls: AtomicU64,
     /// Calls that trapped or timed out.
@@ -167,6 +178,7 @@ impl LoadedPlugin {
             path: shown.clone(),
             message: format!("{error:#}"),
         };
+        let started = std::time::Instant::now();
         let sha256 = hex(&sha2::Sha256::digest(&bytes));
         let compile_engine = engine.clone();
         let component =
@@ -177,6 +189,7 @@ impl LoadedPlugin {
                     message: error.to_string(),
                 })?
                 .map_err(invalid)?;
+        let compiled = started.elapsed();
         let pre = linker
             .instantiate_pre(&component)
             .and_then(PluginPre::new)
@@ -220,6 +233,10 @@ impl LoadedPlugin {
             sha256,
             path,
             loaded_at_ms,
+            load_time: LoadTime {
+                compile: compiled,
+                total: started.elapsed(),
+            },
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             engine: engine.clone(),
