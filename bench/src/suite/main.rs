@@ -78,6 +78,10 @@ struct Args {
     /// The bare-server binary [default: next to this binary]
     #[arg(long)]
     bare: Option<PathBuf>,
+    /// A second switchboard binary (e.g. built before an optimisation), run as server `before`
+    /// alongside the others in every repetition: the table gets a `sb ÷ before` column
+    #[arg(long)]
+    before: Option<PathBuf>,
     /// The Node program.
     #[arg(long, default_value = "node")]
     node: String,
@@ -202,13 +206,16 @@ impl Plan {
         if counts.windows(2).any(|pair| pair[0] >= pair[1]) {
             bail!("--idle-counts must be ascending");
         }
-        let servers = if !args.server.is_empty() {
+        let mut servers = if !args.server.is_empty() {
             args.server.clone()
         } else if smoke {
             vec![Server::Switchboard, Server::Bare]
         } else {
             Server::ALL.to_vec()
         };
+        if args.before.is_some() && !servers.contains(&Server::Before) {
+            servers.insert(1, Server::Before);
+        }
         Ok(Plan {
             reps: pick(args.reps, 3, 1).max(1),
             scenarios: if args.only.is_empty() {
@@ -329,7 +336,7 @@ impl Unit {
             .copied()
             .filter(|server| match self {
                 Unit::Hop => *server != Server::Node,
-                Unit::Swap => *server == Server::Switchboard,
+                Unit::Swap => matches!(server, Server::Switchboard | Server::Before),
                 _ => true,
             })
             .collect()
@@ -411,6 +418,7 @@ async fn suite(args: Args) -> Result<()> {
         repo,
         args.switchboard.clone(),
         args.bare.clone(),
+        args.before.clone(),
         args.node.clone(),
     )?;
     programs.prepare(&plan.servers)?;
@@ -437,7 +445,13 @@ async fn suite(args: Args) -> Result<()> {
             .build()
             .context("cannot build the HTTP client")?,
         clock: Clock::new(),
-        exe: std::env::current_exe().context("cannot find this binary")?,
+        // `/proc/self/exe` still runs this binary if a rebuild replaced the file meanwhile.
+        exe: ["/proc/self/exe"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|path| path.exists())
+            .map_or_else(std::env::current_exe, Ok)
+            .context("cannot find this binary")?,
     };
     let machine = machine::describe();
     eprintln!("machine: {machine}");
@@ -571,10 +585,15 @@ fn main() -> Result<()> {
         match cli.command {
             Some(Command::IdleWorker(worker)) => idle::worker(worker).await,
             None => {
-                // On Ctrl-C the suite's future is dropped, and with it every process guard.
+                // On Ctrl-C or SIGTERM the suite's future is dropped, and with it every process
+                // guard (servers and workers are stopped) and the scratch folder.
+                let mut terminate =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .context("cannot listen for SIGTERM")?;
                 tokio::select! {
                     result = suite(cli.args) => result,
                     _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+                    _ = terminate.recv() => Err(anyhow!("terminated")),
                 }
             }
         }

@@ -136,11 +136,25 @@ fn failures_of(records: &[Record], case: &str, server: Server) -> Option<u64> {
     (!runs.is_empty()).then(|| runs.iter().map(|r| r.measured.failures).sum())
 }
 
-/// The summary table: per case and metric, medians per server and Switchboard's ratios.
+/// The summary table: per case and metric, medians per server and Switchboard's ratios to
+/// each other server that ran.
 pub fn summary(records: &[Record]) -> String {
-    let mut out = String::new();
-    out.push_str("| case | metric | switchboard | bare | node | sb ÷ bare | sb ÷ node |\n");
-    out.push_str("|---|---|---:|---:|---:|---:|---:|\n");
+    let others: Vec<Server> = [Server::Before, Server::Bare, Server::Node]
+        .into_iter()
+        .filter(|server| records.iter().any(|r| r.server == *server))
+        .collect();
+    let mut servers = vec![Server::Switchboard];
+    servers.extend(&others);
+    let mut out = String::from("| case | metric |");
+    for server in &servers {
+        let _ = write!(out, " {} |", server.label());
+    }
+    for other in &others {
+        let _ = write!(out, " sb ÷ {} |", other.label());
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---:|".repeat(servers.len() + others.len()));
+    out.push('\n');
     for case in cases(records) {
         let Some(first) = records.iter().find(|r| r.case == case) else {
             continue;
@@ -151,41 +165,29 @@ pub fn summary(records: &[Record]) -> String {
                 Better::Lower | Better::LowerNoRatio => " ↓",
                 Better::Neither => "",
             };
-            let cell = |server| {
-                format_value(
-                    median_of(records, &case, server, value.metric),
-                    value.decimals,
-                )
-            };
-            let ratio = |other| {
-                let ratio = ratio_of(records, &case, other, value.metric);
+            let _ = write!(out, "| {case} | {}{arrow} |", value.metric);
+            for server in &servers {
+                let median = median_of(records, &case, *server, value.metric);
+                let _ = write!(out, " {} |", format_value(median, value.decimals));
+            }
+            for other in &others {
+                let ratio = ratio_of(records, &case, *other, value.metric);
                 if ratio.is_nan() || value.better == Better::LowerNoRatio {
-                    "–".to_owned()
+                    out.push_str(" – |");
                 } else {
-                    format!("{ratio:.2}×")
+                    let _ = write!(out, " {ratio:.2}× |");
                 }
-            };
-            let _ = writeln!(
-                out,
-                "| {case} | {}{arrow} | {} | {} | {} | {} | {} |",
-                value.metric,
-                cell(Server::Switchboard),
-                cell(Server::Bare),
-                cell(Server::Node),
-                ratio(Server::Bare),
-                ratio(Server::Node),
-            );
+            }
+            out.push('\n');
         }
-        let failures = |server| {
-            failures_of(records, &case, server).map_or("–".to_owned(), |n| n.to_string())
-        };
-        let _ = writeln!(
-            out,
-            "| {case} | failures (sum, must be 0) | {} | {} | {} | | |",
-            failures(Server::Switchboard),
-            failures(Server::Bare),
-            failures(Server::Node),
-        );
+        let _ = write!(out, "| {case} | failures (sum, must be 0) |");
+        for server in &servers {
+            let failures =
+                failures_of(records, &case, *server).map_or("–".to_owned(), |n| n.to_string());
+            let _ = write!(out, " {failures} |");
+        }
+        out.push_str(&" |".repeat(others.len()));
+        out.push('\n');
     }
     out
 }

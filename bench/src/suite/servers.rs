@@ -27,6 +27,9 @@ pub enum Server {
     Bare,
     /// `server.mjs`: Node's `ws`.
     Node,
+    /// A second Switchboard binary (`--before PATH`, e.g. built before an optimisation), run
+    /// with the same config: the table gets a `sb ÷ before` column.
+    Before,
 }
 
 impl Server {
@@ -37,6 +40,7 @@ impl Server {
             Server::Switchboard => "switchboard",
             Server::Bare => "bare",
             Server::Node => "node",
+            Server::Before => "before",
         }
     }
 }
@@ -47,6 +51,8 @@ pub struct Programs {
     pub repo: PathBuf,
     pub switchboard: PathBuf,
     pub bare: PathBuf,
+    /// The `before` Switchboard binary, when comparing two.
+    pub before: Option<PathBuf>,
     pub node: String,
     pub node_script: PathBuf,
     /// The plugins as built (copied next to the config before use).
@@ -84,6 +90,7 @@ impl Programs {
         repo: PathBuf,
         switchboard: Option<PathBuf>,
         bare: Option<PathBuf>,
+        before: Option<PathBuf>,
         node: String,
     ) -> Result<Self> {
         let sibling = |name: &str| {
@@ -101,6 +108,7 @@ impl Programs {
         Ok(Programs {
             switchboard: switchboard.unwrap_or_else(|| sibling("switchboard")),
             bare: bare.unwrap_or_else(|| sibling("bare-server")),
+            before,
             node,
             node_script: repo.join("bench/baselines/node-ws/server.mjs"),
             echo_wasm: plugin_dir.join(ECHO),
@@ -123,7 +131,12 @@ impl Programs {
                 );
             }
         }
-        if servers.contains(&Server::Switchboard)
+        if let Some(before) = &self.before
+            && !before.exists()
+        {
+            bail!("--before {} not found", before.display());
+        }
+        if (servers.contains(&Server::Switchboard) || servers.contains(&Server::Before))
             && !(self.echo_wasm.exists() && self.broadcast_wasm.exists())
         {
             eprintln!("building the plugins (wasm32-wasip2, release) into plugins/target");
@@ -167,23 +180,25 @@ impl Programs {
     /// Copies the binaries and the plugins into `dir`, so that a rebuild while the suite runs
     /// does not change what it measures; returns the programs pointing at the copies.
     pub fn copied_into(self, dir: &Path) -> Result<Programs> {
-        let copy = |from: &Path| -> Result<PathBuf> {
+        let copy = |from: &Path, name: &str| -> Result<PathBuf> {
             if !from.exists() {
                 // Not needed by the selected servers (`prepare` checked the others).
                 return Ok(from.to_path_buf());
             }
-            let name = from
-                .file_name()
-                .context("a program path without a file name")?;
             let to = dir.join(name);
             std::fs::copy(from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
             Ok(to)
         };
         Ok(Programs {
-            switchboard: copy(&self.switchboard)?,
-            bare: copy(&self.bare)?,
-            echo_wasm: copy(&self.echo_wasm)?,
-            broadcast_wasm: copy(&self.broadcast_wasm)?,
+            switchboard: copy(&self.switchboard, "switchboard")?,
+            bare: copy(&self.bare, "bare-server")?,
+            before: self
+                .before
+                .as_deref()
+                .map(|before| copy(before, "switchboard-before"))
+                .transpose()?,
+            echo_wasm: copy(&self.echo_wasm, ECHO)?,
+            broadcast_wasm: copy(&self.broadcast_wasm, BROADCAST)?,
             ..self
         })
     }
@@ -288,8 +303,13 @@ impl Running {
     ) -> Result<Running> {
         let log = dir.join(format!("{name}.log"));
         let command = match server {
-            Server::Switchboard => {
-                let mut command = Command::new(&programs.switchboard);
+            Server::Switchboard | Server::Before => {
+                let binary = match (server, &programs.before) {
+                    (Server::Before, Some(before)) => before,
+                    (Server::Before, None) => bail!("the `before` server needs --before PATH"),
+                    _ => &programs.switchboard,
+                };
+                let mut command = Command::new(binary);
                 command
                     .arg("serve")
                     .arg("--config")
@@ -324,7 +344,7 @@ impl Running {
         };
         let (process, addr) = tokio::task::block_in_place(|| spawn_listening(command, name, &log))?;
         let running = Running { addr, process, log };
-        if server == Server::Switchboard {
+        if matches!(server, Server::Switchboard | Server::Before) {
             running.wait_ready(http).await?;
         }
         Ok(running)
