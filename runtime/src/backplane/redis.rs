@@ -69,6 +69,17 @@ impl Track {
     }
 }
 
+/// A channel's counter after [`Shared::raise`].
+#[derive(Debug)]
+struct Raised {
+    /// The counter: the floor when it was raised, else the higher count Redis had.
+    counter: u64,
+    /// The epoch the counter belongs to.
+    epoch: Arc<str>,
+    /// The counter was below the floor and is now at it, with `epoch` new.
+    raised: bool,
+}
+
 /// Counters behind the backplane's metrics.
 #[derive(Debug, Default)]
 struct Stats {
@@ -239,36 +250,43 @@ impl Shared {
         millis(self.config.node_ttl * 3)
     }
 
-    /// The channel's last `seq` and its retained messages.
-    async fn history(&self, room: &RoomKey) -> Result<(u64, Vec<(u64, Frame)>), BackplaneError> {
+    /// What the channel's history can replay after `since`, and the epoch it belongs to
+    /// (`None` for a channel never published to).
+    async fn history_since(
+        &self,
+        room: &RoomKey,
+        since: u64,
+    ) -> Result<(Recovery, Option<Arc<str>>), BackplaneError> {
         let meta = self.keys.room_meta(room);
         let history = self.keys.room_history(room);
-        let (last, entries): (String, Vec<String>) = self
+        let (last, entries, epoch): (String, Vec<String>, String) = self
             .link
             .invoke(&scripts::HISTORY, &[&meta, &history], &[])
             .await?;
         let last = last.parse().unwrap_or(0);
         let retained = entries.into_iter().filter_map(history_entry).collect();
-        Ok((last, retained))
+        let epoch = (!epoch.is_empty()).then(|| Arc::from(epoch));
+        Ok((recovery(last, since, retained), epoch))
     }
 
-    async fn history_since(&self, room: &RoomKey, since: u64) -> Result<Recovery, BackplaneError> {
-        let (last, retained) = self.history(room).await?;
-        Ok(recovery(last, since, retained))
-    }
-
-    /// Raises a room's counter to at least `floor` under a new epoch; returns the counter.
-    async fn raise(&self, room: &RoomKey, floor: u64) -> Result<u64, BackplaneError> {
+    /// Raises a room's counter to at least `floor` under a new epoch, unless it is there.
+    async fn raise(&self, room: &RoomKey, floor: u64) -> Result<Raised, BackplaneError> {
         let meta = self.keys.room_meta(room);
         let history = self.keys.room_history(room);
         let ttl = millis(self.config.node_ttl * 4).to_string();
-        self.link
+        let (counter, epoch, raised): (u64, String, u8) = self
+            .link
             .invoke(
                 &scripts::RAISE,
                 &[&meta, &history],
                 &[&floor.to_string(), &fresh_epoch(), &ttl],
             )
-            .await
+            .await?;
+        Ok(Raised {
+            counter,
+            epoch: Arc::from(epoch),
+            raised: raised == 1,
+        })
     }
 
     /// Records a member in the room's presence hash and the node's room set.
@@ -697,7 +715,7 @@ impl Backplane for RedisBackplane {
             return Ok(unrecovered());
         }
         match shared.history_since(room, since).await {
-            Ok(recovery) => Ok(recovery),
+            Ok((recovery, _)) => Ok(recovery),
             Err(error) => {
                 shared.degrade("history", &error);
                 Ok(unrecovered())

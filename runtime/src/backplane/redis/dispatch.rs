@@ -219,10 +219,10 @@ async fn room_message(
 /// Delivers the retained messages after `last` and before `next`, counting the outcome.
 async fn fill_gap(shared: &Shared, room: &RoomKey, last: u64, next: u64) {
     match shared.history_since(room, last).await {
-        Ok(recovery) if recovery.recovered => {
+        Ok((recovery, epoch)) if recovery.recovered => {
             shared.stats.gaps_filled.fetch_add(1, Ordering::Relaxed);
             for (seq, frame) in recovery.frames.into_iter().filter(|(seq, _)| *seq < next) {
-                advance(shared, room, seq, &frame);
+                advance(shared, room, seq, &frame, epoch.as_ref());
             }
         }
         Ok(_) => {
@@ -237,7 +237,7 @@ async fn fill_gap(shared: &Shared, room: &RoomKey, last: u64, next: u64) {
 }
 
 /// Delivers one refilled message if it is newer than what the room has seen.
-fn advance(shared: &Shared, room: &RoomKey, seq: u64, frame: &Frame) {
+fn advance(shared: &Shared, room: &RoomKey, seq: u64, frame: &Frame, epoch: Option<&Arc<str>>) {
     let channel = shared.keys.room_channel(room);
     {
         let mut tracks = shared.tracks.lock();
@@ -248,6 +248,10 @@ fn advance(shared: &Shared, room: &RoomKey, seq: u64, frame: &Frame) {
             return;
         }
         track.last_seq = seq;
+        // Its live copy, still queued, is then a duplicate of the same epoch, not a regression.
+        if let Some(epoch) = epoch {
+            track.epoch = Some(epoch.clone());
+        }
     }
     // A refilled message goes to every member: `except` is not kept in history.
     shared.deliver(room, frame, Some(seq), None);
@@ -287,18 +291,25 @@ async fn resync(shared: &Shared) {
         if diverged {
             // Leave one number unused so a client that saw the local messages cannot
             // recover across the divergence as if nothing was missed.
-            match shared.raise(&room, last + 1).await {
-                Ok(counter) => {
-                    let channel = shared.keys.room_channel(&room);
-                    if let Some(track) = shared.tracks.lock().get_mut(&channel) {
-                        track.diverged = false;
-                        track.last_seq = track.last_seq.max(counter);
-                    }
-                }
+            let raised = match shared.raise(&room, last + 1).await {
+                Ok(raised) => raised,
                 Err(error) => {
                     shared.degrade("resync", &error);
                     return;
                 }
+            };
+            let channel = shared.keys.room_channel(&room);
+            if let Some(track) = shared.tracks.lock().get_mut(&channel) {
+                track.diverged = false;
+                if raised.raised {
+                    track.last_seq = track.last_seq.max(raised.counter);
+                    track.epoch = Some(raised.epoch);
+                }
+            }
+            if !raised.raised {
+                // Publishes reached Redis since it came back (this node's continue its count):
+                // what the subscription did not carry yet is in the history.
+                fill_gap(shared, &room, last, u64::MAX).await;
             }
         } else if last > 0 {
             fill_gap(shared, &room, last, u64::MAX).await;

@@ -48,33 +48,39 @@ return {seq, epoch}
 });
 
 /// Raises a channel's counter to at least the floor (ARGV[1]) with a new epoch (ARGV[2]),
-/// dropping the history, when the counter is below it. Returns the counter.
+/// dropping the history, when the counter is below it.
 ///
 /// KEYS: meta hash, history list. ARGV[3] is the meta TTL (ms).
+/// Returns `{counter, epoch, raised}`; `raised` is 0 when the counter had already reached the
+/// floor (messages were published meanwhile, and are in the history).
 pub static RAISE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
 local floor = tonumber(ARGV[1])
+local raised = 0
 if seq < floor then
   seq = floor
+  epoch = ARGV[2]
+  raised = 1
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'seq', seq, 'epoch', ARGV[2])
+  redis.call('HSET', KEYS[1], 'seq', seq, 'epoch', epoch)
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
-return seq
+return {seq, epoch, raised}
 ",
     )
 });
 
-/// The channel's last `seq` and its history entries younger than the history TTL.
+/// The channel's last `seq`, its epoch and its history entries younger than the history TTL.
 ///
-/// KEYS: meta hash, history list. Returns `{last_seq, {entry...}}`, each entry
-/// `seq<TAB>millis<TAB>frame`.
+/// KEYS: meta hash, history list. Returns `{last_seq, {entry...}, epoch}`, each entry
+/// `seq<TAB>millis<TAB>frame`; the epoch is "" for a channel never published to.
 pub static HISTORY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local meta = redis.call('HMGET', KEYS[1], 'seq', 'ttl')
+local meta = redis.call('HMGET', KEYS[1], 'seq', 'ttl', 'epoch')
 local ttl = tonumber(meta[2] or '0')
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -85,7 +91,7 @@ for _, entry in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
     table.insert(out, entry)
   end
 end
-return {meta[1] or '0', out}
+return {meta[1] or '0', out, meta[3] or ''}
 ",
     )
 });

@@ -133,13 +133,22 @@ async fn recover(shared: &Shared) -> Result<(), BackplaneError> {
         .link
         .subscribe(&[shared.keys.node_inbox(shared.node())])
         .await?;
+    // Subscribed before healthy: a message sequenced in Redis for a room with members here
+    // must find this node listening, or it would be published past it.
+    let channels: HashSet<String> = shared.tracks.lock().keys().cloned().collect();
+    subscribe_all(shared, channels.iter().cloned().collect()).await?;
     // Healthy from here on: joins, presence and publishes go to Redis again, so whatever the
-    // snapshots below miss is registered by its own operation.
+    // snapshots below miss is registered by its own operation. Rooms tracked since the first
+    // snapshot were joined while unhealthy, which subscribes nothing: they are caught here.
     shared.healthy.store(true, Ordering::Release);
-    let channels: Vec<String> = shared.tracks.lock().keys().cloned().collect();
-    for chunk in channels.chunks(RESUBSCRIBE_CHUNK) {
-        shared.link.subscribe(chunk).await?;
-    }
+    let joined_meanwhile: Vec<String> = shared
+        .tracks
+        .lock()
+        .keys()
+        .filter(|channel| !channels.contains(*channel))
+        .cloned()
+        .collect();
+    subscribe_all(shared, joined_meanwhile).await?;
     shared
         .link
         .invoke::<i64>(
@@ -160,6 +169,14 @@ async fn recover(shared: &Shared) -> Result<(), BackplaneError> {
     }
     probe(shared).await?;
     shared.ready.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Subscribes to these channels, a chunk per command.
+async fn subscribe_all(shared: &Shared, channels: Vec<String>) -> Result<(), BackplaneError> {
+    for chunk in channels.chunks(RESUBSCRIBE_CHUNK) {
+        shared.link.subscribe(chunk).await?;
+    }
     Ok(())
 }
 
