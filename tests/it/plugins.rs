@@ -746,5 +746,29 @@ async fn a_changed_plugin_file_is_reloaded_and_a_broken_one_is_refused() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(greet_version(&mut client).await, 2);
+
+    // Reading the file changes nothing: an upload made since stays in place.
+    deploy(&path, &wasm_bytes("greeter-v2"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while greet_version(&mut client).await != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the fixed file was never reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let key = crate::support::api_key("default");
+    let (status, body) = put_plugin(&server, "greeter", Some(&key), wasm_bytes("greeter-v1")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(greet_version(&mut client).await, 1);
+    let read = std::fs::read(&path).expect("the file reads");
+    assert_eq!(read, wasm_bytes("greeter-v2"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        greet_version(&mut client).await,
+        1,
+        "reading the file reloaded it over the upload"
+    );
     let _ = std::fs::remove_dir_all(&folder);
 }

@@ -60,6 +60,9 @@ pub fn start(node: &Arc<Node>) -> Result<Option<PluginWatcher>, String> {
     let (pending_in, wake_in) = (pending.clone(), wake.clone());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
+        if !changes_content(&event.kind) {
+            return;
+        }
         let mut changed = false;
         for path in event.paths {
             if watched.contains(&path) {
@@ -82,6 +85,18 @@ pub fn start(node: &Arc<Node>) -> Result<Option<PluginWatcher>, String> {
     }
     tokio::spawn(reload_loop(Arc::downgrade(node), files, pending, wake));
     Ok(Some(PluginWatcher { _watcher: watcher }))
+}
+
+/// Whether an event can mean new contents. Opening or reading a plugin file (a backup, a
+/// checksum, a deploy tool comparing bytes) must not reload it: that would also undo a
+/// version uploaded through the API since.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
 }
 
 async fn reload_loop(
