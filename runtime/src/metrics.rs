@@ -206,6 +206,30 @@ pub fn render(
             escape(tenant)
         );
     }
+    let code = crate::plugins::engine::code_cache_stats();
+    for (name, kind, help, value) in [
+        (
+            "switchboard_plugin_code_cache_hits_total",
+            "counter",
+            "Plugin functions whose machine code came from the compiled-code cache.",
+            code.hits,
+        ),
+        (
+            "switchboard_plugin_code_cache_misses_total",
+            "counter",
+            "Plugin functions compiled because the cache did not have them.",
+            code.misses,
+        ),
+        (
+            "switchboard_plugin_code_cache_bytes",
+            "gauge",
+            "Bytes of machine code held by the compiled-code cache.",
+            code.bytes as u64,
+        ),
+    ] {
+        header(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
     header(
         &mut out,
         "switchboard_rooms",

@@ -9,6 +9,7 @@
 //! - `watch`: hot reload when a configured plugin file changes.
 
 pub mod bindings;
+pub mod code_cache;
 pub mod engine;
 pub mod host_api;
 pub mod kv;

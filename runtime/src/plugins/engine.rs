@@ -1,16 +1,29 @@
 //! The one wasmtime `Engine` of the process and its epoch ticker. Epoch interruption is the CPU
 //! budget: a call gets `budget / EPOCH_TICK` ticks before it traps with `Interrupt`.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine};
+
+use super::code_cache::{CodeCache, CodeCacheStats, DEFAULT_CAPACITY};
 
 /// How often the epoch advances; the resolution of CPU budgets.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Guest wasm stack cap per call.
 const MAX_WASM_STACK: usize = 512 * 1024;
+
+/// Function code compiled by the shared engine, reused across loads.
+fn code_cache() -> &'static Arc<CodeCache> {
+    static CACHE: OnceLock<Arc<CodeCache>> = OnceLock::new();
+    CACHE.get_or_init(|| Arc::new(CodeCache::new(DEFAULT_CAPACITY)))
+}
+
+/// How the compiled-code cache is doing.
+pub fn code_cache_stats() -> CodeCacheStats {
+    code_cache().stats()
+}
 
 /// The shared engine, created (with its ticker thread) on first use.
 pub fn shared() -> Result<&'static Engine, String> {
@@ -24,6 +37,10 @@ pub fn shared() -> Result<&'static Engine, String> {
                 // Only WASI 0.3 async guests need it, and it makes every call dearer.
                 .concurrency_support(false)
                 .max_wasm_stack(MAX_WASM_STACK);
+            // A swap recompiles only the functions that changed.
+            config
+                .enable_incremental_compilation(code_cache().clone())
+                .map_err(|error| format!("{error:#}"))?;
             let engine = Engine::new(&config).map_err(|error| format!("{error:#}"))?;
             let ticker = engine.clone();
             std::thread::Builder::new()
