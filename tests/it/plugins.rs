@@ -772,3 +772,44 @@ async fn a_changed_plugin_file_is_reloaded_and_a_broken_one_is_refused() {
     );
     let _ = std::fs::remove_dir_all(&folder);
 }
+
+/// A counter of the compiled-code cache.
+async fn code_cache(server: &TestServer, which: &str) -> f64 {
+    let text = crate::support::http_get(&server.http_url("/metrics"))
+        .await
+        .2;
+    let name = format!("switchboard_plugin_code_cache_{which} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&name)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_new_build_of_a_plugin_reuses_the_code_of_its_unchanged_functions() {
+    let server = server_with(&["echo"], "").await;
+    let mut client = Client::connect(&server, "default", "alice").await;
+    let (hits, misses) = (
+        code_cache(&server, "hits_total").await,
+        code_cache(&server, "misses_total").await,
+    );
+    assert!(misses > 0.0, "the first load compiled its functions");
+
+    // The same code with one more custom section: a different build with the same functions.
+    let mut rebuilt = wasm_bytes("echo");
+    rebuilt.extend_from_slice(&[0, 9, 8]);
+    rebuilt.extend_from_slice(b"build-2!");
+    let key = crate::support::api_key("default");
+    let (status, body) = put_plugin(&server, "echo", Some(&key), rebuilt).await;
+    assert_eq!(status, 200, "{body}");
+    let reused = code_cache(&server, "hits_total").await - hits;
+    let compiled = code_cache(&server, "misses_total").await - misses;
+    assert!(
+        reused > 4.0 * compiled,
+        "most functions came from the cache: {reused} reused, {compiled} compiled"
+    );
+    assert!(code_cache(&server, "bytes").await > 0.0);
+    let reply = client
+        .request(json!({"type": "echo", "payload": {"after": "swap"}}))
+        .await;
+    assert_eq!(reply["payload"], json!({"after": "swap"}));
+}
