@@ -2,7 +2,9 @@
 //! and envelope rules, handles the built-in types, drains the outbox in batches, and keeps the
 //! heartbeat. Generic over `Stream`/`Sink` so it can be driven without a socket.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +27,9 @@ use crate::registry::ConnHandle;
 
 /// At most this many already-received messages are handled before the outbox gets its turn.
 const READ_BATCH: usize = 32;
+
+/// Frames a connection's write queue keeps room for between batches.
+const RETAINED_QUEUE: usize = 64;
 
 /// How long the server waits for the peer's close frame after sending its own.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -88,6 +93,8 @@ where
     // fresh `sleep_until` per wake-up would register and cancel a timer for every message.
     let heartbeat_timer = sleep_until(heartbeat.next_deadline());
     tokio::pin!(heartbeat_timer);
+    // Frames being written; its allocation alternates with the outbox's queue.
+    let mut writing = VecDeque::new();
     // The welcome was queued before the connection was registered, so it goes first.
     loop {
         let deadline = heartbeat.next_deadline();
@@ -97,10 +104,10 @@ where
         tokio::select! {
             biased;
             () = conn.outbox.ready() => {
-                while let Some(batch) = conn.outbox.take() {
+                while let Some(batch) = conn.outbox.take(&mut writing) {
                     match batch {
-                        Batch::Frames(frames) => {
-                            if write_batch(socket, conn, frames, write_timeout).await.is_err() {
+                        Batch::Frames => {
+                            if write_batch(socket, conn, &mut writing, write_timeout).await.is_err() {
                                 return Ending::Dropped;
                             }
                         }
@@ -151,32 +158,46 @@ where
     }
 }
 
+/// Writes and flushes the frames, leaving `frames` empty.
 async fn write_batch<S>(
     socket: &mut S,
     conn: &ConnHandle,
-    frames: std::collections::VecDeque<Frame>,
+    frames: &mut VecDeque<Frame>,
     write_timeout: Duration,
 ) -> Result<(), ()>
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
     let count = frames.len();
-    let write = async {
-        let mut bytes = 0;
-        for frame in frames {
-            bytes += frame.len();
-            socket.feed(Message::Text(frame.into_utf8_bytes())).await?;
+    let written = {
+        let write = async {
+            let mut bytes = 0;
+            for frame in frames.drain(..) {
+                bytes += frame.len();
+                socket.feed(Message::Text(frame.into_utf8_bytes())).await?;
+            }
+            socket.flush().await?;
+            Ok::<usize, WsError>(bytes)
+        };
+        let mut write = std::pin::pin!(write);
+        // Most writes finish at once (the socket buffer has room): only a write that has to wait
+        // registers the timer that bounds it.
+        let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+        match first {
+            Poll::Ready(written) => written.map_err(|_| ()),
+            Poll::Pending => match timeout(write_timeout, write).await {
+                Ok(written) => written.map_err(|_| ()),
+                Err(_) => Err(()),
+            },
         }
-        socket.flush().await?;
-        Ok::<usize, WsError>(bytes)
     };
-    match timeout(write_timeout, write).await {
-        Ok(Ok(bytes)) => {
-            conn.tenant.metrics.messages_out(count, bytes);
-            Ok(())
-        }
-        _ => Err(()),
+    // A burst's queue is not kept for the connection's whole life.
+    if frames.capacity() > RETAINED_QUEUE {
+        *frames = VecDeque::new();
     }
+    let bytes = written?;
+    conn.tenant.metrics.messages_out(count, bytes);
+    Ok(())
 }
 
 /// Sends the close frame, then waits briefly for the peer's answer before dropping TCP.

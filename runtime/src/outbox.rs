@@ -13,8 +13,8 @@ use crate::protocol::{CloseReason, Frame};
 /// What the connection task takes from its outbox.
 #[derive(Debug)]
 pub enum Batch {
-    /// Frames to write, in order.
-    Frames(VecDeque<Frame>),
+    /// Frames to write, in order: they are in the queue passed to [`Outbox::take`].
+    Frames,
     /// Close the connection with this reason (after nothing else).
     Close(CloseReason),
 }
@@ -101,11 +101,17 @@ impl Outbox {
     }
 
     /// Takes what is ready without waiting: every queued frame, or else the close reason.
-    pub fn take(&self) -> Option<Batch> {
+    ///
+    /// The frames are swapped into `frames`, which must be empty: its allocation becomes the
+    /// outbox's next queue, so a connection's two queues take turns instead of a new
+    /// allocation per batch.
+    pub fn take(&self, frames: &mut VecDeque<Frame>) -> Option<Batch> {
+        debug_assert!(frames.is_empty(), "the previous batch was written");
         let mut state = self.state.lock();
         if !state.queue.is_empty() {
             state.bytes = 0;
-            return Some(Batch::Frames(std::mem::take(&mut state.queue)));
+            std::mem::swap(&mut state.queue, frames);
+            return Some(Batch::Frames);
         }
         if !state.close_taken
             && let Some(reason) = state.closing.clone()

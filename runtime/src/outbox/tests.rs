@@ -1,5 +1,7 @@
 //! Outbox bounds and ordering.
 
+use std::collections::VecDeque;
+
 use super::{Batch, Outbox, Pushed};
 use crate::protocol::{CloseReason, Frame, pong};
 
@@ -7,9 +9,10 @@ fn frame(id: &str) -> Frame {
     pong(Some(id))
 }
 
-fn frames(batch: Option<Batch>) -> Vec<String> {
-    match batch {
-        Some(Batch::Frames(frames)) => frames.iter().map(|f| f.as_str().to_owned()).collect(),
+fn frames(outbox: &Outbox) -> Vec<String> {
+    let mut frames = VecDeque::new();
+    match outbox.take(&mut frames) {
+        Some(Batch::Frames) => frames.iter().map(|f| f.as_str().to_owned()).collect(),
         other => panic!("expected frames, got {other:?}"),
     }
 }
@@ -20,10 +23,10 @@ fn drains_every_ready_frame_in_order() {
     for id in ["a", "b", "c"] {
         assert_eq!(outbox.push(frame(id)), Pushed::Queued);
     }
-    let texts = frames(outbox.take());
+    let texts = frames(&outbox);
     assert_eq!(texts.len(), 3);
     assert!(texts[0].contains("\"a\"") && texts[2].contains("\"c\""));
-    assert!(outbox.take().is_none());
+    assert!(outbox.take(&mut VecDeque::new()).is_none());
 }
 
 #[test]
@@ -33,11 +36,14 @@ fn passing_the_message_bound_closes_as_slow_consumer() {
     assert_eq!(outbox.push(frame("b")), Pushed::Queued);
     assert_eq!(outbox.push(frame("c")), Pushed::Overflowed);
     assert_eq!(outbox.push(frame("d")), Pushed::Closed);
-    match outbox.take() {
+    match outbox.take(&mut VecDeque::new()) {
         Some(Batch::Close(reason)) => assert_eq!(reason, CloseReason::SlowConsumer),
         other => panic!("expected close, got {other:?}"),
     }
-    assert!(outbox.take().is_none(), "the close is handed out once");
+    assert!(
+        outbox.take(&mut VecDeque::new()).is_none(),
+        "the close is handed out once"
+    );
 }
 
 #[test]
@@ -54,7 +60,7 @@ fn draining_frees_room_under_the_bound() {
     let outbox = Outbox::new(2, 1 << 20);
     outbox.push(frame("a"));
     outbox.push(frame("b"));
-    frames(outbox.take());
+    frames(&outbox);
     assert_eq!(outbox.push(frame("c")), Pushed::Queued);
     assert_eq!(outbox.push(frame("d")), Pushed::Queued);
 }
@@ -66,8 +72,8 @@ fn a_requested_close_comes_after_queued_frames_and_first_reason_wins() {
     outbox.close(CloseReason::ShuttingDown);
     outbox.close(CloseReason::Internal);
     assert_eq!(outbox.push(frame("b")), Pushed::Closed);
-    assert_eq!(frames(outbox.take()).len(), 1);
-    match outbox.take() {
+    assert_eq!(frames(&outbox).len(), 1);
+    match outbox.take(&mut VecDeque::new()) {
         Some(Batch::Close(reason)) => assert_eq!(reason, CloseReason::ShuttingDown),
         other => panic!("expected close, got {other:?}"),
     }
