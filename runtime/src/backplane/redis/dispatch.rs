@@ -307,8 +307,8 @@ async fn resync(shared: &Shared) {
                 }
             }
             if !raised.raised {
-                // Publishes reached Redis since it came back (this node's continue its count):
-                // what the subscription did not carry yet is in the history.
+                // Publishes reached Redis since it came back, numbered on from this node's
+                // count: what the subscription did not carry yet is in the history.
                 fill_gap(shared, &room, last, u64::MAX).await;
             }
         } else if last > 0 {
