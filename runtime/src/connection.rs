@@ -169,28 +169,16 @@ where
     S: Sink<Message, Error = WsError> + Unpin,
 {
     let count = frames.len();
-    let written = {
-        let write = async {
-            let mut bytes = 0;
-            for frame in frames.drain(..) {
-                bytes += frame.len();
-                socket.feed(Message::Text(frame.into_utf8_bytes())).await?;
-            }
-            socket.flush().await?;
-            Ok::<usize, WsError>(bytes)
-        };
-        let mut write = std::pin::pin!(write);
-        // Most writes finish at once (the socket buffer has room): only a write that has to wait
-        // registers the timer that bounds it.
-        let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
-        match first {
-            Poll::Ready(written) => written.map_err(|_| ()),
-            Poll::Pending => match timeout(write_timeout, write).await {
-                Ok(written) => written.map_err(|_| ()),
-                Err(_) => Err(()),
-            },
+    let write = async {
+        let mut bytes = 0;
+        for frame in frames.drain(..) {
+            bytes += frame.len();
+            socket.feed(Message::Text(frame.into_utf8_bytes())).await?;
         }
+        socket.flush().await?;
+        Ok::<usize, WsError>(bytes)
     };
+    let written = bounded_if_waiting(write, write_timeout).await;
     // A burst's queue is not kept for the connection's whole life.
     if frames.capacity() > RETAINED_QUEUE {
         *frames = VecDeque::new();
@@ -198,6 +186,22 @@ where
     let bytes = written?;
     conn.tenant.metrics.messages_out(count, bytes);
     Ok(())
+}
+
+/// Runs a write within `limit`. Most writes finish at once (the socket buffer has room): only
+/// one that has to wait registers the timer that bounds it.
+async fn bounded_if_waiting<T>(
+    write: impl Future<Output = Result<T, WsError>>,
+    limit: Duration,
+) -> Result<T, ()> {
+    let mut write = std::pin::pin!(write);
+    match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        Poll::Ready(written) => written.map_err(|_| ()),
+        Poll::Pending => match timeout(limit, write).await {
+            Ok(written) => written.map_err(|_| ()),
+            Err(_) => Err(()),
+        },
+    }
 }
 
 /// Sends the close frame, then waits briefly for the peer's answer before dropping TCP.

@@ -35,9 +35,13 @@ struct Entries {
 /// What the cache holds and how well it serves, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CodeCacheStats {
+    /// Functions held.
     pub entries: usize,
+    /// Bytes of machine code held.
     pub bytes: usize,
+    /// Lookups that found a function's code.
     pub hits: u64,
+    /// Lookups that did not, so the function was compiled.
     pub misses: u64,
 }
 
