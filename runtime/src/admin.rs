@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 use crate::backplane::{Publish, RoomKey};
 use crate::node::Node;
 use crate::plugins::Plugins;
+use crate::plugins::engine::Tier;
 use crate::plugins::pool::LoadedPlugin;
 use crate::protocol::{check_channel, check_type};
 use crate::server::response::{json_error, json_ok};
@@ -151,6 +152,7 @@ fn plugin_json(plugin: &LoadedPlugin) -> serde_json::Value {
         "loadedAtMs": plugin.loaded_at_ms,
         "compileMs": plugin.load_time.compile.as_secs_f64() * 1000.0,
         "loadMs": plugin.load_time.total.as_secs_f64() * 1000.0,
+        "tier": plugin.tier.as_str(),
         "calls": plugin.calls.load(std::sync::atomic::Ordering::Relaxed),
         "errors": plugin.errors.load(std::sync::atomic::Ordering::Relaxed),
     })
@@ -230,7 +232,11 @@ async fn upload(
         .map(|plugin| plugin.config.clone())
         .unwrap_or_default();
     let source = std::path::PathBuf::from(format!("upload:{name}"));
-    let loaded = match Plugins::load_bytes(node, tenant, source, body, config).await {
+    // The baseline compiler puts the new version in place quickly; the optimized build follows.
+    let kept = (body.clone(), config.clone());
+    let loaded = match Plugins::load_bytes(node, tenant, source, body, config, Tier::Baseline)
+        .await
+    {
         Ok(loaded) => loaded,
         Err(error) => {
             node.metrics.plugin_load_failure(&tenant.name);
@@ -261,8 +267,10 @@ async fn upload(
                 version = %loaded.manifest.version,
                 compile_ms = loaded.load_time.compile.as_millis() as u64,
                 load_ms = loaded.load_time.total.as_millis() as u64,
+                tier = loaded.tier.as_str(),
                 "plugin swapped in"
             );
+            Plugins::optimize_later(node, tenant, &loaded, kept.0, kept.1);
             json_ok(StatusCode::OK, plugin_json(&loaded).to_string())
         }
         Err(message) => {

@@ -17,6 +17,7 @@ pub mod pool;
 pub mod watch;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use arc_swap::ArcSwap;
 use wasmtime::component::{HasSelf, Linker};
 
 use bindings::{Hooks, Message, Plugin};
+use engine::Tier;
 use host_api::{HostState, PluginEnv};
 use pool::{Answer, Call, CallError, LoadError, LoadedPlugin};
 
@@ -89,20 +91,25 @@ pub struct Plugins {
     pub kv: kv::KvStore,
 }
 
-fn linker() -> Result<&'static Linker<HostState>, String> {
-    static LINKER: OnceLock<Result<Linker<HostState>, String>> = OnceLock::new();
-    LINKER
-        .get_or_init(|| {
-            let engine = engine::shared()?;
-            let mut linker = Linker::new(engine);
-            wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-                .map_err(|error| format!("{error:#}"))?;
-            Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
-                .map_err(|error| format!("{error:#}"))?;
-            Ok(linker)
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+/// The linker of a tier's engine: WASI and the Switchboard imports.
+fn linker(tier: Tier) -> Result<&'static Linker<HostState>, String> {
+    static LINKERS: [OnceLock<Result<Linker<HostState>, String>>; 2] =
+        [OnceLock::new(), OnceLock::new()];
+    let slot = match tier {
+        Tier::Baseline => &LINKERS[0],
+        Tier::Optimized => &LINKERS[1],
+    };
+    slot.get_or_init(|| {
+        let engine = engine::shared(tier)?;
+        let mut linker = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|error| format!("{error:#}"))?;
+        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(|error| format!("{error:#}"))?;
+        Ok(linker)
+    })
+    .as_ref()
+    .map_err(Clone::clone)
 }
 
 impl Plugins {
@@ -134,6 +141,7 @@ impl Plugins {
         tenant: &Arc<Tenant>,
         path: std::path::PathBuf,
         config: std::collections::BTreeMap<String, String>,
+        tier: Tier,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let bytes = tokio::fs::read(&path)
             .await
@@ -141,28 +149,29 @@ impl Plugins {
                 path: path.display().to_string(),
                 message: error.to_string(),
             })?;
-        Self::load_bytes(node, tenant, path, bytes, config).await
+        Self::load_bytes(node, tenant, path, bytes, config, tier).await
     }
 
-    /// Loads a plugin from bytes for a tenant.
+    /// Loads a plugin from bytes for a tenant, compiled by the given tier.
     pub async fn load_bytes(
         node: &Arc<Node>,
         tenant: &Arc<Tenant>,
         path: std::path::PathBuf,
         bytes: Vec<u8>,
         config: std::collections::BTreeMap<String, String>,
+        tier: Tier,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let shown = path.display().to_string();
         let setup = |message: String| LoadError::Invalid {
             path: shown.clone(),
             message,
         };
-        let engine = engine::shared().map_err(setup)?;
-        let linker = linker().map_err(setup)?;
+        let engine = engine::shared(tier).map_err(setup)?;
+        let linker = linker(tier).map_err(setup)?;
         let weak: Weak<Node> = Arc::downgrade(node);
         let tenant = tenant.clone();
         let limits = tenant.plugin_limits.clone();
-        let loaded = LoadedPlugin::load(engine, linker, path, bytes, move |plugin| PluginEnv {
+        let loaded = LoadedPlugin::load((tier, engine, linker), path, bytes, move |plugin| PluginEnv {
             node: weak,
             tenant,
             plugin,
@@ -182,7 +191,9 @@ impl Plugins {
             };
             let mut loaded = Vec::new();
             for (plugin_index, plugin) in tenant_config.plugins.iter().enumerate() {
-                match Self::load_file(node, &tenant, plugin.path.clone(), plugin.config.clone())
+                // At start nothing is serving yet: compile optimized code straight away.
+                let path = plugin.path.clone();
+                match Self::load_file(node, &tenant, path, plugin.config.clone(), Tier::Optimized)
                     .await
                 {
                     Ok(plugin) => loaded.push(plugin),
@@ -210,9 +221,33 @@ impl Plugins {
             return;
         };
         let routes = Arc::new(routes);
-        slot.store(routes.clone());
-        for plugin in routes.with_hook(Hooks::ON_TICK) {
-            spawn_ticks(node, tenant, plugin);
+        let previous = slot.swap(routes.clone());
+        start_ticks(node, tenant, &routes, &previous);
+    }
+
+    /// Applies `change` to a tenant's current routes and swaps the result in, retrying if
+    /// another swap landed meanwhile (so two swaps never undo each other). `Ok(false)` when
+    /// `change` declines.
+    fn update(
+        &self,
+        node: &Arc<Node>,
+        tenant: &str,
+        change: impl Fn(&Routes) -> Result<Option<Routes>, String>,
+    ) -> Result<bool, String> {
+        let Some(slot) = self.routes.get(tenant) else {
+            return Err(format!("unknown tenant `{tenant}`"));
+        };
+        loop {
+            let current = slot.load_full();
+            let Some(routes) = change(&current)? else {
+                return Ok(false);
+            };
+            let routes = Arc::new(routes);
+            let previous = slot.compare_and_swap(&current, routes.clone());
+            if Arc::ptr_eq(&*previous, &current) {
+                start_ticks(node, tenant, &routes, &current);
+                return Ok(true);
+            }
         }
     }
 
@@ -224,20 +259,108 @@ impl Plugins {
         tenant: &str,
         plugin: Arc<LoadedPlugin>,
     ) -> Result<(), String> {
-        let Some(slot) = self.routes.get(tenant) else {
-            return Err(format!("unknown tenant `{tenant}`"));
-        };
-        let current = slot.load_full();
-        let mut plugins: Vec<Arc<LoadedPlugin>> = current
-            .plugins
-            .iter()
-            .filter(|existing| existing.name() != plugin.name())
-            .cloned()
-            .collect();
-        plugins.push(plugin);
-        let routes = Routes::new(plugins)?;
-        self.install(tenant, routes, node);
-        Ok(())
+        self.update(node, tenant, |current| {
+            let mut plugins: Vec<Arc<LoadedPlugin>> = current
+                .plugins
+                .iter()
+                .filter(|existing| existing.name() != plugin.name())
+                .cloned()
+                .collect();
+            plugins.push(plugin.clone());
+            Routes::new(plugins).map(Some)
+        })
+        .map(|_| ())
+    }
+
+    /// Swaps `optimized` in for `baseline` if `baseline` is still the routed version (a newer
+    /// upload wins over an older version's optimized build). Its call counts carry over.
+    fn upgrade(
+        &self,
+        node: &Arc<Node>,
+        tenant: &str,
+        baseline: &Arc<LoadedPlugin>,
+        optimized: Arc<LoadedPlugin>,
+    ) -> Result<bool, String> {
+        self.update(node, tenant, |current| {
+            if !current.plugins.iter().any(|p| Arc::ptr_eq(p, baseline)) {
+                return Ok(None);
+            }
+            let plugins = current
+                .plugins
+                .iter()
+                .map(|p| {
+                    if Arc::ptr_eq(p, baseline) {
+                        optimized.clone()
+                    } else {
+                        p.clone()
+                    }
+                })
+                .collect();
+            Routes::new(plugins).map(Some)
+        })
+        .inspect(|&upgraded| {
+            if upgraded {
+                for (to, from) in [
+                    (&optimized.calls, &baseline.calls),
+                    (&optimized.errors, &baseline.errors),
+                ] {
+                    to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+            }
+        })
+    }
+
+    /// Compiles a swapped-in baseline version again with the optimizing compiler, off the hot
+    /// path, and puts that build in its place if it is still the routed version by then.
+    pub fn optimize_later(
+        node: &Arc<Node>,
+        tenant: &Arc<Tenant>,
+        baseline: &Arc<LoadedPlugin>,
+        bytes: Vec<u8>,
+        config: std::collections::BTreeMap<String, String>,
+    ) {
+        if baseline.tier == Tier::Optimized {
+            return;
+        }
+        let (node, tenant, baseline) = (Arc::downgrade(node), tenant.clone(), baseline.clone());
+        tokio::spawn(async move {
+            let Some(strong) = node.upgrade() else { return };
+            let path = baseline.path.clone();
+            let loaded =
+                Self::load_bytes(&strong, &tenant, path, bytes, config, Tier::Optimized).await;
+            // Nothing else holds the node across the compile: shutdown is not held up by it.
+            drop(strong);
+            let Some(node) = node.upgrade() else { return };
+            let outcome = loaded.map_err(|error| error.to_string()).and_then(|optimized| {
+                let compile_ms = optimized.load_time.compile.as_millis() as u64;
+                node.plugins
+                    .upgrade(&node, &tenant.name, &baseline, optimized)
+                    .map(|upgraded| (upgraded, compile_ms))
+            });
+            match outcome {
+                Ok((true, compile_ms)) => tracing::info!(
+                    tenant = %tenant.name,
+                    plugin = %baseline.name(),
+                    version = %baseline.manifest.version,
+                    compile_ms,
+                    "plugin now runs optimized code"
+                ),
+                Ok((false, _)) => tracing::debug!(
+                    tenant = %tenant.name,
+                    plugin = %baseline.name(),
+                    "optimized build not used: a newer version was swapped in meanwhile"
+                ),
+                Err(error) => {
+                    node.metrics.plugin_load_failure(&tenant.name);
+                    tracing::warn!(
+                        tenant = %tenant.name,
+                        plugin = %baseline.name(),
+                        %error,
+                        "optimized build failed; the baseline build keeps serving"
+                    );
+                }
+            }
+        });
     }
 
     /// Routes a non-built-in envelope to the plugin that declared its type.
@@ -302,6 +425,16 @@ impl Plugins {
         let info = conn.plugin_view();
         for plugin in routes.with_hook(Hooks::ON_DISCONNECT) {
             let _ = plugin.call(Call::Disconnect(&info, code), true).await;
+        }
+    }
+}
+
+/// Starts the tick tasks of the plugins that `routes` added to `previous` (the others keep
+/// theirs: a second task would tick them twice as often).
+fn start_ticks(node: &Arc<Node>, tenant: &str, routes: &Routes, previous: &Routes) {
+    for plugin in routes.with_hook(Hooks::ON_TICK) {
+        if !previous.plugins.iter().any(|old| Arc::ptr_eq(old, plugin)) {
+            spawn_ticks(node, tenant, plugin);
         }
     }
 }

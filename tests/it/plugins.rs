@@ -801,6 +801,8 @@ async fn a_new_build_of_a_plugin_reuses_the_code_of_its_unchanged_functions() {
     let key = crate::support::api_key("default");
     let (status, body) = put_plugin(&server, "echo", Some(&key), rebuilt).await;
     assert_eq!(status, 200, "{body}");
+    // The cache serves the optimizing compiler, whose build follows the baseline one.
+    wait_for_tier(&server, &key, "echo", "optimized").await;
     let reused = code_cache(&server, "hits_total").await - hits;
     let compiled = code_cache(&server, "misses_total").await - misses;
     assert!(
@@ -812,4 +814,85 @@ async fn a_new_build_of_a_plugin_reuses_the_code_of_its_unchanged_functions() {
         .request(json!({"type": "echo", "payload": {"after": "swap"}}))
         .await;
     assert_eq!(reply["payload"], json!({"after": "swap"}));
+}
+
+/// The listing of plugin `name` once it runs on `tier` (within 30 s).
+async fn wait_for_tier(server: &TestServer, key: &str, name: &str, tier: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, list) = list_plugins(server, Some(key)).await;
+        assert_eq!(status, 200, "{list}");
+        let listed = list
+            .as_array()
+            .and_then(|plugins| plugins.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not listed: {list}"));
+        if listed["tier"] == tier {
+            return listed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never reached the {tier} tier: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_swapped_in_version_serves_on_baseline_code_at_once_then_on_optimized_code() {
+    let server = server_with(&["greeter-v1"], "").await;
+    let key = crate::support::api_key("default");
+    // Nothing serves yet at start: configured plugins are compiled optimized straight away.
+    wait_for_tier(&server, &key, "greeter", "optimized").await;
+    let mut client = Client::connect(&server, "default", "alice").await;
+    assert_eq!(greet_version(&mut client).await, 1);
+
+    let (status, body) = put_plugin(&server, "greeter", Some(&key), wasm_bytes("greeter-v2")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tier"], "baseline", "{body}");
+    assert_eq!(body["version"], "2.0.0");
+    // The baseline build answers as soon as the upload does.
+    assert_eq!(greet_version(&mut client).await, 2);
+    let mut answered = 1;
+    let optimized = wait_for_tier(&server, &key, "greeter", "optimized").await;
+    assert_eq!(optimized["sha256"], body["sha256"], "the same version");
+    assert_eq!(optimized["version"], "2.0.0");
+    assert!(
+        optimized["calls"].as_u64() >= Some(answered),
+        "the baseline build's calls carry over: {optimized}"
+    );
+    for _ in 0..3 {
+        assert_eq!(greet_version(&mut client).await, 2);
+        answered += 1;
+    }
+    let (_, list) = list_plugins(&server, Some(&key)).await;
+    assert_eq!(list[0]["calls"].as_u64(), Some(answered), "{list}");
+}
+
+#[tokio::test]
+async fn swapping_one_plugin_does_not_tick_the_others_twice() {
+    let server = server_with(&["lifecycle", "echo"], "").await;
+    let key = crate::support::api_key("default");
+    let mut watcher = Client::connect(&server, "default", "watcher").await;
+    watcher.join("audit").await;
+    next_audit(&mut watcher, "tick").await;
+    for round in 0..3u8 {
+        let mut rebuilt = wasm_bytes("echo");
+        rebuilt.extend_from_slice(&[0, 2, 1, b'a' + round]);
+        let (status, body) = put_plugin(&server, "echo", Some(&key), rebuilt).await;
+        assert_eq!(status, 200, "{body}");
+        wait_for_tier(&server, &key, "echo", "optimized").await;
+    }
+    // `lifecycle` ticks every 100 ms: about 10 a second, whatever was swapped around it.
+    let first = next_audit(&mut watcher, "tick").await["n"].as_i64().expect("n");
+    let started = Instant::now();
+    let mut last = first;
+    while started.elapsed() < Duration::from_secs(1) {
+        last = next_audit(&mut watcher, "tick").await["n"].as_i64().expect("n");
+    }
+    let per_second = (last - first) as f64 / started.elapsed().as_secs_f64();
+    assert!(
+        (5.0..=15.0).contains(&per_second),
+        "{per_second:.1} ticks a second after the swaps"
+    );
 }

@@ -1,10 +1,14 @@
-//! The one wasmtime `Engine` of the process and its epoch ticker. Epoch interruption is the CPU
+//! The two wasmtime engines of the process and their epoch ticker. Epoch interruption is the CPU
 //! budget: a call gets `budget / EPOCH_TICK` ticks before it traps with `Interrupt`.
+//!
+//! A new plugin version is first compiled by Winch, wasmtime's baseline compiler, so a swap
+//! takes milliseconds, then by Cranelift in the background; the optimized build replaces the
+//! baseline one when it is ready (see `Plugins::optimize_later`).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, Strategy};
 
 use super::code_cache::{CodeCache, CodeCacheStats, DEFAULT_CAPACITY};
 
@@ -14,7 +18,27 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Guest wasm stack cap per call.
 const MAX_WASM_STACK: usize = 512 * 1024;
 
-/// Function code compiled by the shared engine, reused across loads.
+/// Which compiler made a loaded plugin's machine code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// Winch: compiles in a fraction of Cranelift's time, runs slower. A swapped-in version
+    /// serves on it until its optimized build is ready.
+    Baseline,
+    /// Cranelift: optimized code, what every version ends up on.
+    Optimized,
+}
+
+impl Tier {
+    /// The name the API and the logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Baseline => "baseline",
+            Tier::Optimized => "optimized",
+        }
+    }
+}
+
+/// Function code compiled by the optimizing engine, reused across loads.
 fn code_cache() -> &'static Arc<CodeCache> {
     static CACHE: OnceLock<Arc<CodeCache>> = OnceLock::new();
     CACHE.get_or_init(|| Arc::new(CodeCache::new(DEFAULT_CAPACITY)))
@@ -25,37 +49,68 @@ pub fn code_cache_stats() -> CodeCacheStats {
     code_cache().stats()
 }
 
-/// The shared engine, created (with its ticker thread) on first use.
-pub fn shared() -> Result<&'static Engine, String> {
-    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            let mut config = Config::new();
-            config
-                .wasm_component_model(true)
-                .epoch_interruption(true)
-                // Only WASI 0.3 async guests need it, and it makes every call dearer.
-                .concurrency_support(false)
-                .max_wasm_stack(MAX_WASM_STACK);
-            // A swap recompiles only the functions that changed.
+struct Engines {
+    baseline: Engine,
+    optimized: Engine,
+}
+
+fn engine(tier: Tier) -> Result<Engine, String> {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        // Only WASI 0.3 async guests need it, and it makes every call dearer.
+        .concurrency_support(false)
+        .max_wasm_stack(MAX_WASM_STACK);
+    match tier {
+        // Winch has no incremental compilation: it is fast enough without.
+        Tier::Baseline => {
+            config.strategy(Strategy::Winch);
+        }
+        Tier::Optimized => {
+            config.strategy(Strategy::Cranelift);
+            // A rebuilt plugin recompiles only the functions that changed.
             config
                 .enable_incremental_compilation(code_cache().clone())
                 .map_err(|error| format!("{error:#}"))?;
-            let engine = Engine::new(&config).map_err(|error| format!("{error:#}"))?;
-            let ticker = engine.clone();
+        }
+    }
+    Engine::new(&config).map_err(|error| format!("{} engine: {error:#}", tier.as_str()))
+}
+
+fn engines() -> Result<&'static Engines, String> {
+    static ENGINES: OnceLock<Result<Engines, String>> = OnceLock::new();
+    ENGINES
+        .get_or_init(|| {
+            let engines = Engines {
+                baseline: engine(Tier::Baseline)?,
+                optimized: engine(Tier::Optimized)?,
+            };
+            let ticked = [engines.baseline.clone(), engines.optimized.clone()];
             std::thread::Builder::new()
                 .name("switchboard-epoch".to_owned())
                 .spawn(move || {
                     loop {
                         std::thread::sleep(EPOCH_TICK);
-                        ticker.increment_epoch();
+                        for engine in &ticked {
+                            engine.increment_epoch();
+                        }
                     }
                 })
                 .map_err(|error| format!("cannot start the epoch ticker: {error}"))?;
-            Ok(engine)
+            Ok(engines)
         })
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// The shared engine of a tier, created (with the ticker thread) on first use.
+pub fn shared(tier: Tier) -> Result<&'static Engine, String> {
+    let engines = engines()?;
+    Ok(match tier {
+        Tier::Baseline => &engines.baseline,
+        Tier::Optimized => &engines.optimized,
+    })
 }
 
 /// Epoch ticks for a CPU budget (at least one).

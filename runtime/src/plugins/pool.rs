@@ -12,7 +12,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::bindings::{ConnInfo, HandlerError, Manifest, Message, Plugin, PluginPre};
-use super::engine::ticks_for;
+use super::engine::{Tier, ticks_for};
 use super::host_api::{HostState, PluginEnv};
 
 /// Why a plugin could not be loaded.
@@ -108,6 +108,8 @@ pub struct LoadedPlugin {
     pub loaded_at_ms: u64,
     /// How long compiling the component took, and the whole load (compile, link, validate).
     pub load_time: LoadTime,
+    /// Which compiler made its code.
+    pub tier: Tier,
     /// Calls made.
     pub calls: AtomicU64,
     /// Calls that trapped or timed out.
@@ -125,6 +127,7 @@ impl std::fmt::Debug for LoadedPlugin {
             .field("name", &self.manifest.name)
             .field("version", &self.manifest.version)
             .field("sha256", &self.sha256)
+            .field("tier", &self.tier)
             .finish_non_exhaustive()
     }
 }
@@ -166,8 +169,7 @@ impl LoadedPlugin {
     /// Compiles (off the async threads), links, instantiates once, and validates `describe`
     /// and `init`. The instance used for validation stays warm in the pool.
     pub async fn load(
-        engine: &Engine,
-        linker: &Linker<HostState>,
+        (tier, engine, linker): (Tier, &Engine, &Linker<HostState>),
         path: PathBuf,
         bytes: Vec<u8>,
         env: impl FnOnce(Arc<str>) -> PluginEnv,
@@ -237,6 +239,7 @@ impl LoadedPlugin {
                 compile: compiled,
                 total: started.elapsed(),
             },
+            tier,
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             engine: engine.clone(),

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::Plugins;
+use super::engine::Tier;
 use crate::node::Node;
 
 /// Quiet time after the last change before a file is loaded (writers take a while).
@@ -132,16 +133,28 @@ async fn reload(node: &Arc<Node>, path: &std::path::Path, watched: &Watched) {
     let Some(tenant) = node.tenants.get(&watched.tenant).cloned() else {
         return;
     };
-    let result = Plugins::load_file(node, &tenant, path.to_path_buf(), watched.config.clone())
+    let bytes = match tokio::fs::read(path).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            node.metrics.plugin_load_failure(&tenant.name);
+            tracing::warn!(tenant = %tenant.name, path = %path.display(), %error, "plugin reload failed: cannot read the file; the old version keeps serving");
+            return;
+        }
+    };
+    let (path_buf, config) = (path.to_path_buf(), watched.config.clone());
+    // The baseline compiler puts the new version in place quickly; the optimized build follows.
+    let result = Plugins::load_bytes(node, &tenant, path_buf, bytes.clone(), config.clone(), Tier::Baseline)
         .await
         .map_err(|error| error.to_string())
         .and_then(|loaded| {
-            let version = loaded.manifest.version.clone();
-            let name = loaded.name().to_owned();
             node.plugins
-                .replace(node, &tenant.name, loaded)
-                .map(|()| (name, version))
+                .replace(node, &tenant.name, loaded.clone())
+                .map(|()| loaded)
         });
+    let result = result.map(|loaded| {
+        Plugins::optimize_later(node, &tenant, &loaded, bytes, config);
+        (loaded.name().to_owned(), loaded.manifest.version.clone())
+    });
     match result {
         Ok((name, version)) => {
             tracing::info!(tenant = %tenant.name, plugin = %name, %version, "plugin reloaded from disk");
