@@ -234,8 +234,7 @@ async fn upload(
     let source = std::path::PathBuf::from(format!("upload:{name}"));
     // The baseline compiler puts the new version in place quickly; the optimized build follows.
     let kept = (body.clone(), config.clone());
-    let loaded = match Plugins::load_bytes(node, tenant, source, body, config, Tier::Baseline)
-        .await
+    let loaded = match Plugins::load_bytes(node, tenant, source, body, config, Tier::Baseline).await
     {
         Ok(loaded) => loaded,
         Err(error) => {

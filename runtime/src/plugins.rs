@@ -171,12 +171,14 @@ impl Plugins {
         let weak: Weak<Node> = Arc::downgrade(node);
         let tenant = tenant.clone();
         let limits = tenant.plugin_limits.clone();
-        let loaded = LoadedPlugin::load((tier, engine, linker), path, bytes, move |plugin| PluginEnv {
-            node: weak,
-            tenant,
-            plugin,
-            config,
-            limits,
+        let loaded = LoadedPlugin::load((tier, engine, linker), path, bytes, move |plugin| {
+            PluginEnv {
+                node: weak,
+                tenant,
+                plugin,
+                config,
+                limits,
+            }
         })
         .await?;
         Ok(Arc::new(loaded))
@@ -331,12 +333,14 @@ impl Plugins {
             // Nothing else holds the node across the compile: shutdown is not held up by it.
             drop(strong);
             let Some(node) = node.upgrade() else { return };
-            let outcome = loaded.map_err(|error| error.to_string()).and_then(|optimized| {
-                let compile_ms = optimized.load_time.compile.as_millis() as u64;
-                node.plugins
-                    .upgrade(&node, &tenant.name, &baseline, optimized)
-                    .map(|upgraded| (upgraded, compile_ms))
-            });
+            let outcome = loaded
+                .map_err(|error| error.to_string())
+                .and_then(|optimized| {
+                    let compile_ms = optimized.load_time.compile.as_millis() as u64;
+                    node.plugins
+                        .upgrade(&node, &tenant.name, &baseline, optimized)
+                        .map(|upgraded| (upgraded, compile_ms))
+                });
             match outcome {
                 Ok((true, compile_ms)) => tracing::info!(
                     tenant = %tenant.name,

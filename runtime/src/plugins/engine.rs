@@ -8,7 +8,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, Strategy};
+use wasmtime::{Config, Engine, OptLevel, Strategy};
 
 use super::code_cache::{CodeCache, CodeCacheStats, DEFAULT_CAPACITY};
 
@@ -65,7 +65,11 @@ fn engine(tier: Tier) -> Result<Engine, String> {
     match tier {
         // Winch has no incremental compilation: it is fast enough without.
         Tier::Baseline => {
-            config.strategy(Strategy::Winch);
+            // Cranelift still builds this engine's trampolines: unoptimized, they compile in
+            // a fraction of the time and cost a few instructions per call.
+            config
+                .strategy(Strategy::Winch)
+                .cranelift_opt_level(OptLevel::None);
         }
         Tier::Optimized => {
             config.strategy(Strategy::Cranelift);

@@ -143,14 +143,21 @@ async fn reload(node: &Arc<Node>, path: &std::path::Path, watched: &Watched) {
     };
     let (path_buf, config) = (path.to_path_buf(), watched.config.clone());
     // The baseline compiler puts the new version in place quickly; the optimized build follows.
-    let result = Plugins::load_bytes(node, &tenant, path_buf, bytes.clone(), config.clone(), Tier::Baseline)
-        .await
-        .map_err(|error| error.to_string())
-        .and_then(|loaded| {
-            node.plugins
-                .replace(node, &tenant.name, loaded.clone())
-                .map(|()| loaded)
-        });
+    let result = Plugins::load_bytes(
+        node,
+        &tenant,
+        path_buf,
+        bytes.clone(),
+        config.clone(),
+        Tier::Baseline,
+    )
+    .await
+    .map_err(|error| error.to_string())
+    .and_then(|loaded| {
+        node.plugins
+            .replace(node, &tenant.name, loaded.clone())
+            .map(|()| loaded)
+    });
     let result = result.map(|loaded| {
         Plugins::optimize_later(node, &tenant, &loaded, bytes, config);
         (loaded.name().to_owned(), loaded.manifest.version.clone())
