@@ -326,13 +326,10 @@ impl Plugins {
         }
         let (node, tenant, baseline) = (Arc::downgrade(node), tenant.clone(), baseline.clone());
         tokio::spawn(async move {
-            let Some(strong) = node.upgrade() else { return };
+            let Some(node) = node.upgrade() else { return };
             let path = baseline.path.clone();
             let loaded =
-                Self::load_bytes(&strong, &tenant, path, bytes, config, Tier::Optimized).await;
-            // Nothing else holds the node across the compile: shutdown is not held up by it.
-            drop(strong);
-            let Some(node) = node.upgrade() else { return };
+                Self::load_bytes(&node, &tenant, path, bytes, config, Tier::Optimized).await;
             let outcome = loaded
                 .map_err(|error| error.to_string())
                 .and_then(|optimized| {
