@@ -150,24 +150,21 @@ pub async fn run(
     Ok(measured)
 }
 
-/// The tier the listing shows for `echo`, if any.
-async fn echo_tier(running: &Running, http: &reqwest::Client) -> Option<String> {
+/// What the plugin listing says of `echo`.
+async fn listed_echo(running: &Running, http: &reqwest::Client) -> Result<serde_json::Value> {
     let url = format!("http://{}/api/tenants/default/plugins", running.addr);
     let list: serde_json::Value = http
         .get(&url)
         .header("authorization", format!("Bearer {API_KEY}"))
-        .timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
         .send()
-        .await
-        .ok()?
+        .await?
         .json()
-        .await
-        .ok()?;
-    list.as_array()?
-        .iter()
-        .find(|plugin| plugin["name"] == "echo")?["tier"]
-        .as_str()
-        .map(str::to_owned)
+        .await?;
+    list.as_array()
+        .and_then(|plugins| plugins.iter().find(|plugin| plugin["name"] == "echo"))
+        .cloned()
+        .with_context(|| format!("no echo plugin listed: {list}"))
 }
 
 /// Milliseconds from `since` until the listing shows the optimized build (polled every 10 ms,
@@ -179,7 +176,8 @@ async fn optimized_after(
     within: Duration,
 ) -> f64 {
     while since.elapsed() < within {
-        if echo_tier(running, http).await.as_deref() == Some("optimized") {
+        let listed = listed_echo(running, http).await;
+        if listed.is_ok_and(|echo| echo["tier"] == "optimized") {
             return since.elapsed().as_secs_f64() * 1000.0;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -189,19 +187,7 @@ async fn optimized_after(
 
 /// Checks that the uploaded `echo` is the one listed, and that it answered calls.
 async fn serving_upload(running: &Running, http: &reqwest::Client) -> Result<()> {
-    let url = format!("http://{}/api/tenants/default/plugins", running.addr);
-    let list: serde_json::Value = http
-        .get(&url)
-        .header("authorization", format!("Bearer {API_KEY}"))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let echo = list
-        .as_array()
-        .and_then(|plugins| plugins.iter().find(|plugin| plugin["name"] == "echo"))
-        .with_context(|| format!("no echo plugin listed: {list}"))?;
+    let echo = listed_echo(running, http).await?;
     let uploaded = echo["path"]
         .as_str()
         .is_some_and(|path| path.starts_with("upload:"));
