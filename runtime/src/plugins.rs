@@ -83,6 +83,17 @@ pub enum Routed {
     Failed(CallError),
 }
 
+/// How a background optimized build (`Plugins::optimize_later`) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Optimized {
+    /// The optimized build replaced the baseline one.
+    InPlace,
+    /// Not used: a newer version (or the node's shutdown) came first.
+    Superseded,
+    /// It failed to build; the baseline build keeps serving.
+    Failed(String),
+}
+
 /// Every tenant's plugins on this node, plus their key-value store.
 #[derive(Debug, Default)]
 pub struct Plugins {
@@ -313,20 +324,24 @@ impl Plugins {
     }
 
     /// Compiles a swapped-in baseline version again with the optimizing compiler, off the hot
-    /// path, and puts that build in its place if it is still the routed version by then.
+    /// path, and puts that build in its place if it is still the routed version by then. The
+    /// handle tells how that ended (`None`: the version is optimized already); dropping it
+    /// leaves the build running.
     pub fn optimize_later(
         node: &Arc<Node>,
         tenant: &Arc<Tenant>,
         baseline: &Arc<LoadedPlugin>,
         bytes: Vec<u8>,
         config: std::collections::BTreeMap<String, String>,
-    ) {
+    ) -> Option<tokio::task::JoinHandle<Optimized>> {
         if baseline.tier == Tier::Optimized {
-            return;
+            return None;
         }
         let (node, tenant, baseline) = (Arc::downgrade(node), tenant.clone(), baseline.clone());
-        tokio::spawn(async move {
-            let Some(node) = node.upgrade() else { return };
+        Some(tokio::spawn(async move {
+            let Some(node) = node.upgrade() else {
+                return Optimized::Superseded;
+            };
             let path = baseline.path.clone();
             let loaded =
                 Self::load_bytes(&node, &tenant, path, bytes, config, Tier::Optimized).await;
@@ -339,18 +354,24 @@ impl Plugins {
                         .map(|upgraded| (upgraded, compile_ms))
                 });
             match outcome {
-                Ok((true, compile_ms)) => tracing::info!(
-                    tenant = %tenant.name,
-                    plugin = %baseline.name(),
-                    version = %baseline.manifest.version,
-                    compile_ms,
-                    "plugin now runs optimized code"
-                ),
-                Ok((false, _)) => tracing::debug!(
-                    tenant = %tenant.name,
-                    plugin = %baseline.name(),
-                    "optimized build not used: a newer version was swapped in meanwhile"
-                ),
+                Ok((true, compile_ms)) => {
+                    tracing::info!(
+                        tenant = %tenant.name,
+                        plugin = %baseline.name(),
+                        version = %baseline.manifest.version,
+                        compile_ms,
+                        "plugin now runs optimized code"
+                    );
+                    Optimized::InPlace
+                }
+                Ok((false, _)) => {
+                    tracing::debug!(
+                        tenant = %tenant.name,
+                        plugin = %baseline.name(),
+                        "optimized build not used: a newer version was swapped in meanwhile"
+                    );
+                    Optimized::Superseded
+                }
                 Err(error) => {
                     node.metrics.plugin_load_failure(&tenant.name);
                     tracing::warn!(
@@ -359,9 +380,10 @@ impl Plugins {
                         %error,
                         "optimized build failed; the baseline build keeps serving"
                     );
+                    Optimized::Failed(error)
                 }
             }
-        });
+        }))
     }
 
     /// Routes a non-built-in envelope to the plugin that declared its type.

@@ -335,6 +335,95 @@ async fn hostile_plugins_on_baseline_code_end_only_their_own_call() {
     );
 }
 
+#[tokio::test]
+async fn an_optimized_build_replaces_only_the_build_it_was_made_for() {
+    use switchboard::plugins::{Optimized, Plugins, engine::Tier};
+    let server = server_with(&["greeter-v1"], "").await;
+    let node = server.node().clone();
+    let tenant = node.tenants.get("default").expect("tenant").clone();
+    let baseline = |name: &'static str| {
+        Plugins::load_bytes(
+            &node,
+            &tenant,
+            wasm(name).into(),
+            wasm_bytes(name),
+            Default::default(),
+            Tier::Baseline,
+        )
+    };
+    let (older, newer) = (baseline("greeter-v1").await, baseline("greeter-v2").await);
+    let (older, newer) = (older.expect("v1 loads"), newer.expect("v2 loads"));
+    let mut client = Client::connect(&server, "default", "alice").await;
+    let routed_greeter = || {
+        node.plugins
+            .routes("default")
+            .and_then(|routes| {
+                routes
+                    .plugins
+                    .iter()
+                    .find(|plugin| plugin.name() == "greeter")
+                    .cloned()
+            })
+            .expect("greeter routed")
+    };
+
+    // An older version's optimized build that finishes after a newer upload is not used.
+    node.plugins
+        .replace(&node, "default", older.clone())
+        .expect("v1");
+    let late = Plugins::optimize_later(
+        &node,
+        &tenant,
+        &older,
+        wasm_bytes("greeter-v1"),
+        Default::default(),
+    )
+    .expect("a baseline build gets an optimized one");
+    node.plugins
+        .replace(&node, "default", newer.clone())
+        .expect("v2");
+    assert_eq!(late.await.expect("joined"), Optimized::Superseded);
+    assert!(std::sync::Arc::ptr_eq(&routed_greeter(), &newer));
+    assert_eq!(greet_version(&mut client).await, 2);
+
+    // An optimized build that fails leaves the baseline build serving.
+    let mut broken = wasm_bytes("greeter-v2");
+    broken.truncate(broken.len() / 2);
+    let failed = Plugins::optimize_later(&node, &tenant, &newer, broken, Default::default())
+        .expect("started")
+        .await
+        .expect("joined");
+    assert!(
+        matches!(&failed, Optimized::Failed(message) if message.contains("not a Switchboard plugin")),
+        "{failed:?}"
+    );
+    assert!(std::sync::Arc::ptr_eq(&routed_greeter(), &newer));
+    assert_eq!(greet_version(&mut client).await, 2);
+
+    // The build it was made for, still routed, is replaced, with its call count.
+    let calls = newer.calls.load(std::sync::atomic::Ordering::Relaxed);
+    let optimized = Plugins::optimize_later(
+        &node,
+        &tenant,
+        &newer,
+        wasm_bytes("greeter-v2"),
+        Default::default(),
+    )
+    .expect("started");
+    assert_eq!(optimized.await.expect("joined"), Optimized::InPlace);
+    let routed = routed_greeter();
+    assert_eq!(
+        (routed.tier, routed.manifest.version.as_str()),
+        (Tier::Optimized, "2.0.0")
+    );
+    assert!(routed.calls.load(std::sync::atomic::Ordering::Relaxed) >= calls);
+    assert_eq!(greet_version(&mut client).await, 2);
+    // An optimized build needs no second one.
+    assert!(
+        Plugins::optimize_later(&node, &tenant, &routed, Vec::new(), Default::default()).is_none()
+    );
+}
+
 async fn each_hostile_call_ends_alone(server: &TestServer) {
     let mut mallory = Client::connect(server, "default", "mallory").await;
     let mut nina = Client::connect(server, "default", "nina").await;
