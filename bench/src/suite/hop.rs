@@ -2,11 +2,14 @@
 //! the WASM plugin on Switchboard) and the built-in `ping` with the same payload; the difference
 //! of their median round trips is what the plugin adds. Then the same pipelined load of each
 //! (as in the echo scenario): the difference of the server's CPU per message is what the hop
-//! costs in CPU, a steadier figure than latency on a shared machine.
+//! costs in CPU, a steadier figure than latency on a shared machine. Last, the server's CPU per
+//! lone request (one at a time again, in blocks of echo and of ping): a lone request runs the
+//! call path with cold caches, and this is the CPU the latency hop is made of.
 
 use std::time::Duration;
 
 use anyhow::Result;
+use switchboard_bench::procstat;
 use switchboard_bench::stats::percentile;
 
 use crate::client::{self, Clock};
@@ -24,6 +27,21 @@ pub struct Params {
     pub load: echo::Params,
 }
 
+/// One request of `kind`, waiting for its reply: the round trip in µs.
+async fn lone(
+    socket: &mut client::Socket,
+    kind: &str,
+    index: usize,
+    payload: &str,
+    clock: Clock,
+) -> Result<u64> {
+    let id = format!("{kind}{index}");
+    let text = format!(r#"{{"type":"{kind}","correlationId":"{id}","payload":{payload}}}"#);
+    let started = clock.now_us();
+    client::request(socket, text, &id).await?;
+    Ok(clock.now_us().saturating_sub(started))
+}
+
 /// The hop scenario.
 pub async fn run(running: &Running, params: &Params, clock: Clock) -> Result<Measured> {
     let token = client::token(JWT_SECRET, "hop")?;
@@ -36,20 +54,37 @@ pub async fn run(running: &Running, params: &Params, clock: Clock) -> Result<Mea
     let (mut failed, mut note) = (0u64, None);
     for index in 0..params.warmup + params.samples {
         for (kind, samples) in [("echo", &mut echo), ("ping", &mut ping)] {
-            let id = format!("{kind}{index}");
-            let text = format!(r#"{{"type":"{kind}","correlationId":"{id}","payload":{payload}}}"#);
-            let started = clock.now_us();
-            match client::request(&mut socket, text, &id).await {
-                Ok(()) if index >= params.warmup => {
-                    samples.push(clock.now_us().saturating_sub(started));
-                }
-                Ok(()) => {}
+            match lone(&mut socket, kind, index, &payload, clock).await {
+                Ok(took) if index >= params.warmup => samples.push(took),
+                Ok(_) => {}
                 Err(error) => {
                     failed += 1;
                     note.get_or_insert_with(|| format!("{error:#}"));
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
+        }
+    }
+    // Short blocks of each kind, alternating and in alternating order (echo-ping, ping-echo),
+    // so that a drift of the machine weighs on both kinds alike.
+    const ROUNDS: usize = 20;
+    let (mut lone_cpu_ns, mut lone_count) = ([0u64; 2], [0u64; 2]);
+    let block = (params.samples / ROUNDS).max(1);
+    for round in 0..ROUNDS {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for slot in order {
+            let kind = ["echo", "ping"][slot];
+            let before = procstat::cpu_ns(running.pid());
+            for index in 0..block {
+                match lone(&mut socket, kind, round * block + index, &payload, clock).await {
+                    Ok(_) => lone_count[slot] += 1,
+                    Err(error) => {
+                        failed += 1;
+                        note.get_or_insert_with(|| format!("{error:#}"));
+                    }
+                }
+            }
+            lone_cpu_ns[slot] += procstat::cpu_ns(running.pid()).saturating_sub(before);
         }
     }
     let _ = client::close(socket).await;
@@ -77,6 +112,16 @@ pub async fn run(running: &Running, params: &Params, clock: Clock) -> Result<Mea
         percentile(&ping, 0.99) as f64,
         0,
     );
+    let [lone_echo, lone_ping] =
+        [0, 1].map(|slot| lone_cpu_ns[slot] as f64 / 1e3 / lone_count[slot].max(1) as f64);
+    measured.push(
+        "hop CPU µs/lone req",
+        Better::LowerNoRatio,
+        lone_echo - lone_ping,
+        1,
+    );
+    measured.push("echo CPU µs/lone req", Better::Lower, lone_echo, 1);
+    measured.push("ping CPU µs/lone req", Better::Lower, lone_ping, 1);
     measured.fail(
         failed,
         &format!("failed requests ({})", note.unwrap_or_default()),
