@@ -133,35 +133,28 @@ async fn reload(node: &Arc<Node>, path: &std::path::Path, watched: &Watched) {
     let Some(tenant) = node.tenants.get(&watched.tenant).cloned() else {
         return;
     };
-    let bytes = match tokio::fs::read(path).await {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            node.metrics.plugin_load_failure(&tenant.name);
-            tracing::warn!(tenant = %tenant.name, path = %path.display(), %error, "plugin reload failed: cannot read the file; the old version keeps serving");
-            return;
-        }
-    };
-    let (path_buf, config) = (path.to_path_buf(), watched.config.clone());
-    // The baseline compiler puts the new version in place quickly; the optimized build follows.
-    let result = Plugins::load_bytes(
-        node,
-        &tenant,
-        path_buf,
-        bytes.clone(),
-        config.clone(),
-        Tier::Baseline,
-    )
-    .await
-    .map_err(|error| error.to_string())
-    .and_then(|loaded| {
-        node.plugins
-            .replace(node, &tenant.name, loaded.clone())
-            .map(|()| loaded)
-    });
-    let result = result.map(|loaded| {
+    let result = async {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|error| format!("cannot read the file: {error}"))?;
+        let config = watched.config.clone();
+        // The baseline compiler puts the new version in place quickly; the optimized build
+        // follows.
+        let loaded = Plugins::load_bytes(
+            node,
+            &tenant,
+            path.to_path_buf(),
+            bytes.clone(),
+            config.clone(),
+            Tier::Baseline,
+        )
+        .await
+        .map_err(|error| error.to_string())?;
+        node.plugins.replace(node, &tenant.name, loaded.clone())?;
         Plugins::optimize_later(node, &tenant, &loaded, bytes, config);
-        (loaded.name().to_owned(), loaded.manifest.version.clone())
-    });
+        Ok::<_, String>((loaded.name().to_owned(), loaded.manifest.version.clone()))
+    }
+    .await;
     match result {
         Ok((name, version)) => {
             tracing::info!(tenant = %tenant.name, plugin = %name, %version, "plugin reloaded from disk");
