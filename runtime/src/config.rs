@@ -27,6 +27,38 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     /// What carries messages between nodes.
     pub backplane: BackplaneConfig,
+    /// The key that signs precompiled plugin artifacts; without one, only `.wasm` components
+    /// are loaded.
+    pub artifact_key: Option<ArtifactKey>,
+}
+
+/// The operator's secret that signs precompiled plugin artifacts (`switchboard precompile`).
+/// An artifact is native code, so whoever holds this key can run code in the host: it is a
+/// node setting, never a tenant's.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ArtifactKey(Vec<u8>);
+
+/// Shortest accepted artifact key, in bytes (the HMAC-SHA256 block of security).
+pub const MIN_ARTIFACT_KEY_BYTES: usize = 32;
+
+impl ArtifactKey {
+    /// A key from its bytes; `None` when shorter than `MIN_ARTIFACT_KEY_BYTES`.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Option<ArtifactKey> {
+        let bytes = bytes.into();
+        (bytes.len() >= MIN_ARTIFACT_KEY_BYTES).then_some(ArtifactKey(bytes))
+    }
+
+    /// The secret.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ArtifactKey {
+    // Secrets never reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ArtifactKey(..)")
+    }
 }
 
 /// The backplane a node runs on.
@@ -299,6 +331,14 @@ struct RawConfig {
     tenants: Vec<RawTenant>,
     backplane: Option<String>,
     redis: Option<RawRedis>,
+    #[serde(default)]
+    plugins: RawNodePlugins,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNodePlugins {
+    artifact_key: Option<RawSecret>,
 }
 
 #[derive(Deserialize, Default)]
@@ -481,6 +521,17 @@ impl Validator<'_> {
         );
         let max_connections = self.count("max_connections", raw.max_connections, 100_000);
         let backplane = self.backplane(raw.backplane.as_deref(), raw.redis);
+        let artifact_key = raw.plugins.artifact_key.and_then(|raw| {
+            let secret = self.secret("plugins.artifact_key", raw)?;
+            let key = ArtifactKey::new(secret);
+            if key.is_none() {
+                self.issue(
+                    "plugins.artifact_key",
+                    format!("must be at least {MIN_ARTIFACT_KEY_BYTES} bytes"),
+                );
+            }
+            key
+        });
 
         if raw.tenants.is_empty() {
             self.issue("tenants", "at least one tenant is required");
@@ -513,6 +564,7 @@ impl Validator<'_> {
             max_connections,
             tenants,
             backplane,
+            artifact_key,
         }
     }
 

@@ -1,4 +1,4 @@
-//! The `switchboard` command: `serve`, `check` and `token`. Thin: parse flags, load the config,
+//! The `switchboard` command: `serve`, `check`, `token` and `precompile`. Thin: parse flags, load the config,
 //! set up logging, hand over to the library.
 
 use std::io::IsTerminal as _;
@@ -59,6 +59,18 @@ enum Command {
         #[arg(long = "claim", value_parser = parse_claim)]
         claims: Vec<(String, Value)>,
     },
+    /// Compile a plugin ahead of time into an artifact signed with the config's
+    /// `plugins.artifact_key`; nodes of the same build and key load it without compiling.
+    Precompile {
+        /// The TOML config file that holds the artifact key.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The plugin component (`.wasm`).
+        wasm: PathBuf,
+        /// Where to write the artifact (default: the component's path with `.cwasm`).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn parse_claim(text: &str) -> Result<(String, Value), String> {
@@ -81,6 +93,11 @@ fn main() -> ExitCode {
             ttl,
             claims,
         } => token(&config, &tenant, &sub, ttl, claims),
+        Command::Precompile {
+            config,
+            wasm,
+            output,
+        } => precompile(&config, &wasm, output),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -184,6 +201,25 @@ fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow
         server.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+fn precompile(
+    config: &std::path::Path,
+    wasm: &std::path::Path,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let config = load(config)?;
+    let key = config.artifact_key.context(
+        "the config has no `plugins.artifact_key`: set it (at least 32 bytes) to sign artifacts",
+    )?;
+    let bytes = std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+    let artifact = switchboard::plugins::Plugins::precompile(&key, &bytes)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", wasm.display()))?;
+    let output = output.unwrap_or_else(|| wasm.with_extension("cwasm"));
+    std::fs::write(&output, &artifact)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    println!("{} ({} bytes)", output.display(), artifact.len());
+    Ok(())
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

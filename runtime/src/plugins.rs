@@ -1,6 +1,7 @@
 //! WASM plugins: the host facade. Loads each tenant's plugins, routes envelope types to them
 //! through a routing table swapped atomically, and wires the lifecycle hooks.
 //!
+//! - `artifact`: precompiled, signed plugin artifacts (`switchboard precompile`);
 //! - `bindings`: the WIT world as Rust types (`bindgen!`);
 //! - `engine`: the shared wasmtime engine and the epoch ticker (CPU budgets);
 //! - `host_api`: what plugins import, confined to their tenant, with per-call quotas;
@@ -8,6 +9,7 @@
 //! - `kv`: the plugins' key-value store;
 //! - `watch`: hot reload when a configured plugin file changes.
 
+pub mod artifact;
 pub mod bindings;
 pub mod code_cache;
 pub mod engine;
@@ -27,9 +29,9 @@ use wasmtime::component::{HasSelf, Linker};
 use bindings::{Hooks, Message, Plugin};
 use engine::Tier;
 use host_api::{HostState, PluginEnv};
-use pool::{Answer, Call, CallError, LoadError, LoadedPlugin};
+use pool::{Answer, Call, CallError, LoadError, LoadedPlugin, Source};
 
-use crate::config::Config;
+use crate::config::{ArtifactKey, Config};
 use crate::node::Node;
 use crate::registry::ConnHandle;
 use crate::tenant::Tenant;
@@ -124,6 +126,22 @@ fn linker(tier: Tier) -> Result<&'static Linker<HostState>, String> {
 }
 
 impl Plugins {
+    /// Compiles a plugin component ahead of time with the optimizing engine, checks that it
+    /// links against the plugin world, and signs the build with `key`: an artifact that nodes
+    /// with the same key and the same build of Switchboard load without compiling.
+    pub fn precompile(key: &ArtifactKey, wasm: &[u8]) -> Result<Vec<u8>, String> {
+        let engine = engine::shared(Tier::Optimized)?;
+        let component = wasmtime::component::Component::new(engine, wasm)
+            .map_err(|error| format!("not a plugin component: {error:#}"))?;
+        linker(Tier::Optimized)?
+            .instantiate_pre(&component)
+            .map_err(|error| format!("not built for the Switchboard plugin world: {error:#}"))?;
+        let compiled = component
+            .serialize()
+            .map_err(|error| format!("cannot serialize the build: {error:#}"))?;
+        Ok(artifact::seal(key, wasm, &compiled))
+    }
+
     /// Empty routing tables for the config's tenants.
     pub fn new(config: &Config) -> Self {
         Plugins {
@@ -163,7 +181,9 @@ impl Plugins {
         Self::load_bytes(node, tenant, path, bytes, config, tier).await
     }
 
-    /// Loads a plugin from bytes for a tenant, compiled by the given tier.
+    /// Loads a plugin from bytes for a tenant: a `.wasm` component is compiled by the given
+    /// tier, a precompiled artifact (checked against the node's artifact key) is optimized code
+    /// already.
     pub async fn load_bytes(
         node: &Arc<Node>,
         tenant: &Arc<Tenant>,
@@ -177,12 +197,24 @@ impl Plugins {
             path: shown.clone(),
             message,
         };
+        let (tier, source) = if artifact::is_artifact(&bytes) {
+            let verified =
+                artifact::open(node.config.artifact_key.as_ref(), bytes).map_err(|error| {
+                    LoadError::Artifact {
+                        path: shown.clone(),
+                        message: error.to_string(),
+                    }
+                })?;
+            (Tier::Optimized, Source::Artifact(verified))
+        } else {
+            (tier, Source::Wasm(bytes))
+        };
         let engine = engine::shared(tier).map_err(setup)?;
         let linker = linker(tier).map_err(setup)?;
         let weak: Weak<Node> = Arc::downgrade(node);
         let tenant = tenant.clone();
         let limits = tenant.plugin_limits.clone();
-        let loaded = LoadedPlugin::load((tier, engine, linker), path, bytes, move |plugin| {
+        let loaded = LoadedPlugin::load((tier, engine, linker), path, source, move |plugin| {
             PluginEnv {
                 node: weak,
                 tenant,

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on a loopback port, real WebSocket clients.
 //! One module per subsystem; `support` holds the harness.
 
+mod artifacts;
 mod client;
 mod cluster;
 mod external;

@@ -212,3 +212,30 @@ fn redis_settings_are_checked() {
         ],
     );
 }
+
+#[test]
+fn the_artifact_key_is_optional_long_and_may_come_from_the_environment() {
+    assert!(parse_ok(MINIMAL).artifact_key.is_none());
+    let long = "k".repeat(super::MIN_ARTIFACT_KEY_BYTES);
+    let config = parse_ok(&format!("[plugins]\nartifact_key = \"{long}\"\n{MINIMAL}"));
+    assert_eq!(
+        config.artifact_key.as_ref().map(|key| key.as_bytes()),
+        Some(long.as_bytes())
+    );
+    assert_eq!(
+        format!("{:?}", config.artifact_key),
+        "Some(ArtifactKey(..))"
+    );
+    check_errors(
+        &format!("[plugins]\nartifact_key = \"short\"\n{MINIMAL}"),
+        &["test.toml: plugins.artifact_key: must be at least 32 bytes"],
+    );
+    check_errors(
+        &format!(
+            "[plugins]\nartifact_key = {{ env = \"SWITCHBOARD_TEST_UNSET_ARTIFACT_KEY\" }}\n{MINIMAL}"
+        ),
+        &[
+            "test.toml: plugins.artifact_key: environment variable `SWITCHBOARD_TEST_UNSET_ARTIFACT_KEY` is not set or not UTF-8",
+        ],
+    );
+}

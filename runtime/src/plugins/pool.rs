@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
+use super::artifact::{Verified, deserialize, hex};
 use super::bindings::{ConnInfo, HandlerError, Manifest, Message, Plugin, PluginPre};
 use super::engine::{Tier, ticks_for};
 use super::host_api::{HostState, PluginEnv};
@@ -34,6 +35,14 @@ pub enum LoadError {
         /// What wasmtime said.
         message: String,
     },
+    /// A precompiled artifact this node does not accept.
+    #[error("{path}: precompiled artifact refused: {message}")]
+    Artifact {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
     /// `describe` or `init` failed, or the manifest is unusable.
     #[error("{path}: {message}")]
     Refused {
@@ -47,7 +56,7 @@ pub enum LoadError {
 /// Where a load's time went: compiling dominates, and happens while the old version serves.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadTime {
-    /// Compiling the component to native code.
+    /// Compiling the component to native code (for an artifact: mapping its code).
     pub compile: std::time::Duration,
     /// Everything: compile, link, instantiate, `describe` and `init`.
     pub total: std::time::Duration,
@@ -161,17 +170,23 @@ fn arm(store: &mut Store<HostState>) {
 
 const BUILT_IN_TYPES: [&str; 3] = ["ping", "room:join", "room:leave"];
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+/// What a plugin version is loaded from.
+#[derive(Debug)]
+pub enum Source {
+    /// A `.wasm` component, compiled at load.
+    Wasm(Vec<u8>),
+    /// A precompiled artifact whose signature checked.
+    Artifact(Verified),
 }
 
 impl LoadedPlugin {
-    /// Compiles (off the async threads), links, instantiates once, and validates `describe`
-    /// and `init`. The instance used for validation stays warm in the pool.
+    /// Compiles (off the async threads; an artifact is only mapped), links, instantiates
+    /// once, and validates `describe` and `init`. The instance used for validation stays warm
+    /// in the pool.
     pub async fn load(
         (tier, engine, linker): (Tier, &Engine, &Linker<HostState>),
         path: PathBuf,
-        bytes: Vec<u8>,
+        source: Source,
         env: impl FnOnce(Arc<str>) -> PluginEnv,
     ) -> Result<LoadedPlugin, LoadError> {
         use sha2::Digest as _;
@@ -181,16 +196,21 @@ impl LoadedPlugin {
             message: format!("{error:#}"),
         };
         let started = std::time::Instant::now();
-        let sha256 = hex(&sha2::Sha256::digest(&bytes));
+        let sha256 = match &source {
+            Source::Wasm(bytes) => hex(&sha2::Sha256::digest(bytes)),
+            Source::Artifact(artifact) => artifact.source_sha256(),
+        };
         let compile_engine = engine.clone();
-        let component =
-            tokio::task::spawn_blocking(move || Component::new(&compile_engine, &bytes))
-                .await
-                .map_err(|error| LoadError::Invalid {
-                    path: shown.clone(),
-                    message: error.to_string(),
-                })?
-                .map_err(invalid)?;
+        let component = tokio::task::spawn_blocking(move || match source {
+            Source::Wasm(bytes) => Component::new(&compile_engine, &bytes),
+            Source::Artifact(artifact) => deserialize(&compile_engine, &artifact),
+        })
+        .await
+        .map_err(|error| LoadError::Invalid {
+            path: shown.clone(),
+            message: error.to_string(),
+        })?
+        .map_err(invalid)?;
         let compiled = started.elapsed();
         let pre = linker
             .instantiate_pre(&component)
