@@ -294,7 +294,7 @@ impl Plan {
                 Scenario::Handshakes => units.push(Unit::Handshakes),
                 Scenario::Churn => units.push(Unit::Churn),
                 Scenario::Hop => units.push(Unit::Hop),
-                Scenario::Swap => units.push(Unit::Swap),
+                Scenario::Swap => units.extend([Unit::Swap, Unit::SwapPrecompiled]),
             }
         }
         units
@@ -312,6 +312,8 @@ enum Unit {
     Churn,
     Hop,
     Swap,
+    /// The swap, uploading a precompiled artifact.
+    SwapPrecompiled,
 }
 
 impl Unit {
@@ -324,12 +326,13 @@ impl Unit {
             Unit::Churn => "churn".to_owned(),
             Unit::Hop => "plugin hop".to_owned(),
             Unit::Swap => "plugin swap".to_owned(),
+            Unit::SwapPrecompiled => "plugin swap, precompiled".to_owned(),
         }
     }
 
     /// The servers this unit runs against: the hop is Switchboard's plugin against its
     /// built-in `ping` (bare shows the same difference without a plugin); the swap is
-    /// Switchboard's alone.
+    /// Switchboard's alone (the precompiled swap needs the `precompile` command of this tree).
     fn servers(self, selected: &[Server]) -> Vec<Server> {
         selected
             .iter()
@@ -337,6 +340,7 @@ impl Unit {
             .filter(|server| match self {
                 Unit::Hop => *server != Server::Node,
                 Unit::Swap => matches!(server, Server::Switchboard | Server::Before),
+                Unit::SwapPrecompiled => *server == Server::Switchboard,
                 _ => true,
             })
             .collect()
@@ -393,11 +397,28 @@ async fn run_unit(
             &plan.swap,
             clock,
             &env.http,
-            &env.programs.echo_wasm,
+            (&env.programs.echo_wasm, swap::Upload::Wasm),
             rep,
         )
         .await
         .map(|m| vec![(label, m)]),
+        Unit::SwapPrecompiled => {
+            let config = env.dir.path().join("switchboard.toml");
+            let upload = swap::Upload::Precompiled {
+                switchboard: &env.programs.switchboard,
+                config: &config,
+            };
+            swap::run(
+                &running,
+                &plan.swap,
+                clock,
+                &env.http,
+                (&env.programs.echo_wasm, upload),
+                rep,
+            )
+            .await
+            .map(|m| vec![(label, m)])
+        }
     };
     if outcome.is_ok() {
         running.check_alive()?;

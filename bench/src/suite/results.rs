@@ -321,6 +321,17 @@ pub fn targets(records: &[Record], idle_max_case: Option<&str>) -> Vec<Target> {
         "plugin swap: 0 failed or missing replies",
         "plugin swap",
     ));
+    targets.extend(upper(
+        "plugin swap under load, precompiled artifact (the PUT)",
+        "plugin swap, precompiled",
+        "PUT ms",
+        50.0,
+        "ms",
+    ));
+    targets.extend(none_failed(
+        "plugin swap, precompiled: 0 failed or missing replies",
+        "plugin swap, precompiled",
+    ));
     if present("churn") {
         let growth = median_of(
             records,

@@ -14,6 +14,8 @@ use switchboard_bench::procstat;
 /// The HS256 secret of every server, and the Switchboard tenant's API key.
 pub const JWT_SECRET: &str = "bench-secret";
 pub const API_KEY: &str = "bench-key";
+/// The key that signs precompiled plugin artifacts for the benchmark's servers.
+pub const ARTIFACT_KEY: &str = "bench-artifact-key-0123456789abcdef";
 /// Channels with this prefix have presence off (no member list in join acks, no presence
 /// events): the fan-out rooms.
 pub const PRESENCE_OFF_PREFIX: &str = "fanout";
@@ -239,6 +241,9 @@ max_connections = 100000
 
 [log]
 level = "warn"
+
+[plugins]
+artifact_key = "{ARTIFACT_KEY}"
 
 [[tenants]]
 name = "default"

@@ -6,6 +6,10 @@
 //! the old version serves; the rest is the upload and the swap itself. The PUT puts in place
 //! a baseline (Winch) build; "optimized after" is when the listing first shows the optimized
 //! (Cranelift) build that replaces it in the background, timed from the PUT's start.
+//!
+//! The precompiled variant uploads the same new build as an artifact made ahead of time by
+//! `switchboard precompile` (untimed, as a deploy pipeline would) with the server's artifact
+//! key: the node maps the optimized code instead of compiling it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -54,13 +58,59 @@ pub fn rebuilt(component: &[u8], label: &str) -> Vec<u8> {
     out
 }
 
+/// What the swap uploads.
+#[derive(Debug, Clone, Copy)]
+pub enum Upload<'a> {
+    /// The new build's `.wasm`, compiled by the node.
+    Wasm,
+    /// The new build precompiled by this `switchboard` binary with this config's artifact key.
+    Precompiled {
+        switchboard: &'a Path,
+        config: &'a Path,
+    },
+}
+
+/// Runs `switchboard precompile` on `wasm`; the artifact's bytes and how long it took.
+fn precompile(
+    switchboard: &Path,
+    config: &Path,
+    wasm: &[u8],
+    rep: usize,
+) -> Result<(Vec<u8>, f64)> {
+    let dir = config.parent().unwrap_or(Path::new("."));
+    let source = dir.join(format!("echo-rebuilt-{rep}.wasm"));
+    let output = source.with_extension("cwasm");
+    std::fs::write(&source, wasm)?;
+    let started = Instant::now();
+    let run = std::process::Command::new(switchboard)
+        .arg("precompile")
+        .arg("--config")
+        .arg(config)
+        .arg(&source)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .context("cannot run switchboard precompile")?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if !run.status.success() {
+        anyhow::bail!(
+            "switchboard precompile failed: {}",
+            String::from_utf8_lossy(&run.stderr).trim()
+        );
+    }
+    let artifact = std::fs::read(&output)?;
+    let _ = std::fs::remove_file(&source);
+    let _ = std::fs::remove_file(&output);
+    Ok((artifact, ms))
+}
+
 /// The swap scenario.
 pub async fn run(
     running: &Running,
     params: &Params,
     clock: Clock,
     http: &reqwest::Client,
-    echo_wasm: &Path,
+    (echo_wasm, upload): (&Path, Upload<'_>),
     rep: usize,
 ) -> Result<Measured> {
     let component =
@@ -70,7 +120,17 @@ pub async fn run(
         std::process::id(),
         Instant::now()
     );
-    let body = rebuilt(&component, &label);
+    let wasm = rebuilt(&component, &label);
+    let (body, precompile_ms) = match upload {
+        Upload::Wasm => (wasm, None),
+        Upload::Precompiled {
+            switchboard,
+            config,
+        } => {
+            let (artifact, ms) = precompile(switchboard, config, &wasm, rep)?;
+            (artifact, Some(ms))
+        }
+    };
     let url = format!("http://{}/api/tenants/default/plugins/echo", running.addr);
 
     let load = Load::start(running, &params.load, clock).await?;
@@ -118,6 +178,9 @@ pub async fn run(
     tally.latencies_us.sort_unstable();
 
     let mut measured = Measured::default();
+    if let Some(ms) = precompile_ms {
+        measured.push("precompiled ahead ms", Better::Lower, ms, 0);
+    }
     measured.push("PUT ms", Better::Lower, put_ms, 1);
     measured.push("compile ms", Better::Lower, compile_ms, 1);
     measured.push("load ms", Better::Lower, load_ms, 1);
