@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::backplane::{Publish, RoomKey};
 use crate::node::Node;
-use crate::plugins::Plugins;
+use crate::plugins::{Plugins, artifact};
 use crate::plugins::engine::Tier;
 use crate::plugins::pool::LoadedPlugin;
 use crate::protocol::{check_channel, check_type};
@@ -233,7 +233,8 @@ async fn upload(
         .unwrap_or_default();
     let source = std::path::PathBuf::from(format!("upload:{name}"));
     // The baseline compiler puts the new version in place quickly; the optimized build follows.
-    let kept = (body.clone(), config.clone());
+    // An artifact is optimized code already, so it needs no copy for a background build.
+    let kept = (!artifact::is_artifact(&body)).then(|| (body.clone(), config.clone()));
     let loaded = match Plugins::load_bytes(node, tenant, source, body, config, Tier::Baseline).await
     {
         Ok(loaded) => loaded,
@@ -269,7 +270,9 @@ async fn upload(
                 tier = loaded.tier.as_str(),
                 "plugin swapped in"
             );
-            Plugins::optimize_later(node, tenant, &loaded, kept.0, kept.1);
+            if let Some((bytes, config)) = kept {
+                Plugins::optimize_later(node, tenant, &loaded, bytes, config);
+            }
             json_ok(StatusCode::OK, plugin_json(&loaded).to_string())
         }
         Err(message) => {
