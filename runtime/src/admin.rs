@@ -12,9 +12,8 @@ use serde_json::value::RawValue;
 
 use crate::backplane::{Publish, RoomKey};
 use crate::node::Node;
-use crate::plugins::{Plugins, artifact};
-use crate::plugins::engine::Tier;
 use crate::plugins::pool::LoadedPlugin;
+use crate::plugins::{Plugins, artifact};
 use crate::protocol::{check_channel, check_type};
 use crate::server::response::{json_error, json_ok};
 use crate::tenant::Tenant;
@@ -233,10 +232,12 @@ async fn upload(
         .unwrap_or_default();
     let source = std::path::PathBuf::from(format!("upload:{name}"));
     // The baseline compiler puts the new version in place quickly; the optimized build follows.
-    // An artifact is optimized code already, so it needs no copy for a background build.
-    let kept = (!artifact::is_artifact(&body)).then(|| (body.clone(), config.clone()));
-    let loaded = match Plugins::load_bytes(node, tenant, source, body, config, Tier::Baseline).await
-    {
+    // An artifact is optimized code already, so it needs no copy for a background build (nor
+    // does a build when swaps are not tiered).
+    let kept = (node.config.tiered_swaps && !artifact::is_artifact(&body))
+        .then(|| (body.clone(), config.clone()));
+    let tier = Plugins::swap_tier(&node.config);
+    let loaded = match Plugins::load_bytes(node, tenant, source, body, config, tier).await {
         Ok(loaded) => loaded,
         Err(error) => {
             node.metrics.plugin_load_failure(&tenant.name);

@@ -30,6 +30,9 @@ pub struct Config {
     /// The key that signs precompiled plugin artifacts; without one, only `.wasm` components
     /// are loaded.
     pub artifact_key: Option<ArtifactKey>,
+    /// Whether a swapped-in `.wasm` serves on baseline code until its optimized build is
+    /// ready (a fast swap), or waits for the optimized build (one compile, less CPU).
+    pub tiered_swaps: bool,
 }
 
 /// The operator's secret that signs precompiled plugin artifacts (`switchboard precompile`).
@@ -339,6 +342,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawNodePlugins {
     artifact_key: Option<RawSecret>,
+    tiered_swaps: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -521,6 +525,7 @@ impl Validator<'_> {
         );
         let max_connections = self.count("max_connections", raw.max_connections, 100_000);
         let backplane = self.backplane(raw.backplane.as_deref(), raw.redis);
+        let tiered_swaps = raw.plugins.tiered_swaps.unwrap_or(true);
         let artifact_key = raw.plugins.artifact_key.and_then(|raw| {
             let secret = self.secret("plugins.artifact_key", raw)?;
             let key = ArtifactKey::new(secret);
@@ -565,6 +570,7 @@ impl Validator<'_> {
             tenants,
             backplane,
             artifact_key,
+            tiered_swaps,
         }
     }
 

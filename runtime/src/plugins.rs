@@ -355,6 +355,16 @@ impl Plugins {
         })
     }
 
+    /// The compiler a swap (an upload or a reload) uses first: Winch when swaps are tiered,
+    /// else Cranelift straight away.
+    pub fn swap_tier(config: &Config) -> Tier {
+        if config.tiered_swaps {
+            Tier::Baseline
+        } else {
+            Tier::Optimized
+        }
+    }
+
     /// Compiles a swapped-in baseline version again with the optimizing compiler, off the hot
     /// path, and puts that build in its place if it is still the routed version by then. The
     /// handle tells how that ended (`None`: the version is optimized already); dropping it

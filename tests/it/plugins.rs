@@ -837,6 +837,32 @@ async fn greet_version(client: &mut Client) -> Value {
 }
 
 #[tokio::test]
+async fn without_tiered_swaps_an_upload_serves_optimized_code_at_once() {
+    let server = TestServer::start(&config(
+        "[plugins]\ntiered_swaps = false\n",
+        &[tenant("default", "", &plugin_tables(&["greeter-v1"], ""))],
+    ))
+    .await;
+    let mut client = Client::connect(&server, "default", "alice").await;
+    let key = crate::support::api_key("default");
+    let (status, loaded) =
+        put_plugin(&server, "greeter", Some(&key), wasm_bytes("greeter-v2")).await;
+    assert_eq!(status, 200, "{loaded}");
+    assert_eq!(loaded["tier"], "optimized");
+    assert_eq!(greet_version(&mut client).await, 2);
+    // No background build follows: the listing stays on the build the PUT answered with.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, list) = list_plugins(&server, Some(&key)).await;
+    let greeter = list
+        .as_array()
+        .and_then(|plugins| plugins.iter().find(|plugin| plugin["name"] == "greeter"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(greeter["loadedAtMs"], loaded["loadedAtMs"], "{greeter}");
+    assert_eq!(greeter["tier"], "optimized");
+}
+
+#[tokio::test]
 async fn a_changed_plugin_file_is_reloaded_and_a_broken_one_is_refused() {
     let folder = std::env::temp_dir().join(format!("switchboard-watch-{}", std::process::id()));
     std::fs::create_dir_all(&folder).expect("folder");

@@ -239,3 +239,16 @@ fn the_artifact_key_is_optional_long_and_may_come_from_the_environment() {
         ],
     );
 }
+
+#[test]
+fn swaps_are_tiered_unless_turned_off() {
+    assert!(parse_ok(MINIMAL).tiered_swaps);
+    assert!(!parse_ok(&format!("[plugins]\ntiered_swaps = false\n{MINIMAL}")).tiered_swaps);
+    let error = parse(
+        &format!("[plugins]\ntiered_swaps = \"no\"\n{MINIMAL}"),
+        "test.toml",
+        Path::new("."),
+    )
+    .expect_err("a string is not a bool");
+    assert!(error.to_string().contains("tiered_swaps"), "{error}");
+}

@@ -12,7 +12,6 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::Plugins;
-use super::engine::Tier;
 use crate::node::Node;
 
 /// Quiet time after the last change before a file is loaded (writers take a while).
@@ -138,15 +137,15 @@ async fn reload(node: &Arc<Node>, path: &std::path::Path, watched: &Watched) {
             .await
             .map_err(|error| format!("cannot read the file: {error}"))?;
         let config = watched.config.clone();
-        // The baseline compiler puts the new version in place quickly; the optimized build
-        // follows.
+        // The baseline compiler (when swaps are tiered) puts the new version in place
+        // quickly; the optimized build follows.
         let loaded = Plugins::load_bytes(
             node,
             &tenant,
             path.to_path_buf(),
             bytes.clone(),
             config.clone(),
-            Tier::Baseline,
+            Plugins::swap_tier(&node.config),
         )
         .await
         .map_err(|error| error.to_string())?;
