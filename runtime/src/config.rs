@@ -41,7 +41,8 @@ pub struct Config {
 #[derive(Clone, PartialEq, Eq)]
 pub struct ArtifactKey(Vec<u8>);
 
-/// Shortest accepted artifact key, in bytes (the HMAC-SHA256 block of security).
+/// Shortest accepted artifact key, in bytes: as long as an HMAC-SHA256 tag, so the key is
+/// never the weak part.
 pub const MIN_ARTIFACT_KEY_BYTES: usize = 32;
 
 impl ArtifactKey {

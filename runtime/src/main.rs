@@ -1,5 +1,5 @@
-//! The `switchboard` command: `serve`, `check`, `token` and `precompile`. Thin: parse flags, load the config,
-//! set up logging, hand over to the library.
+//! The `switchboard` command: `serve`, `check`, `token` and `precompile`. Thin: parse flags,
+//! load the config, set up logging, hand over to the library.
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
