@@ -233,3 +233,60 @@ async fn the_precompile_command_writes_an_artifact_a_node_serves_from_its_config
     assert!(!folder.join("config.cwasm").exists());
     let _ = std::fs::remove_dir_all(&folder);
 }
+
+/// Writes `bytes` next to `path`, then renames it into place, as a deploy would.
+fn deploy(path: &std::path::Path, bytes: &[u8]) {
+    let staging = path.with_extension("staging");
+    std::fs::write(&staging, bytes).expect("staging written");
+    std::fs::rename(&staging, path).expect("renamed into place");
+}
+
+#[tokio::test]
+async fn a_watched_artifact_file_is_reloaded_and_a_foreign_one_is_refused() {
+    let folder =
+        std::env::temp_dir().join(format!("switchboard-watch-artifact-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).expect("folder");
+    let path = folder.join("greeter.cwasm");
+    deploy(&path, &precompiled("greeter-v1", KEY));
+    let tables = format!("[[tenants.plugins]]\npath = \"{}\"\n", path.display());
+    let server = TestServer::start(&config(
+        &key_section(KEY),
+        &[tenant("default", "", &tables)],
+    ))
+    .await;
+    let mut client = Client::connect(&server, "default", "alice").await;
+    assert_eq!(greet_version(&mut client).await, 1);
+
+    deploy(&path, &precompiled("greeter-v2", KEY));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while greet_version(&mut client).await != 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "version 2 never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed(&server, "greeter").await["tier"], "optimized");
+
+    // One signed with another key is refused and counted; version 2 keeps serving.
+    deploy(
+        &path,
+        &precompiled("greeter-v1", "another-key-for-tests-0123456789abcdef"),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = crate::support::http_get(&server.http_url("/metrics"))
+            .await
+            .2;
+        if metrics.contains("switchboard_plugin_load_failures_total{tenant=\"default\"} 1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the foreign artifact was never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(greet_version(&mut client).await, 2);
+    let _ = std::fs::remove_dir_all(&folder);
+}
