@@ -154,6 +154,7 @@ fn plugin_json(plugin: &LoadedPlugin) -> serde_json::Value {
         "tier": plugin.tier.as_str(),
         "calls": plugin.calls.load(std::sync::atomic::Ordering::Relaxed),
         "errors": plugin.errors.load(std::sync::atomic::Ordering::Relaxed),
+        "yields": plugin.yields.load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 

@@ -348,6 +348,7 @@ impl Plugins {
                 for (to, from) in [
                     (&optimized.calls, &baseline.calls),
                     (&optimized.errors, &baseline.errors),
+                    (&optimized.yields, &baseline.yields),
                 ] {
                     to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
                 }

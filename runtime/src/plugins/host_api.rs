@@ -58,6 +58,8 @@ pub struct HostState {
     pub usage: Usage,
     /// Epoch ticks the call in progress may still run for.
     pub ticks_left: u64,
+    /// Times the call in progress gave up its worker thread.
+    pub yields: u64,
 }
 
 impl HostState {
@@ -74,6 +76,7 @@ impl HostState {
             env,
             usage: Usage::default(),
             ticks_left: 0,
+            yields: 0,
         }
     }
 
