@@ -273,20 +273,12 @@ async fn a_watched_artifact_file_is_reloaded_and_a_foreign_one_is_refused() {
         &path,
         &precompiled("greeter-v1", "another-key-for-tests-0123456789abcdef"),
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let metrics = crate::support::http_get(&server.http_url("/metrics"))
-            .await
-            .2;
-        if metrics.contains("switchboard_plugin_load_failures_total{tenant=\"default\"} 1") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the foreign artifact was never reported"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::wait_for_metric(
+        &server,
+        "switchboard_plugin_load_failures_total{tenant=\"default\"} 1",
+        "the foreign artifact",
+    )
+    .await;
     assert_eq!(greet_version(&mut client).await, 2);
     let _ = std::fs::remove_dir_all(&folder);
 }

@@ -891,20 +891,12 @@ async fn a_changed_plugin_file_is_reloaded_and_a_broken_one_is_refused() {
 
     // A broken file is refused and counted; version 2 keeps serving.
     deploy(&path, b"this is not a component");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let metrics = crate::support::http_get(&server.http_url("/metrics"))
-            .await
-            .2;
-        if metrics.contains("switchboard_plugin_load_failures_total{tenant=\"default\"} 1") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the broken file was never reported"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::wait_for_metric(
+        &server,
+        "switchboard_plugin_load_failures_total{tenant=\"default\"} 1",
+        "the broken file",
+    )
+    .await;
     assert_eq!(greet_version(&mut client).await, 2);
 
     // Reading the file changes nothing: an upload made since stays in place.

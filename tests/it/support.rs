@@ -429,6 +429,23 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Polls `/metrics` every 50 ms until it holds `line`, for at most 20 s (a file watcher's
+/// reload takes a poll interval and a compile).
+pub async fn wait_for_metric(server: &TestServer, line: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = http_get(&server.http_url("/metrics")).await.2;
+        if metrics.contains(line) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} was never reported ({line})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The real `switchboard` binary running `serve` on a config file.
 pub struct BinaryServer {
     /// The child process.
