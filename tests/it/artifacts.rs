@@ -14,7 +14,8 @@ use switchboard::plugins::artifact;
 use switchboard::plugins::engine::{self, Tier};
 
 use crate::support::{
-    BinaryServer, Client, TestServer, api_key, binary, config, temp_file, tenant,
+    BinaryServer, Client, TestServer, api_key, binary, config, deploy, greet_version, temp_file,
+    tenant,
 };
 
 const KEY: &str = "artifact-key-for-tests-0123456789abcdef";
@@ -77,10 +78,6 @@ async fn listed(server: &TestServer, name: &str) -> Value {
         .and_then(|plugins| plugins.iter().find(|plugin| plugin["name"] == name))
         .cloned()
         .unwrap_or_else(|| panic!("no {name} in {list}"))
-}
-
-async fn greet_version(client: &mut Client) -> Value {
-    client.request(json!({"type": "greet"})).await["payload"]["version"].clone()
 }
 
 #[tokio::test]
@@ -232,13 +229,6 @@ async fn the_precompile_command_writes_an_artifact_a_node_serves_from_its_config
     );
     assert!(!folder.join("config.cwasm").exists());
     let _ = std::fs::remove_dir_all(&folder);
-}
-
-/// Writes `bytes` next to `path`, then renames it into place, as a deploy would.
-fn deploy(path: &std::path::Path, bytes: &[u8]) {
-    let staging = path.with_extension("staging");
-    std::fs::write(&staging, bytes).expect("staging written");
-    std::fs::rename(&staging, path).expect("renamed into place");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::support::{Client, TestServer, config, tenant};
+use crate::support::{Client, TestServer, config, deploy, greet_version, tenant};
 
 /// A compiled plugin from `plugins/`.
 fn wasm(name: &str) -> String {
@@ -832,17 +832,6 @@ async fn a_plugin_cannot_reach_another_tenants_connections() {
         .await;
     assert_eq!(reply["payload"], "poked", "{reply}");
     assert_eq!(nina.recv().await["type"], "poke");
-}
-
-/// Writes `bytes` to `path` atomically (temp file, then rename), as deploy tools do.
-fn deploy(path: &std::path::Path, bytes: &[u8]) {
-    let staging = path.with_extension("staging");
-    std::fs::write(&staging, bytes).expect("staging written");
-    std::fs::rename(&staging, path).expect("renamed into place");
-}
-
-async fn greet_version(client: &mut Client) -> Value {
-    client.request(json!({"type": "greet"})).await["payload"]["version"].clone()
 }
 
 #[tokio::test]

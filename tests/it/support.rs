@@ -446,6 +446,18 @@ pub async fn wait_for_metric(server: &TestServer, line: &str, what: &str) {
     }
 }
 
+/// Writes `bytes` next to `path`, then renames it into place, as a deploy would.
+pub fn deploy(path: &std::path::Path, bytes: &[u8]) {
+    let staging = path.with_extension("staging");
+    std::fs::write(&staging, bytes).expect("staging written");
+    std::fs::rename(&staging, path).expect("renamed into place");
+}
+
+/// The version the `greeter` fixture plugin answers with.
+pub async fn greet_version(client: &mut Client) -> Value {
+    client.request(json!({"type": "greet"})).await["payload"]["version"].clone()
+}
+
 /// The real `switchboard` binary running `serve` on a config file.
 pub struct BinaryServer {
     /// The child process.
