@@ -163,7 +163,12 @@ pub struct PluginLimits {
     pub max_bytes_per_call: usize,
     /// Key-value operations one call may make.
     pub max_kv_ops_per_call: u32,
+    /// Fraction of the node's cores the tenant's plugin calls may use together (0 < x <= 1).
+    pub cpu_share: f64,
 }
+
+/// Default of `plugin_limits.cpu_share`: half the node's cores per tenant.
+pub const DEFAULT_CPU_SHARE: f64 = 0.5;
 
 /// Token verification settings of a tenant.
 #[derive(Debug, Clone)]
@@ -238,7 +243,13 @@ pub struct HistoryConfig {
     pub size: usize,
     /// How long a channel's history outlives its last message.
     pub ttl: Duration,
+    /// Bytes of history the tenant keeps on a node across all its channels; past it the
+    /// oldest messages go first.
+    pub max_bytes: usize,
 }
+
+/// Default of `history.max_bytes`: 64 MiB of a tenant's history per node.
+pub const DEFAULT_HISTORY_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// A configuration problem, naming the file and the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -422,6 +433,7 @@ struct RawPluginLimits {
     max_fanout_per_call: Option<i64>,
     max_bytes_per_call: Option<i64>,
     max_kv_ops_per_call: Option<i64>,
+    cpu_share: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -453,6 +465,7 @@ struct RawLimits {
 struct RawHistory {
     size: Option<i64>,
     ttl: Option<RawDuration>,
+    max_bytes: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -697,6 +710,11 @@ impl Validator<'_> {
                 raw.history.ttl,
                 Duration::from_secs(300),
             ),
+            max_bytes: self.count(
+                &format!("{key}.history.max_bytes"),
+                raw.history.max_bytes,
+                DEFAULT_HISTORY_MAX_BYTES,
+            ),
         };
         for (index, pattern) in raw.presence.disabled.iter().enumerate() {
             if pattern.is_empty() {
@@ -903,6 +921,17 @@ impl Validator<'_> {
                 8 * 1024 * 1024,
             ),
             max_kv_ops_per_call: small(self, "max_kv_ops_per_call", raw.max_kv_ops_per_call, 1000),
+            cpu_share: match raw.cpu_share {
+                None => DEFAULT_CPU_SHARE,
+                Some(share) if share > 0.0 && share <= 1.0 => share,
+                Some(_) => {
+                    self.issue(
+                        format!("{key}.cpu_share"),
+                        "must be a fraction of the node's cores above 0 and at most 1",
+                    );
+                    DEFAULT_CPU_SHARE
+                }
+            },
         }
     }
 

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
-use serde_json::Value;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -31,8 +32,12 @@ const READ_BATCH: usize = 32;
 /// Frames a connection's write queue keeps room for between batches.
 const RETAINED_QUEUE: usize = 64;
 
-/// How long the server waits for the peer's close frame after sending its own.
+/// How long the server waits for the peer's close frame after sending its own, and then for
+/// the peer to close its side.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bytes read at a time while discarding a closed connection's unread input.
+const LINGER_READ_BYTES: usize = 4096;
 
 /// How a connection ended, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,17 +66,48 @@ enum Step {
     PeerClosed(u16),
 }
 
+/// The transport under the WebSocket layer, reached only to end a connection cleanly.
+pub trait Linger {
+    /// After the close handshake: stops sending (a TCP FIN) and discards whatever the peer still
+    /// sends until it closes its side or `deadline` passes. Closing a socket whose input is
+    /// unread resets the connection, and a reset makes a proxy in between throw away the close
+    /// frame it was still relaying.
+    fn linger(&mut self, deadline: Instant) -> impl Future<Output = ()> + Send;
+}
+
+impl<T> Linger for WebSocketStream<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async fn linger(&mut self, deadline: Instant) {
+        let io = self.get_mut();
+        if timeout_at(deadline, io.shutdown()).await.is_err() {
+            return;
+        }
+        // Only reached at the end of a connection: the buffer is not part of an idle one.
+        let mut discard = vec![0u8; LINGER_READ_BYTES];
+        while let Ok(Ok(read)) = timeout_at(deadline, io.read(&mut discard)).await {
+            if read == 0 {
+                break;
+            }
+        }
+    }
+}
+
 /// Runs a registered connection to its end, then removes it from the registry and every room;
-/// `held` (such as its connection-limit slots) is released last.
+/// `held` (such as its connection-limit slots) is released last, once the socket is closed.
 pub async fn serve<S, H>(node: Arc<Node>, conn: Arc<ConnHandle>, mut socket: S, held: H) -> Ending
 where
-    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Linger + Unpin,
 {
     let ending = run(&node, &conn, &mut socket).await;
-    drop(socket);
     // Boxed, like every rare or deep step below: the task's future is sized by its largest
     // await point and stays allocated for the connection's whole life, idle or not.
     Box::pin(node.disconnect(&conn, ending.code())).await;
+    if !matches!(ending, Ending::Dropped) {
+        Box::pin(socket.linger(Instant::now() + CLOSE_HANDSHAKE_TIMEOUT)).await;
+    }
+    drop(socket);
     tracing::debug!(connection = %conn.id, ?ending, "connection ended");
     drop(held);
     ending
@@ -107,8 +143,13 @@ where
                 while let Some(batch) = conn.outbox.take(&mut writing) {
                     match batch {
                         Batch::Frames => {
-                            if write_batch(socket, conn, &mut writing, write_timeout).await.is_err() {
-                                return Ending::Dropped;
+                            match write_batch(socket, conn, &mut writing, write_timeout).await {
+                                Ok(()) => {}
+                                Err(WriteFailed::Dropped) => return Ending::Dropped,
+                                Err(WriteFailed::SlowConsumer) => {
+                                    writing.clear();
+                                    return close(socket, CloseReason::SlowConsumer).await;
+                                }
                             }
                         }
                         Batch::Close(reason) => return close(socket, reason).await,
@@ -119,7 +160,8 @@ where
                 let mut incoming = incoming;
                 // Messages the socket already holds are handled before the outbox is written:
                 // replies to pipelined requests then leave in one write, not one each.
-                for _ in 0..READ_BATCH {
+                let mut handled = 0;
+                loop {
                     heartbeat.received();
                     let step = match incoming {
                         None => return Ending::Dropped,
@@ -137,6 +179,12 @@ where
                             return Ending::ClosedByClient(code);
                         }
                     }
+                    handled += 1;
+                    // The batch ends before the next message is taken off the socket, never
+                    // after: a message taken and not handled would be lost.
+                    if handled == READ_BATCH {
+                        break;
+                    }
                     match socket.next().now_or_never() {
                         Some(next) => incoming = next,
                         None => break,
@@ -146,8 +194,12 @@ where
             () = &mut heartbeat_timer => match heartbeat.poll(Instant::now()) {
                 HeartbeatAction::SendPing => {
                     let ping = socket.send(Message::Ping(Bytes::new()));
-                    if !matches!(timeout(write_timeout, ping).await, Ok(Ok(()))) {
-                        return Ending::Dropped;
+                    match bounded_if_waiting(conn, ping, write_timeout).await {
+                        Ok(()) => {}
+                        Err(WriteFailed::Dropped) => return Ending::Dropped,
+                        Err(WriteFailed::SlowConsumer) => {
+                            return close(socket, CloseReason::SlowConsumer).await;
+                        }
                     }
                 }
                 // Presumed dead: no close handshake with a peer that does not answer.
@@ -158,13 +210,21 @@ where
     }
 }
 
+/// Why a write did not complete.
+enum WriteFailed {
+    /// The socket failed or the write outlived its time limit: the peer is gone.
+    Dropped,
+    /// The outbox passed its bound while the write waited for the peer to read.
+    SlowConsumer,
+}
+
 /// Writes and flushes the frames, leaving `frames` empty.
 async fn write_batch<S>(
     socket: &mut S,
     conn: &ConnHandle,
     frames: &mut VecDeque<Frame>,
     write_timeout: Duration,
-) -> Result<(), ()>
+) -> Result<(), WriteFailed>
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
@@ -178,7 +238,7 @@ where
         socket.flush().await?;
         Ok::<usize, WsError>(bytes)
     };
-    let written = bounded_if_waiting(write, write_timeout).await;
+    let written = bounded_if_waiting(conn, write, write_timeout).await;
     // A burst's queue is not kept for the connection's whole life.
     if frames.capacity() > RETAINED_QUEUE {
         *frames = VecDeque::new();
@@ -189,22 +249,41 @@ where
 }
 
 /// Runs a write within `limit`. Most writes finish at once (the socket buffer has room): only
-/// one that has to wait registers the timer that bounds it.
+/// one that has to wait registers the timer that bounds it, and watches the outbox, so that a
+/// peer which stopped reading is closed as a slow consumer as soon as its queue passes the
+/// bound, not when the time limit runs out.
 async fn bounded_if_waiting<T>(
+    conn: &ConnHandle,
     write: impl Future<Output = Result<T, WsError>>,
     limit: Duration,
-) -> Result<T, ()> {
+) -> Result<T, WriteFailed> {
     let mut write = std::pin::pin!(write);
-    match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
-        Poll::Ready(written) => written.map_err(|_| ()),
-        Poll::Pending => match timeout(limit, write).await {
-            Ok(written) => written.map_err(|_| ()),
-            Err(_) => Err(()),
-        },
+    if let Poll::Ready(written) =
+        std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await
+    {
+        return written.map_err(|_| WriteFailed::Dropped);
+    }
+    let deadline = tokio::time::sleep(limit);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            biased;
+            written = write.as_mut() => return written.map_err(|_| WriteFailed::Dropped),
+            // A wake-up for a plain push is not lost by taking it here: the connection's loop
+            // takes everything queued after this write.
+            () = conn.outbox.ready() => {
+                if conn.outbox.has_overflowed() {
+                    return Err(WriteFailed::SlowConsumer);
+                }
+            }
+            () = &mut deadline => return Err(WriteFailed::Dropped),
+        }
     }
 }
 
-/// Sends the close frame, then waits briefly for the peer's answer before dropping TCP.
+/// Sends the close frame, then waits briefly for the peer's answer. The frame is sent after
+/// whatever the socket still buffers; a peer that reads nothing within the time limit does not
+/// get it, but the close still counts with its code.
 async fn close<S>(socket: &mut S, reason: CloseReason) -> Ending
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
@@ -390,19 +469,31 @@ async fn route_to_plugin(
     }
 }
 
-/// `payload.since` of a `room:join`: absent, or a non-negative integer.
+/// `payload.since` of a `room:join`: absent, or a non-negative integer. A payload that is not
+/// an object carries no `since`.
 fn recovery_since(envelope: &Envelope<'_>) -> Result<Option<u64>, String> {
+    use serde_json::error::Category;
     let Some(payload) = envelope.payload else {
         return Ok(None);
     };
-    let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(payload.get()) else {
-        return Ok(None);
+    // Only the top level is read: `since` itself stays raw, however deep it nests.
+    let fields = match serde_json::from_str::<
+        std::collections::HashMap<std::borrow::Cow<'_, str>, &serde_json::value::RawValue>,
+    >(payload.get())
+    {
+        Ok(fields) => fields,
+        Err(error) if error.classify() == Category::Data => return Ok(None),
+        // The envelope parser checked the syntax: what fails here is the nesting limit.
+        Err(_) => return Err("the `room:join` payload nests too deeply".to_owned()),
     };
     match fields.get("since") {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => value
-            .as_u64()
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => serde_json::from_str::<u64>(raw.get())
             .map(Some)
-            .ok_or_else(|| "`since` must be a non-negative integer".to_owned()),
+            .map_err(|_| "`since` must be a non-negative integer".to_owned()),
     }
 }
+
+#[cfg(test)]
+mod tests;

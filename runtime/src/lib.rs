@@ -3,7 +3,8 @@
 //! - `config`: the TOML file, validated into typed settings;
 //! - `protocol`: the wire envelope, frames, error and close codes;
 //! - `auth`: token verification and origin policy, before the upgrade;
-//! - `tenant`: a tenant's keys, limits and connection count;
+//! - `tenant`: a tenant's keys, limits and connection count; `cpu_share`: its plugins' share of
+//!   the node's CPU;
 //! - `server`: the listener, routes and the upgrade handshake;
 //! - `connection`: one connection's loop; with `outbox`, `ratelimit`, `heartbeat`;
 //! - `registry`: live connections; `rooms`: membership, presence and fan-out;
@@ -18,6 +19,7 @@ pub mod backplane;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod cpu_share;
 pub mod heartbeat;
 pub mod metrics;
 pub mod node;

@@ -23,6 +23,10 @@ pub struct TenantMetrics {
     pub bytes_out: AtomicU64,
     /// Messages published through the API.
     pub publishes: AtomicU64,
+    /// CPU time its plugin calls ran, in nanoseconds.
+    pub plugin_cpu_ns: AtomicU64,
+    /// Times one of its plugin calls waited because the tenant had used its CPU share.
+    pub plugin_cpu_throttled: AtomicU64,
 }
 
 impl TenantMetrics {
@@ -43,7 +47,7 @@ impl TenantMetrics {
 #[derive(Debug, Default)]
 pub struct NodeMetrics {
     rejections: Mutex<BTreeMap<(String, &'static str, u16), u64>>,
-    closes: Mutex<BTreeMap<(String, u16), u64>>,
+    closes: Mutex<BTreeMap<(String, &'static str), u64>>,
     plugin_load_failures: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -71,8 +75,31 @@ impl NodeMetrics {
         *self
             .closes
             .lock()
-            .entry((tenant.to_owned(), code))
+            .entry((tenant.to_owned(), close_code_label(code)))
             .or_default() += 1;
+    }
+}
+
+/// The `code` label of a close: the codes RFC 6455 defines for use in close frames, or
+/// `other`. Clients (and plugins) choose any code from 1000 to 4999: each must not become a
+/// series of its own.
+pub fn close_code_label(code: u16) -> &'static str {
+    match code {
+        1000 => "1000",
+        1001 => "1001",
+        1002 => "1002",
+        1003 => "1003",
+        1005 => "1005",
+        1006 => "1006",
+        1007 => "1007",
+        1008 => "1008",
+        1009 => "1009",
+        1010 => "1010",
+        1011 => "1011",
+        1012 => "1012",
+        1013 => "1013",
+        1014 => "1014",
+        _ => "other",
     }
 }
 
@@ -102,6 +129,37 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// Renders the in-memory backplane's history: (tenant, bytes held, messages evicted to stay
+/// within `history.max_bytes`), one row per tenant that ever published with history.
+pub fn render_history(out: &mut String, rows: &[(std::sync::Arc<str>, usize, u64)]) {
+    header(
+        out,
+        "switchboard_history_bytes",
+        "gauge",
+        "Bytes of channel history a tenant holds on this node (frames and bookkeeping).",
+    );
+    for (tenant, bytes, _) in rows {
+        let _ = writeln!(
+            out,
+            "switchboard_history_bytes{{tenant=\"{}\"}} {bytes}",
+            escape(tenant)
+        );
+    }
+    header(
+        out,
+        "switchboard_history_evicted_total",
+        "counter",
+        "History messages dropped early because the tenant reached history.max_bytes.",
+    );
+    for (tenant, _, evicted) in rows {
+        let _ = writeln!(
+            out,
+            "switchboard_history_evicted_total{{tenant=\"{}\"}} {evicted}",
+            escape(tenant)
+        );
+    }
+}
+
 /// Renders the Prometheus text exposition.
 pub fn render(
     node: &NodeMetrics,
@@ -124,7 +182,7 @@ pub fn render(
             tenant.connections
         );
     }
-    let counters: [CounterColumn; 6] = [
+    let counters: [CounterColumn; 7] = [
         (
             "switchboard_handshakes_accepted_total",
             "WebSocket upgrades completed.",
@@ -155,6 +213,11 @@ pub fn render(
             "Messages published through the publish API.",
             |m| &m.publishes,
         ),
+        (
+            "switchboard_plugin_cpu_throttled_total",
+            "Plugin calls that waited because their tenant had used its share of the node's CPU.",
+            |m| &m.plugin_cpu_throttled,
+        ),
     ];
     for (name, help, field) in counters {
         header(&mut out, name, "counter", help);
@@ -166,6 +229,21 @@ pub fn render(
                 field(tenant.metrics).load(Ordering::Relaxed)
             );
         }
+    }
+    header(
+        &mut out,
+        "switchboard_plugin_cpu_seconds_total",
+        "counter",
+        "CPU time the tenant's plugin calls ran (time inside the calls, waits excluded).",
+    );
+    for tenant in tenants {
+        let nanos = tenant.metrics.plugin_cpu_ns.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "switchboard_plugin_cpu_seconds_total{{tenant=\"{}\"}} {}",
+            escape(tenant.name),
+            nanos as f64 / 1e9
+        );
     }
     header(
         &mut out,
@@ -184,7 +262,7 @@ pub fn render(
         &mut out,
         "switchboard_closes_total",
         "counter",
-        "Connections ended, by close code (1006: dropped without a close frame).",
+        "Connections ended, by close code (1006: dropped without a close frame; other: a code outside RFC 6455's list).",
     );
     for ((tenant, code), count) in node.closes.lock().iter() {
         let _ = writeln!(
@@ -244,5 +322,46 @@ pub fn render(
         "1 while the node drains for shutdown.",
     );
     let _ = writeln!(out, "switchboard_draining {}", u8::from(draining));
+    render_process(&mut out);
     out
 }
+
+/// What the process holds: live async tasks, open descriptors and resident memory, the
+/// figures a leak would show first.
+fn render_process(out: &mut String) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        header(
+            out,
+            "switchboard_runtime_alive_tasks",
+            "gauge",
+            "Async tasks alive in the process's runtime.",
+        );
+        let _ = writeln!(
+            out,
+            "switchboard_runtime_alive_tasks {}",
+            runtime.metrics().num_alive_tasks()
+        );
+    }
+    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+        header(out, "process_open_fds", "gauge", "Open file descriptors.");
+        let _ = writeln!(out, "process_open_fds {}", entries.count());
+    }
+    let resident_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        });
+    if let Some(kib) = resident_kib {
+        header(
+            out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory.",
+        );
+        let _ = writeln!(out, "process_resident_memory_bytes {}", kib * 1024);
+    }
+}
+
+#[cfg(test)]
+mod tests;

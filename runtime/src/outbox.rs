@@ -100,6 +100,11 @@ impl Outbox {
         self.state.lock().closing.is_some()
     }
 
+    /// True once a push passed the bound: nothing queued will be written any more.
+    pub fn has_overflowed(&self) -> bool {
+        matches!(self.state.lock().closing, Some(CloseReason::SlowConsumer))
+    }
+
     /// Takes what is ready without waiting: every queued frame, or else the close reason.
     ///
     /// The frames are swapped into `frames`, which must be empty: its allocation becomes the

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::auth::{KeyError, OriginPolicy, TokenVerifier};
 use crate::config::{Config, HistoryConfig, PluginLimits, TenantConfig, TenantLimits};
+use crate::cpu_share::CpuShare;
 use crate::metrics::TenantMetrics;
 
 /// One tenant.
@@ -26,6 +27,8 @@ pub struct Tenant {
     pub history: HistoryConfig,
     /// Sandbox limits of its plugins.
     pub plugin_limits: PluginLimits,
+    /// Its plugins' share of the node's CPU.
+    pub cpu: CpuShare,
     presence_disabled: Vec<String>,
     connections: AtomicUsize,
     /// Its counters.
@@ -43,6 +46,7 @@ impl Tenant {
             limits: config.limits.clone(),
             history: config.history.clone(),
             plugin_limits: config.plugin_limits.clone(),
+            cpu: CpuShare::new(CpuShare::cores_for(config.plugin_limits.cpu_share)),
             presence_disabled: config.presence_disabled.clone(),
             connections: AtomicUsize::new(0),
             metrics: TenantMetrics::default(),

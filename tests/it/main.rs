@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod client;
+mod closes;
 mod cluster;
 mod external;
 mod frames;
@@ -10,6 +11,7 @@ mod handshake;
 mod heartbeat;
 mod http;
 mod lifecycle;
+mod pipelining;
 mod plugins;
 mod rooms;
 mod shutdown;

@@ -252,3 +252,18 @@ fn swaps_are_tiered_unless_turned_off() {
     .expect_err("a string is not a bool");
     assert!(error.to_string().contains("tiered_swaps"), "{error}");
 }
+
+#[test]
+fn history_has_a_byte_budget_per_tenant() {
+    let config = parse_ok(MINIMAL);
+    assert_eq!(
+        config.tenants[0].history.max_bytes,
+        super::DEFAULT_HISTORY_MAX_BYTES
+    );
+    let config = parse_ok(&format!("{MINIMAL}[tenants.history]\nmax_bytes = 4096\n"));
+    assert_eq!(config.tenants[0].history.max_bytes, 4096);
+    check_errors(
+        &format!("{MINIMAL}[tenants.history]\nmax_bytes = -1\n"),
+        &["test.toml: tenants[0].history.max_bytes: must not be negative"],
+    );
+}

@@ -14,6 +14,7 @@ use super::bindings::switchboard::plugin::{env, kv, logging, realtime, types};
 use super::bindings::{HostError, LogLevel};
 use crate::backplane::{ConnCommand, Publish, RoomKey};
 use crate::config::PluginLimits;
+use crate::cpu_share::RunClock;
 use crate::node::Node;
 use crate::protocol::{self, check_channel, check_type};
 use crate::registry::{ConnHandle, ConnId};
@@ -60,6 +61,10 @@ pub struct HostState {
     pub ticks_left: u64,
     /// Times the call in progress gave up its worker thread.
     pub yields: u64,
+    /// Epoch ticks the call in progress has run through.
+    pub ticks_run: u64,
+    /// Running time of the call in progress, charged to the tenant's CPU share.
+    pub clock: Arc<RunClock>,
 }
 
 impl HostState {
@@ -77,6 +82,8 @@ impl HostState {
             usage: Usage::default(),
             ticks_left: 0,
             yields: 0,
+            ticks_run: 0,
+            clock: Arc::default(),
         }
     }
 

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
@@ -13,8 +14,9 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::artifact::{Verified, deserialize, hex};
 use super::bindings::{ConnInfo, HandlerError, Manifest, Message, Plugin, PluginPre};
-use super::engine::{Tier, ticks_for};
+use super::engine::{EPOCH_TICK, Tier, ticks_for};
 use super::host_api::{HostState, PluginEnv};
+use crate::tenant::Tenant;
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,9 +145,11 @@ impl std::fmt::Debug for LoadedPlugin {
     }
 }
 
-/// A store with the memory cap and the CPU budget wired in. The guest yields to the async
-/// runtime at every epoch tick, so a busy plugin never holds a worker thread for long, and it
-/// traps with `Interrupt` once its ticks run out.
+/// A store with the memory cap and the CPU budget wired in. At every epoch tick a call is
+/// charged to its tenant's CPU share and waits, off the worker thread, if the tenant is past
+/// it; once a call has run a whole tick it yields to the async runtime at every tick, so a busy
+/// plugin never holds a worker thread for long. It traps with `Interrupt` once its ticks run
+/// out.
 fn new_store(engine: &Engine, env: Arc<PluginEnv>) -> Store<HostState> {
     let mut store = Store::new(engine, HostState::new(env));
     store.limiter(|state| &mut state.limits);
@@ -155,6 +159,31 @@ fn new_store(engine: &Engine, env: Arc<PluginEnv>) -> Store<HostState> {
             return Err(Trap::Interrupt.into());
         }
         state.ticks_left -= 1;
+        state.ticks_run += 1;
+        let tenant = &state.env.tenant;
+        let used = state.clock.uncharged();
+        tenant
+            .metrics
+            .plugin_cpu_ns
+            .fetch_add(used.as_nanos() as u64, Ordering::Relaxed);
+        if let Some(wait) = tenant.cpu.charge(used, Duration::ZERO, Instant::now()) {
+            tenant
+                .metrics
+                .plugin_cpu_throttled
+                .fetch_add(1, Ordering::Relaxed);
+            state.yields += 1;
+            let wait = wait.min(MAX_SHARE_WAIT);
+            return Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::time::sleep(wait)),
+            ));
+        }
+        // Not at the first tick boundary: a short call that merely crosses one (a broadcast
+        // to thousands of members) would go to the back of the run queue, behind every
+        // connection it had just woken (see BENCHMARKS.md, fan-out).
+        if state.ticks_run < FIRST_YIELD_TICKS {
+            return Ok(UpdateDeadline::Continue(1));
+        }
         state.yields += 1;
         Ok(UpdateDeadline::Yield(1))
     });
@@ -162,24 +191,46 @@ fn new_store(engine: &Engine, env: Arc<PluginEnv>) -> Store<HostState> {
     store
 }
 
-/// Resets the per-call budget and quotas before a call.
-///
-/// The first yield comes at the second tick boundary, once the call has run for a whole tick
-/// (5-10 ms), and then at every tick. Yielding at the first boundary, which a call of any
-/// length may happen to cross, sent short calls to the back of the run queue: a `broadcast`
-/// to thousands of members then waited behind every connection it had just woken (see
-/// BENCHMARKS.md, fan-out). The budget still runs out at the same tick.
+/// Resets the per-call budget, quotas and running time before a call.
 fn arm(store: &mut Store<HostState>) {
     let ticks = ticks_for(store.data().env.limits.cpu_budget);
     let state = store.data_mut();
-    state.ticks_left = ticks.saturating_sub(FIRST_YIELD_TICKS - 1);
+    state.ticks_left = ticks;
+    state.ticks_run = 0;
     state.yields = 0;
     state.usage = Default::default();
-    store.set_epoch_deadline(FIRST_YIELD_TICKS);
+    state.clock.reset();
+    store.set_epoch_deadline(1);
 }
 
-/// Epoch ticks a call runs before its first yield.
+/// Epoch ticks a call runs before its first yield to the runtime.
 const FIRST_YIELD_TICKS: u64 = 2;
+
+/// Longest a running call waits at one tick for its tenant's CPU share.
+const MAX_SHARE_WAIT: Duration = Duration::from_secs(1);
+
+/// Waits until the tenant may start a call within its CPU share. A message waits at most its
+/// CPU budget, then is answered `overloaded`; hooks wait as long as it takes.
+async fn admit(tenant: &Tenant, wait: bool, budget: Duration) -> Result<(), CallError> {
+    let mut waited = Duration::ZERO;
+    loop {
+        match tenant.cpu.admit(EPOCH_TICK, Instant::now()) {
+            Ok(()) => return Ok(()),
+            Err(needed) => {
+                if !wait && waited + needed > budget {
+                    return Err(CallError::Overloaded);
+                }
+                tenant
+                    .metrics
+                    .plugin_cpu_throttled
+                    .fetch_add(1, Ordering::Relaxed);
+                let needed = needed.min(MAX_SHARE_WAIT);
+                tokio::time::sleep(needed).await;
+                waited += needed;
+            }
+        }
+    }
+}
 
 const BUILT_IN_TYPES: [&str; 3] = ["ping", "room:join", "room:leave"];
 
@@ -330,39 +381,59 @@ impl LoadedPlugin {
                 .try_acquire_owned()
                 .map_err(|_| CallError::Overloaded)?
         };
+        let tenant = &self.env.tenant;
+        admit(tenant, wait, self.env.limits.cpu_budget).await?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         let pooled = self.idle.lock().pop();
         let mut instance = match pooled {
             Some(instance) => instance,
-            None => self.instantiate().await.inspect_err(|_| {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-            })?,
+            None => match self.instantiate().await {
+                Ok(instance) => instance,
+                Err(error) => {
+                    tenant
+                        .cpu
+                        .charge(Duration::ZERO, EPOCH_TICK, Instant::now());
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(error);
+                }
+            },
         };
         arm(&mut instance.store);
+        let clock = instance.store.data().clock.clone();
         let handler = instance.plugin.switchboard_plugin_handler();
         let store = &mut instance.store;
-        let result = match call {
-            Call::Message(conn, message) => handler
-                .call_on_message(&mut *store, conn, message)
-                .await
-                .map(Answer::Message),
-            Call::Connect(conn) => handler
-                .call_on_connect(&mut *store, conn)
-                .await
-                .map(|()| Answer::Done),
-            Call::Disconnect(conn, code) => handler
-                .call_on_disconnect(&mut *store, conn, code)
-                .await
-                .map(|()| Answer::Done),
-            Call::AuthorizeJoin(conn, channel) => handler
-                .call_authorize_join(&mut *store, conn, channel)
-                .await
-                .map(Answer::Authorized),
-            Call::Tick(now_ms) => handler
-                .call_on_tick(&mut *store, now_ms)
-                .await
-                .map(|()| Answer::Done),
-        };
+        let result = clock
+            .run(async {
+                match call {
+                    Call::Message(conn, message) => handler
+                        .call_on_message(&mut *store, conn, message)
+                        .await
+                        .map(Answer::Message),
+                    Call::Connect(conn) => handler
+                        .call_on_connect(&mut *store, conn)
+                        .await
+                        .map(|()| Answer::Done),
+                    Call::Disconnect(conn, code) => handler
+                        .call_on_disconnect(&mut *store, conn, code)
+                        .await
+                        .map(|()| Answer::Done),
+                    Call::AuthorizeJoin(conn, channel) => handler
+                        .call_authorize_join(&mut *store, conn, channel)
+                        .await
+                        .map(Answer::Authorized),
+                    Call::Tick(now_ms) => handler
+                        .call_on_tick(&mut *store, now_ms)
+                        .await
+                        .map(|()| Answer::Done),
+                }
+            })
+            .await;
+        let used = clock.uncharged();
+        tenant
+            .metrics
+            .plugin_cpu_ns
+            .fetch_add(used.as_nanos() as u64, Ordering::Relaxed);
+        tenant.cpu.charge(used, EPOCH_TICK, Instant::now());
         let yields = instance.store.data().yields;
         if yields > 0 {
             self.yields.fetch_add(yields, Ordering::Relaxed);

@@ -72,10 +72,20 @@ fn history(size: usize) -> HistoryConfig {
     HistoryConfig {
         size,
         ttl: Duration::from_secs(60),
+        max_bytes: crate::config::DEFAULT_HISTORY_MAX_BYTES,
     }
 }
 
 async fn publish(backplane: &MemoryBackplane, room: &RoomKey, text: &str, size: usize) -> u64 {
+    publish_within(backplane, room, text, &history(size)).await
+}
+
+async fn publish_within(
+    backplane: &MemoryBackplane,
+    room: &RoomKey,
+    text: &str,
+    history: &HistoryConfig,
+) -> u64 {
     let payload = format!("\"{text}\"");
     backplane
         .publish(
@@ -84,7 +94,7 @@ async fn publish(backplane: &MemoryBackplane, room: &RoomKey, text: &str, size: 
                 msg_type: "m",
                 payload: Some(&payload),
                 except: None,
-                history: &history(size),
+                history,
             },
         )
         .await
@@ -218,4 +228,63 @@ async fn user_and_connection_delivery_reach_the_local_node() {
                 .expect("ok")
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tenant_keeps_at_most_its_history_budget_across_all_its_channels() {
+    let (backplane, _) = setup();
+    let budget = HistoryConfig {
+        size: 100,
+        ttl: Duration::from_secs(60),
+        max_bytes: 64 * 1024,
+    };
+    let text = "x".repeat(1000);
+    // 40 channels of 100 messages: far more than the budget holds.
+    for channel in 0..40 {
+        let room = room("noisy", &format!("c{channel}"));
+        for _ in 0..100 {
+            publish_within(&backplane, &room, &text, &budget).await;
+        }
+        assert!(backplane.history_bytes("noisy") <= budget.max_bytes);
+    }
+    assert!(backplane.history_bytes("noisy") > budget.max_bytes / 2);
+    // The oldest went first: the first channel lost its history and says so, the last one
+    // still recovers its recent messages.
+    let first = backplane
+        .history_since(&room("noisy", "c0"), 50)
+        .await
+        .expect("ok");
+    assert!(!first.recovered && first.frames.is_empty());
+    let last = backplane
+        .history_since(&room("noisy", "c39"), 95)
+        .await
+        .expect("ok");
+    assert!(last.recovered);
+    assert_eq!(last.frames.len(), 5);
+
+    // Another tenant's history is its own.
+    let quiet = room("quiet", "lobby");
+    publish(&backplane, &quiet, "hello", 10).await;
+    for _ in 0..100 {
+        publish_within(&backplane, &room("noisy", "c0"), &text, &budget).await;
+    }
+    assert!(
+        backplane
+            .history_since(&quiet, 0)
+            .await
+            .expect("ok")
+            .recovered
+    );
+
+    let mut metrics = String::new();
+    backplane.render_metrics(&mut metrics);
+    assert!(metrics.contains("switchboard_history_evicted_total{tenant=\"noisy\"}"));
+    assert!(!metrics.contains("switchboard_history_evicted_total{tenant=\"quiet\"} 1"));
+
+    // Once the history has expired, nothing is held, bookkeeping included.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    backplane.sweep();
+    assert_eq!(backplane.history_bytes("noisy"), 0);
+    assert_eq!(backplane.history_bytes("quiet"), 0);
+    assert_eq!(backplane.channel_count(), 0);
 }

@@ -1,0 +1,227 @@
+//! The connection loop driven over an in-memory transport: no socket, no server.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::{Sink, Stream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::{Ending, Linger, run};
+use crate::node::Node;
+use crate::registry::ConnHandle;
+use crate::tenant::Tenants;
+
+/// Both ends of a connection as channels; `blocked` makes the writing side stop accepting
+/// frames, like a peer that stopped reading.
+struct Pipe {
+    from_client: mpsc::UnboundedReceiver<Message>,
+    to_client: mpsc::UnboundedSender<Message>,
+    blocked: bool,
+}
+
+impl Stream for Pipe {
+    type Item = Result<Message, WsError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.from_client
+            .poll_recv(cx)
+            .map(|message| message.map(Ok))
+    }
+}
+
+impl Sink<Message> for Pipe {
+    type Error = WsError;
+
+    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        if self.blocked {
+            // Never woken: the peer never reads again.
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), WsError> {
+        self.to_client
+            .send(message)
+            .map_err(|_| WsError::ConnectionClosed)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        self.poll_ready(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Linger for Pipe {
+    async fn linger(&mut self, _deadline: Instant) {}
+}
+
+struct Harness {
+    node: Arc<Node>,
+    conn: Arc<ConnHandle>,
+    to_server: mpsc::UnboundedSender<Message>,
+    from_server: mpsc::UnboundedReceiver<Message>,
+    pipe: Pipe,
+}
+
+fn harness(limits: &str) -> Harness {
+    let text = format!(
+        "[[tenants]]\nname = \"default\"\n[tenants.jwt]\nsecret = \"unit-test-secret\"\n[tenants.limits]\n{limits}\n"
+    );
+    let config = crate::config::parse(&text, "unit.toml", std::path::Path::new("."))
+        .expect("the test config is valid");
+    let tenants = Tenants::new(&config).expect("the test tenant builds");
+    let tenant = tenants.get("default").cloned().expect("tenant default");
+    let node = Node::new(config, tenants);
+    let conn = Arc::new(ConnHandle::new(
+        node.next_conn_id(),
+        tenant,
+        Arc::from("alice"),
+        "{}".to_owned(),
+        0,
+    ));
+    let (to_server, from_client) = mpsc::unbounded_channel();
+    let (to_client, from_server) = mpsc::unbounded_channel();
+    Harness {
+        node,
+        conn,
+        to_server,
+        from_server,
+        pipe: Pipe {
+            from_client,
+            to_client,
+            blocked: false,
+        },
+    }
+}
+
+fn ping(id: usize) -> Message {
+    Message::text(format!(r#"{{"type":"ping","correlationId":"{id}"}}"#))
+}
+
+fn correlation_id(message: &Message) -> String {
+    let Message::Text(text) = message else {
+        panic!("expected a text frame, got {message:?}");
+    };
+    let value: serde_json::Value = serde_json::from_str(text.as_str()).expect("JSON frame");
+    assert_eq!(value["type"], "pong", "{value}");
+    value["correlationId"]
+        .as_str()
+        .expect("a correlationId")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn every_message_of_a_pipelined_burst_is_handled_once_and_in_order() {
+    let mut harness = harness("messages_per_second = 100000\nburst = 100000");
+    // More than three whole read batches, so that batches end with messages still waiting.
+    let count = super::READ_BATCH * 3 + 5;
+    for id in 0..count {
+        harness.to_server.send(ping(id)).expect("loop alive");
+    }
+    let (node, conn, mut pipe) = (harness.node.clone(), harness.conn.clone(), harness.pipe);
+    let running = tokio::spawn(async move { run(&node, &conn, &mut pipe).await });
+
+    let mut answered = VecDeque::new();
+    while answered.len() < count {
+        let message = tokio::time::timeout(Duration::from_secs(5), harness.from_server.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {count} answered", answered.len()))
+            .expect("loop alive");
+        answered.push_back(correlation_id(&message));
+    }
+    let expected: VecDeque<String> = (0..count).map(|id| id.to_string()).collect();
+    assert_eq!(answered, expected);
+
+    harness
+        .to_server
+        .send(Message::Close(None))
+        .expect("loop alive");
+    drop(harness.to_server);
+    let ending = tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the loop ends")
+        .expect("no panic");
+    assert_eq!(ending, Ending::ClosedByClient(1005));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_stops_reading_is_closed_as_a_slow_consumer_when_its_queue_overflows() {
+    let mut harness = harness("outbound_queue_messages = 4");
+    harness.pipe.blocked = true;
+    let (node, conn, mut pipe) = (harness.node.clone(), harness.conn.clone(), harness.pipe);
+    let running = tokio::spawn(async move { run(&node, &conn, &mut pipe).await });
+    // The first frame starts a write that can never finish; the queue then fills behind it.
+    harness.conn.outbox.push(crate::protocol::pong(Some("0")));
+    tokio::task::yield_now().await;
+    for id in 1..=5 {
+        harness
+            .conn
+            .outbox
+            .push(crate::protocol::pong(Some(&id.to_string())));
+    }
+    let started = Instant::now();
+    let ending = running.await.expect("no panic");
+    assert_eq!(ending, Ending::ClosedByServer(1013));
+    // Time is paused: only the close frame's own time limit passed, never the write timeout
+    // (heartbeat interval + timeout, 40 s by default) the connection used to wait out.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(harness.from_server);
+}
+
+fn since_of(payload: &str) -> Result<Option<u64>, String> {
+    let text = format!(r#"{{"type":"room:join","channel":"lobby","payload":{payload}}}"#);
+    let envelope = crate::protocol::Envelope::parse(&text).expect("a valid envelope");
+    super::recovery_since(&envelope)
+}
+
+#[test]
+fn since_is_read_from_the_join_payload() {
+    assert_eq!(since_of(r#"{"since":7}"#), Ok(Some(7)));
+    assert_eq!(since_of(r#"{"since":0,"other":[1,2]}"#), Ok(Some(0)));
+    assert_eq!(since_of(r#"{"since":null}"#), Ok(None));
+    assert_eq!(since_of(r#"{"other":1}"#), Ok(None));
+    assert_eq!(since_of(r#"[1,2]"#), Ok(None));
+    assert_eq!(since_of("null"), Ok(None));
+    for bad in [
+        r#""7""#,
+        "-1",
+        "1.5",
+        "18446744073709551616",
+        "[7]",
+        r#"{"n":7}"#,
+    ] {
+        assert!(since_of(&format!(r#"{{"since":{bad}}}"#)).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_deeply_nested_since_is_a_bad_request_not_ignored() {
+    // As deep as the envelope parser lets through: the payload's own parse must not give up
+    // silently and treat the join as one without recovery.
+    let mut depth = 200;
+    let text = loop {
+        let since = format!("{}7{}", "[".repeat(depth), "]".repeat(depth));
+        let text =
+            format!(r#"{{"type":"room:join","channel":"lobby","payload":{{"since":{since}}}}}"#);
+        if crate::protocol::Envelope::parse(&text).is_ok() {
+            break text;
+        }
+        depth -= 1;
+    };
+    let envelope = crate::protocol::Envelope::parse(&text).expect("a valid envelope");
+    assert!(super::recovery_since(&envelope).is_err(), "depth {depth}");
+}
