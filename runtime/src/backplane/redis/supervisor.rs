@@ -140,6 +140,9 @@ async fn recover(shared: &Shared) -> Result<(), BackplaneError> {
     shared.link.reset();
     shared.link.connect().await?;
     shared.link.query::<String>(&redis::cmd("PING")).await?;
+    // Before anything is published again: counters must start above what a lost dataset
+    // issued.
+    shared.check_dataset().await?;
     shared
         .link
         .subscribe(&[shared.keys.node_inbox(shared.node())])
@@ -285,6 +288,12 @@ async fn heartbeat(shared: &Shared) -> Result<(), BackplaneError> {
         tracing::warn!(node, "this node was reaped as dead; re-registering");
         return Err(BackplaneError::Unavailable(
             "this node's heartbeat lapsed".to_owned(),
+        ));
+    }
+    if shared.check_dataset().await? {
+        // Flushed under a live connection: presence and lookups are gone too.
+        return Err(BackplaneError::Unavailable(
+            "Redis lost its data; re-registering".to_owned(),
         ));
     }
     let rooms: Vec<(RoomKey, bool)> = shared
