@@ -11,6 +11,7 @@ mod heartbeat;
 mod http;
 mod lifecycle;
 mod plugins;
+mod redis_recovery;
 mod rooms;
 mod shutdown;
 mod support;
