@@ -5,8 +5,9 @@
 //! Reconnection timing: an attempt right after the connection is lost, then attempts after
 //! `MIN_RECONNECT_DELAY` doubling up to `redis.reconnect_max_delay` (500 ms by default), each
 //! wait jittered in the upper half of its range. So however long the outage, a node tries
-//! again within `reconnect_max_delay` of Redis answering, and each node makes at most
-//! 2 / `reconnect_max_delay` attempts a second (4 by default), one connection each.
+//! again within `reconnect_max_delay` of Redis answering. Each attempt is one connection; a
+//! node makes at most 7 in the first second of an outage, then at most 2 /
+//! `reconnect_max_delay` a second (4 by default).
 
 use std::collections::HashSet;
 use std::sync::Arc;
