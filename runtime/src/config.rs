@@ -91,7 +91,15 @@ pub struct RedisConfig {
     pub probe_interval: Duration,
     /// Timeout for connecting and for each command.
     pub command_timeout: Duration,
+    /// Longest wait between reconnection attempts while Redis is unreachable.
+    pub reconnect_max_delay: Duration,
 }
+
+/// Shortest accepted `redis.reconnect_max_delay`, and the first wait after a failed attempt:
+/// the attempts of an outage start this close together and double up to the maximum.
+pub const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(50);
+/// Longest accepted `redis.reconnect_max_delay`.
+pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(60);
 
 /// Log format and filter.
 #[derive(Debug, Clone)]
@@ -368,6 +376,7 @@ struct RawRedis {
     node_ttl: Option<RawDuration>,
     probe_interval: Option<RawDuration>,
     command_timeout: Option<RawDuration>,
+    reconnect_max_delay: Option<RawDuration>,
 }
 
 fn default_listen() -> String {
@@ -646,6 +655,17 @@ impl Validator<'_> {
                 "must be at least twice redis.heartbeat_interval, or live nodes expire",
             );
         }
+        let reconnect_max_delay = self.duration(
+            "redis.reconnect_max_delay",
+            raw.reconnect_max_delay,
+            Duration::from_millis(500),
+        );
+        if !(MIN_RECONNECT_DELAY..=MAX_RECONNECT_DELAY).contains(&reconnect_max_delay) {
+            self.issue(
+                "redis.reconnect_max_delay",
+                "must be from 50ms to 60s: shorter hammers Redis, longer leaves nodes unready long after it is back",
+            );
+        }
         RedisConfig {
             url,
             cluster_nodes: raw.cluster_nodes,
@@ -662,6 +682,7 @@ impl Validator<'_> {
                 raw.command_timeout,
                 Duration::from_secs(2),
             ),
+            reconnect_max_delay,
         }
     }
 

@@ -27,7 +27,7 @@ fn node_config(redis_url: &str, tenant_tables: &str) -> String {
 }
 
 /// A node config with the given `[redis]` lines.
-fn redis_node_config(redis: &str, tenant_tables: &str) -> String {
+pub(crate) fn redis_node_config(redis: &str, tenant_tables: &str) -> String {
     format!(
         "listen = \"127.0.0.1:0\"\nbackplane = \"redis\"\n[log]\nlevel = \"warn\"\n[redis]\n{redis}{TIMING}\n{}",
         tenant("default", "", tenant_tables)
@@ -35,7 +35,7 @@ fn redis_node_config(redis: &str, tenant_tables: &str) -> String {
 }
 
 /// Waits until the node at `addr` answers `/readyz` with `status`.
-async fn readyz_becomes(addr: SocketAddr, status: u16, within: Duration) {
+pub(crate) async fn readyz_becomes(addr: SocketAddr, status: u16, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let (now, _, body) = http_get(&format!("http://{addr}/readyz")).await;
@@ -50,14 +50,14 @@ async fn readyz_becomes(addr: SocketAddr, status: u16, within: Duration) {
     }
 }
 
-async fn start_node(config: &str) -> TestServer {
+pub(crate) async fn start_node(config: &str) -> TestServer {
     let server = TestServer::start(config).await;
     readyz_becomes(server.addr, 200, WAIT).await;
     server
 }
 
 /// Publishes through the node at `addr`; returns status and reply.
-async fn publish_at(addr: SocketAddr, channel: &str, payload: Value) -> (u16, Value) {
+pub(crate) async fn publish_at(addr: SocketAddr, channel: &str, payload: Value) -> (u16, Value) {
     let body = json!({"tenant": "default", "channel": channel, "type": "news", "payload": payload});
     let response = timeout(
         WAIT,
@@ -74,14 +74,14 @@ async fn publish_at(addr: SocketAddr, channel: &str, payload: Value) -> (u16, Va
     (status, response.json().await.expect("JSON body"))
 }
 
-async fn publish_ok(addr: SocketAddr, channel: &str, payload: Value) -> u64 {
+pub(crate) async fn publish_ok(addr: SocketAddr, channel: &str, payload: Value) -> u64 {
     let (status, reply) = publish_at(addr, channel, payload).await;
     assert_eq!(status, 200, "publish answered {reply}");
     reply["seq"].as_u64().expect("seq")
 }
 
 /// The next frame of `msg_type`, skipping others (presence events and the like).
-async fn next_of(client: &mut Client, msg_type: &str) -> Value {
+pub(crate) async fn next_of(client: &mut Client, msg_type: &str) -> Value {
     loop {
         let frame = client.recv().await;
         if frame["type"] == msg_type {
@@ -91,7 +91,7 @@ async fn next_of(client: &mut Client, msg_type: &str) -> Value {
 }
 
 /// The next `count` channel messages as (seq, payload).
-async fn news(client: &mut Client, count: usize) -> Vec<(u64, Value)> {
+pub(crate) async fn news(client: &mut Client, count: usize) -> Vec<(u64, Value)> {
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
         let frame = next_of(client, "news").await;
@@ -127,7 +127,7 @@ fn member_ids(ack: &Value) -> Vec<String> {
     ids
 }
 
-async fn join_since(client: &mut Client, channel: &str, since: u64) -> Value {
+pub(crate) async fn join_since(client: &mut Client, channel: &str, since: u64) -> Value {
     let reply = client
         .request(json!({"type": "room:join", "channel": channel, "payload": {"since": since}}))
         .await;
@@ -135,7 +135,7 @@ async fn join_since(client: &mut Client, channel: &str, since: u64) -> Value {
     reply
 }
 
-async fn metric(addr: SocketAddr, name: &str) -> f64 {
+pub(crate) async fn metric(addr: SocketAddr, name: &str) -> f64 {
     let (_, _, text) = http_get(&format!("http://{addr}/metrics")).await;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())

@@ -13,6 +13,7 @@ mod http;
 mod lifecycle;
 mod pipelining;
 mod plugins;
+mod redis_recovery;
 mod rooms;
 mod shutdown;
 mod support;

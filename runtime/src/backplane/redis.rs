@@ -6,11 +6,13 @@
 //! - One script per publish assigns the channel's next `seq`, appends to its bounded history
 //!   and publishes, atomically (`scripts::PUBLISH`). Each node remembers the last `seq` it
 //!   delivered per room: a gap is refilled from history, a step back means Redis lost state
-//!   and the counter is raised past it under a new epoch.
+//!   and the counter is raised past it under a new epoch. A node that finds Redis emptied of
+//!   the data it knew (`scripts::STATE`) starts every counter above any `seq` issued before,
+//!   so no `seq` is issued twice and what was lost stays visible to clients.
 //! - Presence, user and connection lookups live in Redis hashes tagged with the owning node;
 //!   a node heartbeat lets the survivors reap a dead node's members and announce their leave.
 //! - When Redis is unreachable the node keeps delivering locally, `/readyz` says 503, and the
-//!   supervisor reconnects with backoff, resubscribes, re-registers and resynchronises.
+//!   supervisor reconnects with capped backoff, resubscribes, re-registers and resynchronises.
 
 mod dispatch;
 mod keys;
@@ -80,6 +82,17 @@ struct Raised {
     raised: bool,
 }
 
+/// A channel's state in Redis, as [`Shared::history`] reads it.
+#[derive(Debug)]
+struct History {
+    /// The channel's counter: its last `seq`.
+    last: u64,
+    /// The retained messages, oldest first.
+    retained: Vec<(u64, Frame)>,
+    /// The epoch they belong to; `None` for a channel never published to.
+    epoch: Option<Arc<str>>,
+}
+
 /// Counters behind the backplane's metrics.
 #[derive(Debug, Default)]
 struct Stats {
@@ -93,6 +106,7 @@ struct Stats {
     local_fallbacks: AtomicU64,
     reaped_nodes: AtomicU64,
     malformed: AtomicU64,
+    data_losses: AtomicU64,
 }
 
 /// Requests for the dispatcher, which alone delivers room messages.
@@ -122,6 +136,12 @@ struct Shared {
     subscriptions: mpsc::Sender<SubRequest>,
     control: mpsc::Sender<Control>,
     probes: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    /// The id of the Redis dataset this node works with (`scripts::STATE`); `None` before the
+    /// first connection.
+    dataset: Mutex<Option<String>>,
+    /// Where a channel's counter starts when Redis has none for it: 0, or above every `seq`
+    /// issued before Redis lost its data.
+    seq_base: AtomicU64,
     stats: Stats,
 }
 
@@ -174,6 +194,8 @@ impl RedisBackplane {
             subscriptions: sub_tx,
             control: control_tx,
             probes: Mutex::new(HashMap::new()),
+            dataset: Mutex::new(None),
+            seq_base: AtomicU64::new(0),
             stats: Stats::default(),
         });
         RedisBackplane {
@@ -250,36 +272,35 @@ impl Shared {
         millis(self.config.node_ttl * 3)
     }
 
-    /// What the channel's history can replay after `since`, and the epoch it belongs to
-    /// (`None` for a channel never published to).
-    async fn history_since(
-        &self,
-        room: &RoomKey,
-        since: u64,
-    ) -> Result<(Recovery, Option<Arc<str>>), BackplaneError> {
+    /// The channel's last `seq`, its retained messages (oldest first) and the epoch they
+    /// belong to (`None` for a channel never published to).
+    async fn history(&self, room: &RoomKey) -> Result<History, BackplaneError> {
         let meta = self.keys.room_meta(room);
         let history = self.keys.room_history(room);
         let (last, entries, epoch): (String, Vec<String>, String) = self
             .link
             .invoke(&scripts::HISTORY, &[&meta, &history], &[])
             .await?;
-        let last = last.parse().unwrap_or(0);
-        let retained = entries.into_iter().filter_map(history_entry).collect();
-        let epoch = (!epoch.is_empty()).then(|| Arc::from(epoch));
-        Ok((recovery(last, since, retained), epoch))
+        Ok(History {
+            last: last.parse().unwrap_or(0),
+            retained: entries.into_iter().filter_map(history_entry).collect(),
+            epoch: (!epoch.is_empty()).then(|| Arc::from(epoch)),
+        })
     }
 
-    /// Raises a room's counter to at least `floor` under a new epoch, unless it is there.
+    /// Raises a room's counter to at least `floor` (and the base) under a new epoch, unless
+    /// it is there.
     async fn raise(&self, room: &RoomKey, floor: u64) -> Result<Raised, BackplaneError> {
         let meta = self.keys.room_meta(room);
         let history = self.keys.room_history(room);
         let ttl = millis(self.config.node_ttl * 4).to_string();
+        let base = self.seq_base.load(Ordering::Acquire).to_string();
         let (counter, epoch, raised): (u64, String, u8) = self
             .link
             .invoke(
                 &scripts::RAISE,
                 &[&meta, &history],
-                &[&floor.to_string(), &fresh_epoch(), &ttl],
+                &[&floor.to_string(), &fresh_epoch(), &ttl, &base],
             )
             .await?;
         Ok(Raised {
@@ -287,6 +308,33 @@ impl Shared {
             epoch: Arc::from(epoch),
             raised: raised == 1,
         })
+    }
+
+    /// Checks that Redis still holds the dataset this node knew and learns where counters
+    /// start. Returns true when the dataset this node knew is gone (Redis lost its data).
+    async fn check_dataset(&self) -> Result<bool, BackplaneError> {
+        let known = self.dataset.lock().clone();
+        let fresh = fresh_epoch();
+        let (id, base): (String, u64) = self
+            .link
+            .invoke(
+                &scripts::STATE,
+                &[&self.keys.dataset()],
+                &[known.as_deref().unwrap_or(""), &fresh],
+            )
+            .await?;
+        self.seq_base.store(base, Ordering::Release);
+        let lost = known.as_deref().is_some_and(|known| known != id);
+        *self.dataset.lock() = Some(id);
+        if lost {
+            self.stats.data_losses.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                base,
+                "Redis lost its data (restarted without persistence, flushed or evicted): \
+                 messages in flight are lost, counters start above every seq issued before"
+            );
+        }
+        Ok(lost)
     }
 
     /// Records a member in the room's presence hash and the node's room set.
@@ -436,6 +484,7 @@ impl Backplane for RedisBackplane {
                         &floor.to_string(),
                         &fresh_epoch(),
                         shared.link.publish_command(),
+                        &shared.seq_base.load(Ordering::Acquire).to_string(),
                     ],
                 )
                 .await;
@@ -714,8 +763,8 @@ impl Backplane for RedisBackplane {
             // Without the shared history nothing can be promised.
             return Ok(unrecovered());
         }
-        match shared.history_since(room, since).await {
-            Ok((recovery, _)) => Ok(recovery),
+        match shared.history(room).await {
+            Ok(history) => Ok(recovery(history.last, since, history.retained)),
             Err(error) => {
                 shared.degrade("history", &error);
                 Ok(unrecovered())
@@ -823,6 +872,12 @@ impl Backplane for RedisBackplane {
             "switchboard_backplane_reaped_nodes_total",
             "Dead nodes whose members this node removed.",
             &stats.reaped_nodes,
+        );
+        counter(
+            out,
+            "switchboard_backplane_data_losses_total",
+            "Times this node found that Redis had lost its data (restart without persistence, flush).",
+            &stats.data_losses,
         );
     }
 

@@ -171,15 +171,17 @@ fn the_backplane_is_memory_unless_redis_is_named() {
     assert_eq!(redis.node_ttl, Duration::from_secs(15));
     assert_eq!(redis.probe_interval, Duration::from_secs(1));
     assert_eq!(redis.command_timeout, Duration::from_secs(2));
+    assert_eq!(redis.reconnect_max_delay, Duration::from_millis(500));
 
     let config = parse_ok(&format!(
-        "backplane = \"redis\"\n[redis]\ncluster_nodes = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]\nkey_prefix = \"app1\"\nnode_ttl = \"3s\"\nheartbeat_interval = \"1s\"\n{MINIMAL}"
+        "backplane = \"redis\"\n[redis]\ncluster_nodes = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]\nkey_prefix = \"app1\"\nnode_ttl = \"3s\"\nheartbeat_interval = \"1s\"\nreconnect_max_delay = \"2s\"\n{MINIMAL}"
     ));
     let super::BackplaneConfig::Redis(redis) = config.backplane else {
         panic!("not redis");
     };
     assert_eq!(redis.cluster_nodes.len(), 2);
     assert_eq!(redis.key_prefix, "app1");
+    assert_eq!(redis.reconnect_max_delay, Duration::from_secs(2));
 }
 
 #[test]
@@ -211,6 +213,14 @@ fn redis_settings_are_checked() {
             "test.toml: redis.node_ttl: not a duration: `forever`: expected number at 0 (write e.g. \"250ms\" or \"30s\")",
         ],
     );
+    for delay in ["\"10ms\"", "\"2m\""] {
+        check_errors(
+            &format!("backplane = \"redis\"\n[redis]\nreconnect_max_delay = {delay}\n{MINIMAL}"),
+            &[
+                "test.toml: redis.reconnect_max_delay: must be from 50ms to 60s: shorter hammers Redis, longer leaves nodes unready long after it is back",
+            ],
+        );
+    }
 }
 
 #[test]

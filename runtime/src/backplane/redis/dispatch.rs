@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::wire::{self, Wire};
 use super::{Control, Shared};
-use crate::backplane::{ConnCommand, RoomKey};
+use crate::backplane::{ConnCommand, RoomKey, recovery};
 use crate::protocol::Frame;
 use crate::registry::ConnId;
 
@@ -218,16 +218,29 @@ async fn room_message(
 
 /// Delivers the retained messages after `last` and before `next`, counting the outcome.
 async fn fill_gap(shared: &Shared, room: &RoomKey, last: u64, next: u64) {
-    match shared.history_since(room, last).await {
-        Ok((recovery, epoch)) if recovery.recovered => {
-            shared.stats.gaps_filled.fetch_add(1, Ordering::Relaxed);
-            for (seq, frame) in recovery.frames.into_iter().filter(|(seq, _)| *seq < next) {
-                advance(shared, room, seq, &frame, epoch.as_ref());
+    match shared.history(room).await {
+        Ok(history) => {
+            let filled = recovery(history.last, last, history.retained.clone());
+            let frames = if filled.recovered {
+                shared.stats.gaps_filled.fetch_add(1, Ordering::Relaxed);
+                filled.frames
+            } else {
+                shared.stats.gaps_lost.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(channel = %room.channel, last, next, "messages lost: history no longer reaches back");
+                // What history still holds after `last` is newer than anything the members
+                // saw: it is delivered, and what is missing before it stays missing, which a
+                // client sees as a jump in `seq` and as `recovered: false` on a join with
+                // `since`. (After Redis lost its data, these are the messages published
+                // before this node was listening again.)
+                history
+                    .retained
+                    .into_iter()
+                    .filter(|(seq, _)| *seq > last)
+                    .collect()
+            };
+            for (seq, frame) in frames.into_iter().filter(|(seq, _)| *seq < next) {
+                advance(shared, room, seq, &frame, history.epoch.as_ref());
             }
-        }
-        Ok(_) => {
-            shared.stats.gaps_lost.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(channel = %room.channel, last, next, "messages lost: history no longer reaches back");
         }
         Err(error) => {
             shared.stats.gaps_lost.fetch_add(1, Ordering::Relaxed);

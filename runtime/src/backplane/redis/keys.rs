@@ -66,6 +66,11 @@ impl Keys {
         format!("{}:reap", self.node_inbox(node))
     }
 
+    /// The hash naming the dataset Redis holds, and where counters start (`scripts::STATE`).
+    pub fn dataset(&self) -> String {
+        format!("{}:state", self.prefix)
+    }
+
     /// The sorted set of live nodes, scored by their last heartbeat (Redis time, ms).
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)

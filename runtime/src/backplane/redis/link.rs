@@ -1,18 +1,23 @@
 //! The connection to Redis: one multiplexed connection (a single server) or one cluster
 //! connection, speaking RESP3 so commands and pub/sub pushes share it. Every command is
 //! bounded by the configured timeout; the link never blocks a caller for longer.
+//!
+//! The link never reconnects on its own: a broken connection fails every command until the
+//! supervisor replaces it (`reset`, then `connect`), so that nothing runs on a new connection
+//! before the supervisor resubscribed it, and each attempt is one fresh connection whose timing
+//! the supervisor alone decides.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, PushKind,
-    RedisFuture, Value,
+    AsyncConnectionConfig, Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, ProtocolVersion,
+    PushInfo, PushKind, RedisFuture, Value,
 };
 use tokio::sync::{Notify, mpsc};
 
@@ -27,7 +32,7 @@ pub const PUSH_QUEUE: usize = 65_536;
 #[derive(Clone)]
 pub enum Conn {
     /// A single Redis server.
-    Single(ConnectionManager),
+    Single(MultiplexedConnection),
     /// A Redis Cluster.
     Cluster(ClusterConnection),
 }
@@ -63,8 +68,12 @@ impl ConnectionLike for Conn {
 /// Signals from the connection to the backplane's tasks.
 #[derive(Debug, Default)]
 pub struct LinkEvents {
-    /// Set when the library reports a dropped connection; cleared by the supervisor.
+    /// Set when the library reports that the current connection dropped; cleared by the
+    /// supervisor.
     pub disconnected: AtomicBool,
+    /// Which connection is current: a connection that was replaced may still report its end,
+    /// which must not take down its successor.
+    generation: AtomicU64,
     /// Wakes the supervisor on a disconnection.
     pub wake: Notify,
     /// Pushes dropped because the dispatcher's queue was full.
@@ -121,13 +130,18 @@ impl Link {
         }
     }
 
-    fn push_sender(&self) -> impl Fn(PushInfo) -> Result<(), ()> + Send + Sync + 'static {
+    fn push_sender(
+        &self,
+        generation: u64,
+    ) -> impl Fn(PushInfo) -> Result<(), ()> + Send + Sync + 'static {
         let pushes = self.pushes.clone();
         let events = self.events.clone();
         move |push: PushInfo| {
             if push.kind == PushKind::Disconnection {
-                events.disconnected.store(true, Ordering::Release);
-                events.wake.notify_one();
+                if events.generation.load(Ordering::Acquire) == generation {
+                    events.disconnected.store(true, Ordering::Release);
+                    events.wake.notify_one();
+                }
                 return Ok(());
             }
             if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
@@ -144,24 +158,32 @@ impl Link {
         }
     }
 
-    /// Opens the connection unless one is open. Bounded by the command timeout.
+    /// Drops the connection: commands fail until `connect` opened a new one, and the old
+    /// connection's end is no longer reported.
+    pub fn reset(&self) {
+        self.events.generation.fetch_add(1, Ordering::AcqRel);
+        self.conn.store(None);
+    }
+
+    /// Opens a connection unless one is open: one attempt, bounded by the command timeout.
     pub async fn connect(&self) -> Result<(), BackplaneError> {
         if self.conn.load().is_some() {
             return Ok(());
         }
         let timeout = self.config.command_timeout;
-        let conn = tokio::time::timeout(timeout, self.open(timeout))
+        let generation = self.events.generation.load(Ordering::Acquire);
+        let conn = tokio::time::timeout(timeout, self.open(timeout, generation))
             .await
             .map_err(|_| unavailable("connecting to Redis timed out"))??;
         self.conn.store(Some(Arc::new(conn)));
         Ok(())
     }
 
-    async fn open(&self, timeout: Duration) -> Result<Conn, BackplaneError> {
+    async fn open(&self, timeout: Duration, generation: u64) -> Result<Conn, BackplaneError> {
         if self.is_cluster() {
             let client = ClusterClientBuilder::new(self.config.cluster_nodes.clone())
                 .use_protocol(ProtocolVersion::RESP3)
-                .push_sender(self.push_sender())
+                .push_sender(self.push_sender(generation))
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
                 .retries(1)
@@ -182,13 +204,12 @@ impl Link {
                 .set_protocol(ProtocolVersion::RESP3);
             let client =
                 redis::Client::open(info.set_redis_settings(settings)).map_err(unavailable)?;
-            let config = ConnectionManagerConfig::new()
-                .set_push_sender(self.push_sender())
+            let config = AsyncConnectionConfig::new()
+                .set_push_sender(self.push_sender(generation))
                 .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout))
-                .set_number_of_retries(1);
+                .set_response_timeout(Some(timeout));
             let conn = client
-                .get_connection_manager_with_config(config)
+                .get_multiplexed_async_connection_with_config(&config)
                 .await
                 .map_err(unavailable)?;
             Ok(Conn::Single(conn))

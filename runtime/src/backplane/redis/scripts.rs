@@ -8,12 +8,15 @@ use redis::Script;
 ///
 /// KEYS: meta hash, history list, pub/sub channel.
 /// ARGV: frame without its `seq` and closing brace, the `except` connection (or ""), history
-/// size, history TTL (ms), meta TTL (ms), floor, a fresh epoch, the publish command.
+/// size, history TTL (ms), meta TTL (ms), floor, a fresh epoch, the publish command, base.
 ///
 /// The floor is the highest `seq` the publishing node has delivered on this channel. A
 /// counter below it means Redis lost the channel's state (a restart without persistence or a
-/// failover to a lagging replica): the counter is raised above the floor, the epoch changes
-/// and the old history is dropped, because it no longer describes what clients saw.
+/// failover to a lagging replica). The base is where counters start after Redis lost its
+/// data (see `STATE`; 0 while it never did), above every `seq` issued before. In either case
+/// the counter is raised past them, leaving a number unused (so a client that asks to recover
+/// from the floor learns that it cannot), the epoch changes and the old history is dropped,
+/// because it no longer describes what clients saw.
 /// Returns `{seq, epoch}`.
 pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -21,16 +24,24 @@ pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local floor = tonumber(ARGV[6])
-if (not epoch) or seq < floor then
-  if seq < floor then
-    seq = floor
-    redis.call('DEL', KEYS[2])
-  end
+local base = tonumber(ARGV[9])
+local start = -1
+if seq < floor then
+  start = floor + 1
+end
+if seq < base and start < base then
+  start = base
+end
+if start >= 0 then
+  seq = start
+  redis.call('DEL', KEYS[2])
+end
+if start >= 0 or not epoch then
   epoch = ARGV[7]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
 seq = seq + 1
-redis.call('HSET', KEYS[1], 'seq', seq, 'ttl', ARGV[4])
+redis.call('HSET', KEYS[1], 'seq', string.format('%d', seq), 'ttl', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 local frame = ARGV[1] .. string.format('%d', seq) .. '}'
 local size = tonumber(ARGV[3])
@@ -47,28 +58,62 @@ return {seq, epoch}
     )
 });
 
-/// Raises a channel's counter to at least the floor (ARGV[1]) with a new epoch (ARGV[2]),
-/// dropping the history, when the counter is below it.
+/// Raises a channel's counter to at least the floor (ARGV[1]) and the base (ARGV[4], see
+/// `PUBLISH`) with a new epoch (ARGV[2]), dropping the history, when the counter is below
+/// either.
 ///
 /// KEYS: meta hash, history list. ARGV[3] is the meta TTL (ms).
-/// Returns `{counter, epoch, raised}`; `raised` is 0 when the counter had already reached the
-/// floor (messages were published meanwhile, and are in the history).
+/// Returns `{counter, epoch, raised}`; `raised` is 0 when the counter had already reached
+/// them (messages were published meanwhile, and are in the history).
 pub static RAISE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
-local floor = tonumber(ARGV[1])
+local floor = math.max(tonumber(ARGV[1]), tonumber(ARGV[4]))
 local raised = 0
 if seq < floor then
   seq = floor
   epoch = ARGV[2]
   raised = 1
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'seq', seq, 'epoch', epoch)
+  redis.call('HSET', KEYS[1], 'seq', string.format('%d', seq), 'epoch', epoch)
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 return {seq, epoch, raised}
+",
+    )
+});
+
+/// Tells whether Redis still holds the data this node has seen, and where counters start.
+///
+/// KEYS: the state hash (`id`: a random name of this dataset, `base`). ARGV: the id this node
+/// saw last ("" for none yet), a fresh id.
+///
+/// A dataset that a node saw before and that is gone (a restart without persistence, a flush,
+/// an eviction) took every channel's counter with it. Counters then start at the base: a
+/// reading of Redis's clock in microseconds, above every `seq` issued before (no channel is
+/// sequenced a million times a second), so no `seq` is ever issued twice and a `since` from
+/// before the loss is never recovered as if nothing was missed. A node that has seen no
+/// dataset yet cannot tell a new Redis from an emptied one: it records a base of 0, which the
+/// first node that knew the old dataset lifts (under a new id, so every node rereads it).
+/// Returns `{id, base}`.
+pub static STATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local id = redis.call('HGET', KEYS[1], 'id')
+local base = tonumber(redis.call('HGET', KEYS[1], 'base') or '0')
+local lost = ARGV[1] ~= '' and id ~= ARGV[1]
+if (not id) or (lost and base == 0) then
+  id = ARGV[2]
+  base = 0
+  if lost then
+    local now = redis.call('TIME')
+    base = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  end
+  redis.call('HSET', KEYS[1], 'id', id, 'base', string.format('%d', base))
+end
+return {id, base}
 ",
     )
 });

@@ -1,6 +1,13 @@
 //! The supervisor: connects, proves the backplane works with a probe round-tripped through
 //! Redis, keeps this node's heartbeat and TTLs fresh, reaps dead nodes, and after an outage
-//! reconnects with backoff and jitter, resubscribes, re-registers and resynchronises.
+//! reconnects with capped backoff and jitter, resubscribes, re-registers and resynchronises.
+//!
+//! Reconnection timing: an attempt right after the connection is lost, then attempts after
+//! `MIN_RECONNECT_DELAY` doubling up to `redis.reconnect_max_delay` (500 ms by default), each
+//! wait jittered in the upper half of its range. So however long the outage, a node tries
+//! again within `reconnect_max_delay` of Redis answering. Each attempt is one connection; a
+//! node makes at most 7 in the first second of an outage, then at most 2 /
+//! `reconnect_max_delay` a second (4 by default).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,10 +20,9 @@ use tokio::time::Instant;
 use super::keys::{self, split_tenant};
 use super::{Control, Shared, millis, random_u64, scripts, wire};
 use crate::backplane::{BackplaneError, RoomKey};
+use crate::config::MIN_RECONNECT_DELAY;
 use crate::protocol::{self, MemberInfo, PresenceChange};
 
-/// Longest wait between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Channels per `SUBSCRIBE` when resubscribing everything.
 const RESUBSCRIBE_CHUNK: usize = 512;
 
@@ -75,7 +81,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let delay = if shared.is_healthy() {
             shared.config.probe_interval
         } else {
-            backoff(shared.config.probe_interval, failures)
+            backoff(shared.config.reconnect_max_delay, failures)
         };
         tokio::select! {
             _ = stop.changed() => break,
@@ -85,10 +91,14 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Exponential backoff from `base`, capped, with full jitter in its upper half so that nodes
-/// that lost Redis together do not reconnect in lockstep.
-fn backoff(base: Duration, failures: u32) -> Duration {
-    let exponential = base.saturating_mul(1 << failures.min(10)).min(MAX_BACKOFF);
+/// The wait after `failures` failed attempts in a row: `MIN_RECONNECT_DELAY` doubling up to
+/// `max`, with jitter in its upper half so that nodes that lost Redis together do not
+/// reconnect in lockstep. The cap keeps the wait short however long the outage lasted: Redis
+/// is found again within `max` of answering.
+pub(super) fn backoff(max: Duration, failures: u32) -> Duration {
+    let exponential = MIN_RECONNECT_DELAY
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(max);
     let jitter = (random_u64() % 1000) as f64 / 1000.0;
     exponential.mul_f64(0.5 + jitter / 2.0)
 }
@@ -127,8 +137,13 @@ async fn probe(shared: &Shared) -> Result<(), BackplaneError> {
 /// Brings the node back into the cluster: connection, subscriptions, registrations, missed
 /// messages, and a probe that proves delivery works. Only then is the node ready.
 async fn recover(shared: &Shared) -> Result<(), BackplaneError> {
+    // Always a new connection: the old one lost its subscriptions with Redis, or is stuck.
+    shared.link.reset();
     shared.link.connect().await?;
     shared.link.query::<String>(&redis::cmd("PING")).await?;
+    // Before anything is published again: counters must start above what a lost dataset
+    // issued.
+    shared.check_dataset().await?;
     shared
         .link
         .subscribe(&[shared.keys.node_inbox(shared.node())])
@@ -274,6 +289,12 @@ async fn heartbeat(shared: &Shared) -> Result<(), BackplaneError> {
         tracing::warn!(node, "this node was reaped as dead; re-registering");
         return Err(BackplaneError::Unavailable(
             "this node's heartbeat lapsed".to_owned(),
+        ));
+    }
+    if shared.check_dataset().await? {
+        // Flushed under a live connection: presence and lookups are gone too.
+        return Err(BackplaneError::Unavailable(
+            "Redis lost its data; re-registering".to_owned(),
         ));
     }
     let rooms: Vec<(RoomKey, bool)> = shared

@@ -1,8 +1,12 @@
-//! Recovery rules and history parsing of the Redis backplane (its Redis behaviour is tested
-//! against a real server in the integration tests).
+//! Recovery rules, history parsing and reconnection timing of the Redis backplane (its Redis
+//! behaviour is tested against a real server in the integration tests).
+
+use std::time::Duration;
 
 use super::history_entry;
+use super::supervisor::backoff;
 use crate::backplane::recovery;
+use crate::config::MIN_RECONNECT_DELAY;
 use crate::protocol::Frame;
 
 fn retained(seqs: &[u64]) -> Vec<(u64, Frame)> {
@@ -43,4 +47,29 @@ fn history_entries_parse_and_malformed_ones_are_skipped() {
     assert_eq!(frame.as_str(), "{\"a\":\"x\ty\"}");
     assert!(history_entry("x\t1\t{}".to_owned()).is_none());
     assert!(history_entry("12".to_owned()).is_none());
+}
+
+#[test]
+fn reconnection_starts_fast_and_never_waits_longer_than_the_maximum() {
+    let max = Duration::from_millis(500);
+    for _ in 0..100 {
+        let first = backoff(max, 1);
+        assert!(
+            first >= MIN_RECONNECT_DELAY / 2 && first <= MIN_RECONNECT_DELAY,
+            "{first:?}"
+        );
+        for failures in 1..200 {
+            let wait = backoff(max, failures);
+            assert!(wait <= max, "attempt {failures} waits {wait:?}");
+            // Never more often than twice per maximum wait, once the waits reached it.
+            if failures >= 5 {
+                assert!(wait >= max / 2, "attempt {failures} waits {wait:?}");
+            }
+        }
+    }
+    // Jitter spreads the nodes that lost Redis together.
+    let waits: std::collections::HashSet<Duration> = (0..50).map(|_| backoff(max, 9)).collect();
+    assert!(waits.len() > 1, "{waits:?}");
+    // A large maximum is reached by doubling, not at once.
+    assert!(backoff(Duration::from_secs(60), 3) <= MIN_RECONNECT_DELAY * 4);
 }
