@@ -4,6 +4,7 @@
 mod artifacts;
 mod client;
 mod cluster;
+mod exhaustion;
 mod external;
 mod frames;
 mod handshake;
