@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::value::RawValue;
 
@@ -15,6 +15,7 @@ use crate::node::Node;
 use crate::plugins::pool::LoadedPlugin;
 use crate::plugins::{Plugins, artifact};
 use crate::protocol::{check_channel, check_type};
+use crate::server::body::{self, BodyError, BodyLimit};
 use crate::server::response::{json_error, json_ok};
 use crate::tenant::Tenant;
 
@@ -25,15 +26,9 @@ const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 pub async fn publish(node: &Arc<Node>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let bad_request = |message: &str| json_error(StatusCode::BAD_REQUEST, "bad_request", message);
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the body is over 2 MiB",
-            );
-        }
+    let body = match read_publish_body(node, &parts.headers, body).await {
+        Ok(body) => body,
+        Err(refusal) => return *refusal,
     };
     // Fields stay raw JSON so the payload is forwarded byte for byte (key order, big numbers).
     let Ok(mut fields) = serde_json::from_slice::<HashMap<String, &RawValue>>(&body) else {
@@ -82,6 +77,38 @@ pub async fn publish(node: &Arc<Node>, request: Request<Incoming>) -> Response<F
     }
 }
 
+/// Reads a publish body. The tenant is named in the body, so the key is checked after it; but
+/// a key that is no tenant's can never succeed, so such a request gets only the tight bounds of
+/// `http.unauthenticated_*` and, past them, the 401 it would get anyway.
+async fn read_publish_body(
+    node: &Node,
+    headers: &http::HeaderMap,
+    body: Incoming,
+) -> Result<Vec<u8>, Box<Response<Full<Bytes>>>> {
+    let http = &node.config.http;
+    let known = presented_key(headers).is_some_and(|presented| {
+        node.tenants.all().iter().any(|tenant| {
+            tenant
+                .api_key
+                .as_deref()
+                .is_some_and(|key| constant_time_eq(presented.as_bytes(), key.as_bytes()))
+        })
+    });
+    let limit = if known {
+        BodyLimit::new(MAX_BODY_BYTES, http)
+    } else {
+        BodyLimit::unauthenticated(http)
+    };
+    body::read(&node.http.bodies, headers, body, limit)
+        .await
+        .map_err(|error| {
+            Box::new(match error {
+                BodyError::TooLarge | BodyError::Timeout if !known => body::closing(unauthorized()),
+                error => error.response("the body is over 2 MiB", limit.timeout),
+            })
+        })
+}
+
 /// The text of a JSON string; `None` for any other JSON value.
 fn json_string(raw: &RawValue) -> Option<String> {
     serde_json::from_str::<String>(raw.get()).ok()
@@ -118,25 +145,34 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Largest plugin upload.
 const MAX_PLUGIN_BYTES: usize = 32 * 1024 * 1024;
 
-/// Checks `Authorization: Bearer <tenant api key>`; the 401 to send otherwise.
-fn authorize(tenant: &Tenant, headers: &http::HeaderMap) -> Result<(), Box<Response<Full<Bytes>>>> {
-    let presented = headers
+/// The key of `Authorization: Bearer <key>`, if any.
+fn presented_key(headers: &http::HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, key)| key.trim());
-    match (presented, tenant.api_key.as_deref()) {
+        .map(|(_, key)| key.trim())
+}
+
+/// The 401 for a missing or wrong API key.
+fn unauthorized() -> Response<Full<Bytes>> {
+    json_error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong API key for this tenant",
+    )
+}
+
+/// Checks `Authorization: Bearer <tenant api key>`; the 401 to send otherwise.
+fn authorize(tenant: &Tenant, headers: &http::HeaderMap) -> Result<(), Box<Response<Full<Bytes>>>> {
+    match (presented_key(headers), tenant.api_key.as_deref()) {
         (Some(presented), Some(expected))
             if constant_time_eq(presented.as_bytes(), expected.as_bytes()) =>
         {
             Ok(())
         }
-        _ => Err(Box::new(json_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong API key for this tenant",
-        ))),
+        _ => Err(Box::new(unauthorized())),
     }
 }
 
@@ -187,17 +223,12 @@ pub async fn plugins(
         }
         (http::Method::PUT, Some(name)) if !name.is_empty() && !name.contains('/') => {
             let name = name.to_owned();
-            let body = match Limited::new(request.into_body(), MAX_PLUGIN_BYTES)
-                .collect()
-                .await
-            {
-                Ok(collected) => collected.to_bytes().to_vec(),
-                Err(_) => {
-                    return json_error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        "a plugin may be at most 32 MiB",
-                    );
+            let (parts, body) = request.into_parts();
+            let limit = BodyLimit::new(MAX_PLUGIN_BYTES, &node.config.http);
+            let body = match body::read(&node.http.bodies, &parts.headers, body, limit).await {
+                Ok(body) => body,
+                Err(error) => {
+                    return error.response("a plugin may be at most 32 MiB", limit.timeout);
                 }
             };
             upload(node, &tenant, &name, body).await

@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod http;
+
+pub use http::HttpConfig;
+
 /// A validated node configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -33,6 +37,8 @@ pub struct Config {
     /// Whether a swapped-in `.wasm` serves on baseline code until its optimized build is
     /// ready (a fast swap), or waits for the optimized build (one compile, less CPU).
     pub tiered_swaps: bool,
+    /// Bounds of the HTTP listener (`[http]`).
+    pub http: HttpConfig,
 }
 
 /// The operator's secret that signs precompiled plugin artifacts (`switchboard precompile`).
@@ -356,6 +362,8 @@ struct RawConfig {
     redis: Option<RawRedis>,
     #[serde(default)]
     plugins: RawNodePlugins,
+    #[serde(default)]
+    http: http::RawHttp,
 }
 
 #[derive(Deserialize, Default)]
@@ -548,6 +556,7 @@ impl Validator<'_> {
         );
         let max_connections = self.count("max_connections", raw.max_connections, 100_000);
         let backplane = self.backplane(raw.backplane.as_deref(), raw.redis);
+        let http = self.http(raw.http);
         let tiered_swaps = raw.plugins.tiered_swaps.unwrap_or(true);
         let artifact_key = raw.plugins.artifact_key.and_then(|raw| {
             let secret = self.secret("plugins.artifact_key", raw)?;
@@ -594,6 +603,7 @@ impl Validator<'_> {
             backplane,
             artifact_key,
             tiered_swaps,
+            http,
         }
     }
 

@@ -153,31 +153,11 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// Descriptors kept back from connections: listener, Redis, plugin files, logs, the runtime.
-const RESERVED_FILES: u64 = 64;
-
-/// Raises the open-files soft limit to the hard limit (each connection is a descriptor) and
-/// logs how many connections that allows, warning when `max_connections` promises more.
-fn raise_open_files_limit(max_connections: usize) {
+/// Raises the open-files soft limit to the hard limit: every connection is a descriptor, and
+/// the node derives its socket budget from this limit when it starts (and logs it).
+fn raise_open_files_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => {
-            let capacity = limit.saturating_sub(RESERVED_FILES);
-            let configured = u64::try_from(max_connections).unwrap_or(u64::MAX);
-            if capacity < configured {
-                tracing::warn!(
-                    open_files = limit,
-                    capacity,
-                    max_connections,
-                    "the open files limit allows fewer connections than max_connections; raise `ulimit -Hn`"
-                );
-            } else {
-                tracing::info!(
-                    open_files = limit,
-                    capacity = configured,
-                    "connection capacity"
-                );
-            }
-        }
+        Ok(limit) => tracing::debug!(open_files = limit, "open files limit raised"),
         Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
     }
 }
@@ -188,7 +168,7 @@ fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow
         config.listen = listen;
     }
     init_logging(&config);
-    raise_open_files_limit(config.max_connections);
+    raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -17,6 +17,7 @@ use crate::plugins::Plugins;
 use crate::protocol::{CloseReason, Frame, MemberInfo};
 use crate::registry::{ConnHandle, ConnId, ConnIdGenerator, Registry};
 use crate::rooms::Rooms;
+use crate::server::HttpState;
 use crate::tenant::Tenants;
 
 /// State shared by every part of a running node.
@@ -38,6 +39,8 @@ pub struct Node {
     pub metrics: NodeMetrics,
     /// Every tenant's WASM plugins.
     pub plugins: Plugins,
+    /// The HTTP listener's bounds: socket budget, request bodies, refused heads.
+    pub http: HttpState,
     ids: ConnIdGenerator,
     me: Weak<Node>,
     draining: AtomicBool,
@@ -100,6 +103,7 @@ impl Node {
             backplane: backplane.clone(),
             metrics: NodeMetrics::default(),
             plugins: Plugins::new(&config),
+            http: HttpState::new(&config),
             draining: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             config,
@@ -179,6 +183,7 @@ impl Node {
             self.is_draining(),
         );
         self.backplane.render_metrics(&mut text);
+        self.http.render(&mut text, self.config.max_connections);
         text
     }
 }

@@ -1,6 +1,9 @@
-//! The HTTP listener: accept loop, routing of `/ws`, `/healthz`, `/readyz`, `/metrics` and
-//! `/api`, and the graceful drain.
+//! The HTTP listener: accept loop under the socket budget, routing of `/ws`, `/healthz`,
+//! `/readyz`, `/metrics` and `/api`, and the graceful drain.
 
+pub mod body;
+pub mod capacity;
+pub mod io;
 pub mod response;
 pub mod upgrade;
 
@@ -20,11 +23,54 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::admin;
-use crate::config::Config;
+use crate::config::{Config, HttpConfig};
 use crate::node::Node;
 use crate::plugins::Plugins;
 use crate::tenant::Tenants;
-use response::{json_error, json_ok};
+use body::{BodyBudget, closing};
+use capacity::{SocketBudget, SocketCapacity, SocketPermit};
+use io::{HeadCounters, HeadRefusal, NodeIo};
+use response::{json_error, json_ok, unavailable};
+
+/// The HTTP listener's bounds and what they counted: the socket budget, the request bodies in
+/// flight, and refused heads.
+#[derive(Debug)]
+pub struct HttpState {
+    /// Open sockets against the budget.
+    pub sockets: SocketBudget,
+    /// Request bodies being received.
+    pub bodies: BodyBudget,
+    /// Refused request heads and stalled responses.
+    pub heads: HeadCounters,
+}
+
+impl HttpState {
+    /// The state for a config, with the socket budget the process's open-files limit allows.
+    pub fn new(config: &Config) -> HttpState {
+        let http = &config.http;
+        HttpState {
+            sockets: SocketBudget::new(SocketCapacity::of_process(http), http.refusal_sockets),
+            bodies: BodyBudget::new(http),
+            heads: HeadCounters::default(),
+        }
+    }
+
+    /// Appends every series of the HTTP listener to a Prometheus text.
+    pub fn render(&self, out: &mut String, max_connections: usize) {
+        self.sockets.render(out, max_connections);
+        self.bodies.render(out);
+        self.heads.render(out);
+    }
+}
+
+/// The first pause after a failed accept; it doubles while accepts keep failing.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// The longest pause between failed accepts.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a connection answered from the refusal reserve may take to send its head.
+const REFUSAL_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// A 503 written without reading the request, when even the refusal reserve is spent.
+const SHED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 68\r\nretry-after: 1\r\nconnection: close\r\n\r\n{\"error\":\"unavailable\",\"message\":\"node at its open socket capacity\"}";
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +126,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let node = Node::new(config, tenants);
+    log_capacity(&node);
     Plugins::load_configured(&node)
         .await
         .map_err(StartError::Plugins)?;
@@ -103,41 +150,125 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
+/// Logs the socket budget, warning when it promises fewer connections than `max_connections`.
+fn log_capacity(node: &Node) {
+    let capacity = node.http.sockets.capacity();
+    let max_connections = node.config.max_connections;
+    let http = &node.config.http;
+    if capacity.sockets < max_connections {
+        tracing::warn!(
+            open_files = capacity.open_files,
+            sockets = capacity.sockets,
+            reserved_files = http.reserved_files,
+            refusal_sockets = http.refusal_sockets,
+            max_connections,
+            "the socket budget allows fewer connections than max_connections; raise `ulimit -Hn` (or http.max_open_sockets)"
+        );
+    } else {
+        tracing::info!(
+            open_files = capacity.open_files,
+            sockets = capacity.sockets,
+            connections = max_connections,
+            "connection capacity"
+        );
+    }
+}
+
 async fn accept_loop(listener: TcpListener, node: Arc<Node>) {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                stream
+            }
             Err(error) => {
-                // Out of file descriptors or a reset before accept: back off briefly.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Out of descriptors (the budget keeps a reserve, but other files count too) or
+                // a reset before accept: the connection waits in the backlog meanwhile.
+                node.http.sockets.accept_failed();
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let node = node.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let node = node.clone();
-                async move { Ok::<_, Infallible>(route(node, request).await) }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "http connection ended with an error");
-            }
-        });
+        if let Some(permit) = SocketPermit::acquire(&node) {
+            tokio::spawn(serve(node.clone(), stream, permit));
+        } else if let Some(permit) = SocketPermit::refusal(&node) {
+            tokio::spawn(serve_refusal(node.clone(), stream, permit));
+        } else {
+            node.http.sockets.shed();
+            // Best effort and without waiting: the socket is closed at once.
+            let _ = stream.try_write(SHED_RESPONSE);
+        }
     }
 }
 
-async fn route(node: Arc<Node>, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = request.uri().path().to_owned();
-    match (request.method(), path.as_str()) {
-        (&Method::GET, "/healthz") => json_ok(StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),
-        (&Method::GET, "/readyz") => {
+/// hyper's HTTP/1 settings for the listener's bounds.
+fn http1_builder(http: &HttpConfig) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(http.header_timeout)
+        .max_header_size(http.max_header_bytes)
+        // The read buffer holds a head, or a piece of a body on its way to `body::read`.
+        .max_buf_size(http.max_header_bytes.max(8192))
+        .writev(false);
+    builder
+}
+
+/// Serves one connection under the socket budget, upgrades included.
+async fn serve(node: Arc<Node>, stream: tokio::net::TcpStream, permit: SocketPermit) {
+    let builder = http1_builder(&node.config.http);
+    let service = service_fn(move |request| {
+        let node = node.clone();
+        async move { Ok::<_, Infallible>(route(node, request).await) }
+    });
+    let connection = builder
+        .serve_connection(TokioIo::new(NodeIo::new(stream, permit)), service)
+        .with_upgrades();
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "http connection ended with an error");
+    }
+}
+
+/// Answers one request of a connection that arrived while the socket budget was spent: health,
+/// readiness and metrics as usual, anything else 503; then closes.
+async fn serve_refusal(node: Arc<Node>, stream: tokio::net::TcpStream, permit: SocketPermit) {
+    let mut builder = http1_builder(&node.config.http);
+    builder
+        .keep_alive(false)
+        .header_read_timeout(node.config.http.header_timeout.min(REFUSAL_HEADER_TIMEOUT));
+    let service = service_fn(move |request| {
+        let node = node.clone();
+        async move { Ok::<_, Infallible>(closing(route_refusal(&node, request))) }
+    });
+    let connection = builder.serve_connection(TokioIo::new(NodeIo::new(stream, permit)), service);
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "refused http connection ended with an error");
+    }
+}
+
+/// The answer to a request that arrived while the socket budget was spent.
+fn route_refusal(node: &Arc<Node>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    match (request.method(), path) {
+        (&Method::GET, "/healthz" | "/readyz" | "/metrics") => basic_route(node, path),
+        (_, "/ws") => upgrade::handle(node, "default", request, upgrade::Admission::SocketsFull),
+        (_, ws_path) if ws_path.starts_with("/ws/") => {
+            let tenant = ws_path["/ws/".len()..].to_owned();
+            upgrade::handle(node, &tenant, request, upgrade::Admission::SocketsFull)
+        }
+        _ => unavailable("node at its open socket capacity", 1),
+    }
+}
+
+/// `/healthz`, `/readyz` and `/metrics`.
+fn basic_route(node: &Node, path: &str) -> Response<Full<Bytes>> {
+    match path {
+        "/healthz" => json_ok(StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),
+        "/readyz" => {
             if node.is_ready() {
                 json_ok(StatusCode::OK, r#"{"status":"ready"}"#.to_owned())
             } else {
@@ -154,7 +285,7 @@ async fn route(node: Arc<Node>, request: Request<Incoming>) -> Response<Full<Byt
                 response
             }
         }
-        (&Method::GET, "/metrics") => {
+        _ => {
             let mut response = Response::new(Full::new(Bytes::from(node.render_metrics())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -162,10 +293,32 @@ async fn route(node: Arc<Node>, request: Request<Incoming>) -> Response<Full<Byt
             );
             response
         }
-        (_, "/ws") => upgrade::handle(&node, "default", request),
+    }
+}
+
+async fn route(node: Arc<Node>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target > node.config.http.max_uri_bytes {
+        node.http.heads.refused(HeadRefusal::UriTooLong);
+        return json_error(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            &format!(
+                "the request target is over {} bytes",
+                node.config.http.max_uri_bytes
+            ),
+        );
+    }
+    let path = request.uri().path().to_owned();
+    match (request.method(), path.as_str()) {
+        (&Method::GET, "/healthz" | "/readyz" | "/metrics") => basic_route(&node, &path),
+        (_, "/ws") => upgrade::handle(&node, "default", request, upgrade::Admission::Open),
         (_, ws_path) if ws_path.starts_with("/ws/") => {
             let tenant = ws_path["/ws/".len()..].to_owned();
-            upgrade::handle(&node, &tenant, request)
+            upgrade::handle(&node, &tenant, request, upgrade::Admission::Open)
         }
         (&Method::POST, "/api/publish") => admin::publish(&node, request).await,
         (_, api_path) if api_path.starts_with("/api/tenants/") => {

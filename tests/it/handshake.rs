@@ -392,6 +392,38 @@ async fn plain_http_request_to_upgrade_path_is_426() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 400: a malformed Sec-WebSocket-Key
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_key_that_is_not_the_base64_of_16_bytes_is_400_before_the_drain_and_counted() {
+    let server = TestServer::default().await;
+    let with_key = |key: &str| {
+        let mut request = with_bearer(&server.ws_url("default"), &token("alice"));
+        request.headers_mut().insert(
+            http::header::SEC_WEBSOCKET_KEY,
+            http::HeaderValue::from_str(key).expect("header value"),
+        );
+        request
+    };
+    for key in ["c2hvcnQ=", "not a key at all", "dGhlIHNhbXBsZSBub25jZXNz"] {
+        refused(with_key(key), 400, &format!("key {key:?}")).await;
+    }
+    // A malformed key makes a request no valid upgrade: refused before the drain's 503.
+    timeout(WAIT, server.node().drain()).await.expect("drained");
+    refused(with_key("c2hvcnQ="), 400, "a bad key while draining").await;
+    let (_, _, text) = http_get(&server.http_url("/metrics")).await;
+    let bad_keys: u64 = rejection_series(&text)
+        .iter()
+        .filter(|(labels, _)| {
+            label(labels, "reason") == Some("bad_key") && label(labels, "status") == Some("400")
+        })
+        .map(|(_, count)| count)
+        .sum();
+    assert_eq!(bad_keys, 4, "bad keys counted under one label:\n{text}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // 503
 // ---------------------------------------------------------------------------------------------
 

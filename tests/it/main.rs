@@ -5,6 +5,7 @@ mod artifacts;
 mod client;
 mod closes;
 mod cluster;
+mod exhaustion;
 mod external;
 mod frames;
 mod handshake;

@@ -529,9 +529,27 @@ impl BinaryServer {
     /// key paths must be absolute) and waits for its `listening on` line.
     pub async fn start(config_text: &str) -> BinaryServer {
         let config = temp_file("config", config_text);
-        let mut child = Command::new(binary())
-            .args(["serve", "--config"])
-            .arg(&config.0)
+        let mut command = Command::new(binary());
+        command.args(["serve", "--config"]).arg(&config.0);
+        BinaryServer::spawn(command, config).await
+    }
+
+    /// Like `start`, with the process's open-files limit (soft and hard) set to `open_files`.
+    pub async fn start_with_open_files(config_text: &str, open_files: u64) -> BinaryServer {
+        let config = temp_file("config", config_text);
+        let mut command = Command::new("bash");
+        command
+            .arg("-c")
+            .arg(format!(
+                "ulimit -n {open_files} && exec \"$0\" serve --config \"$1\""
+            ))
+            .arg(binary())
+            .arg(&config.0);
+        BinaryServer::spawn(command, config).await
+    }
+
+    async fn spawn(mut command: Command, config: TempFile) -> BinaryServer {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

@@ -277,3 +277,62 @@ fn history_has_a_byte_budget_per_tenant() {
         &["test.toml: tenants[0].history.max_bytes: must not be negative"],
     );
 }
+
+#[test]
+fn http_bounds_have_safe_defaults() {
+    assert_eq!(parse_ok(MINIMAL).http, super::HttpConfig::default());
+    let http = super::HttpConfig::default();
+    assert_eq!(http.header_timeout, Duration::from_secs(10));
+    assert_eq!(http.max_header_bytes, 16 * 1024);
+    assert_eq!(http.body_timeout, Duration::from_secs(30));
+    assert_eq!(http.max_open_sockets, None);
+    let config = parse_ok(&format!(
+        "[http]\nheader_timeout = \"2s\"\nmax_header_bytes = 4096\nmax_uri_bytes = 1000\nwrite_timeout = 3\nbody_timeout = \"20s\"\nmax_bodies_in_flight = 8\nmax_body_bytes_in_flight = 1048576\nmax_unauthenticated_body_bytes = 1024\nunauthenticated_body_timeout = \"1s\"\nmax_open_sockets = 100\nreserved_files = 0\nrefusal_sockets = 2\n{MINIMAL}"
+    ));
+    assert_eq!(
+        config.http,
+        super::HttpConfig {
+            header_timeout: Duration::from_secs(2),
+            max_header_bytes: 4096,
+            max_uri_bytes: 1000,
+            write_timeout: Duration::from_secs(3),
+            body_timeout: Duration::from_secs(20),
+            max_bodies_in_flight: 8,
+            max_body_bytes_in_flight: 1_048_576,
+            max_unauthenticated_body_bytes: 1024,
+            unauthenticated_body_timeout: Duration::from_secs(1),
+            max_open_sockets: Some(100),
+            reserved_files: 0,
+            refusal_sockets: 2,
+        }
+    );
+}
+
+#[test]
+fn http_bounds_are_checked() {
+    check_errors(
+        &format!(
+            "[http]\nmax_header_bytes = 100\nmax_uri_bytes = 0\nbody_timeout = \"5s\"\nunauthenticated_body_timeout = \"6s\"\nmax_bodies_in_flight = -1\nmax_open_sockets = 0\nreserved_files = -1\nrefusal_sockets = 0\nheader_timeout = 0\n{MINIMAL}"
+        ),
+        &[
+            "test.toml: http.max_header_bytes: must be 1024..1048576",
+            "test.toml: http.unauthenticated_body_timeout: must not be longer than http.body_timeout",
+            "test.toml: http.header_timeout: must be greater than zero",
+            "test.toml: http.max_uri_bytes: must be positive",
+            "test.toml: http.max_bodies_in_flight: must be positive",
+            "test.toml: http.max_open_sockets: must be positive",
+            "test.toml: http.reserved_files: must not be negative",
+            "test.toml: http.refusal_sockets: must be positive",
+        ],
+    );
+    let error = parse(
+        &format!("[http]\nmax_body_bytes = 1\n{MINIMAL}"),
+        "test.toml",
+        Path::new("."),
+    )
+    .expect_err("an unknown key");
+    assert!(
+        error.to_string().contains("unknown field `max_body_bytes`"),
+        "{error}"
+    );
+}

@@ -27,11 +27,22 @@ const READ_BUFFER_BYTES: usize = 1024;
 /// Frames are gathered up to this size before a write; larger batches go out in pieces.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
+/// Whether the connection that carries an upgrade may become a WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// It holds a place in the socket budget.
+    Open,
+    /// It arrived while the socket budget was spent: after the checks that come before the
+    /// node's limit, it gets 503.
+    SocketsFull,
+}
+
 /// Handles a request to `/ws` or `/ws/{tenant}`.
 pub fn handle(
     node: &Arc<Node>,
     tenant_name: &str,
     mut request: Request<Incoming>,
+    admission: Admission,
 ) -> Response<Full<Bytes>> {
     let reject = |status: StatusCode, reason: &'static str, error: &str, message: &str| {
         node.metrics.rejection(tenant_name, reason, status.as_u16());
@@ -76,9 +87,21 @@ pub fn handle(
             "missing Sec-WebSocket-Key",
         );
     };
+    if !is_valid_key(key.as_bytes()) {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+            "bad_request",
+            "Sec-WebSocket-Key must be the base64 encoding of 16 bytes",
+        );
+    }
     if node.is_draining() {
         node.metrics.rejection(tenant_name, "draining", 503);
         return unavailable("server shutting down", 5);
+    }
+    if admission == Admission::SocketsFull {
+        node.metrics.rejection(tenant_name, "socket_capacity", 503);
+        return unavailable("node at its open socket capacity", 1);
     }
     let Some(node_slot) = node.try_acquire() else {
         node.metrics.rejection(tenant_name, "node_full", 503);
@@ -203,6 +226,13 @@ impl Accepted {
         // nothing but `serve` (measured in BENCHMARKS.md, idle memory).
         tokio::spawn(connection::serve(node, conn, socket, self.slots));
     }
+}
+
+/// True for a `Sec-WebSocket-Key` that is the base64 of 16 bytes (RFC 6455 section 4.2.1):
+/// 22 characters of the base64 alphabet and `==`.
+fn is_valid_key(key: &[u8]) -> bool {
+    let is_base64 = |byte: &u8| byte.is_ascii_alphanumeric() || *byte == b'+' || *byte == b'/';
+    key.len() == 24 && key.ends_with(b"==") && key[..22].iter().all(is_base64)
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {

@@ -1,8 +1,8 @@
-//! Token discovery and subprotocol parsing.
+//! Token discovery, subprotocol parsing and the `Sec-WebSocket-Key` check.
 
 use http::{HeaderMap, HeaderValue, header};
 
-use super::{find_token, offered_subprotocols};
+use super::{find_token, is_valid_key, offered_subprotocols};
 
 fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
@@ -59,4 +59,34 @@ fn the_first_present_source_decides() {
         Some("ddd"),
     );
     check(&[], None, None);
+}
+
+#[test]
+fn a_key_must_be_the_base64_of_sixteen_bytes() {
+    for valid in [
+        "dGhlIHNhbXBsZSBub25jZQ==",
+        "AAAAAAAAAAAAAAAAAAAAAA==",
+        "+/+/+/+/+/+/+/+/+/+/+w==",
+    ] {
+        assert!(is_valid_key(valid.as_bytes()), "{valid}");
+    }
+    for invalid in [
+        "",
+        "x",
+        "not base64 at all!!!!!==",
+        // 15 and 17 bytes.
+        "dGhlIHNhbXBsZSBub25j",
+        "dGhlIHNhbXBsZSBub25jZXM=",
+        "dGhlIHNhbXBsZSBub25jZXNz",
+        // Padding missing, or in the wrong place.
+        "dGhlIHNhbXBsZSBub25jZQ",
+        "dGhlIHNhbXBsZSBub25jZQ=A",
+        "dGhlIHNhbXBsZSBub25j=Q==",
+        // URL-safe alphabet, spaces.
+        "dGhlIHNhbXBsZSBub25jZ-==",
+        "dGhlIHNhbXBsZSBub25jZ_==",
+        "dGhlIHNhbXBsZSBub25jZ ==",
+    ] {
+        assert!(!is_valid_key(invalid.as_bytes()), "{invalid:?}");
+    }
 }

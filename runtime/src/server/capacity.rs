@@ -1,0 +1,202 @@
+//! The node's socket budget: how many TCP connections (plain HTTP and WebSocket alike) it keeps
+//! open at once, derived from the open-files limit, and the small reserve that still answers
+//! connections arriving while the budget is spent.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::config::HttpConfig;
+use crate::node::Node;
+
+/// What the socket budget was derived from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketCapacity {
+    /// Connections served normally at once.
+    pub sockets: usize,
+    /// The process's soft open-files limit, when it could be read.
+    pub open_files: Option<u64>,
+}
+
+impl SocketCapacity {
+    /// The budget for an open-files soft limit (`None`: unknown): the limit minus
+    /// `http.reserved_files` and `http.refusal_sockets`, lowered to `http.max_open_sockets`.
+    pub fn derive(open_files: Option<u64>, http: &HttpConfig) -> SocketCapacity {
+        let from_limit = open_files.map(|limit| {
+            usize::try_from(limit)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(http.reserved_files)
+                .saturating_sub(http.refusal_sockets)
+        });
+        let sockets = match (from_limit, http.max_open_sockets) {
+            (Some(derived), Some(configured)) => derived.min(configured),
+            (Some(derived), None) => derived,
+            (None, Some(configured)) => configured,
+            (None, None) => usize::MAX,
+        };
+        SocketCapacity {
+            sockets,
+            open_files,
+        }
+    }
+
+    /// The budget for this process's current open-files limit.
+    pub fn of_process(http: &HttpConfig) -> SocketCapacity {
+        let open_files = rlimit::getrlimit(rlimit::Resource::NOFILE)
+            .ok()
+            .map(|(soft, _)| soft);
+        SocketCapacity::derive(open_files, http)
+    }
+}
+
+/// Open sockets against the budget, and what happened at its edge.
+#[derive(Debug)]
+pub struct SocketBudget {
+    capacity: SocketCapacity,
+    refusal_capacity: usize,
+    open: AtomicUsize,
+    refusing: AtomicUsize,
+    answered: AtomicU64,
+    shed: AtomicU64,
+    accept_errors: AtomicU64,
+}
+
+impl SocketBudget {
+    /// A budget of `capacity`, with `refusal_sockets` more kept to answer refusals.
+    pub fn new(capacity: SocketCapacity, refusal_sockets: usize) -> SocketBudget {
+        SocketBudget {
+            capacity,
+            refusal_capacity: refusal_sockets,
+            open: AtomicUsize::new(0),
+            refusing: AtomicUsize::new(0),
+            answered: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
+        }
+    }
+
+    /// What the budget was derived from.
+    pub fn capacity(&self) -> SocketCapacity {
+        self.capacity
+    }
+
+    /// Sockets served normally now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Counts a failed `accept` (out of descriptors, or a connection reset before it).
+    pub fn accept_failed(&self) {
+        self.accept_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed at once because the refusal reserve was spent too.
+    pub fn shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends this budget's series to a Prometheus text.
+    pub fn render(&self, out: &mut String, max_connections: usize) {
+        let sockets = self.capacity.sockets;
+        let gauges = [
+            (
+                "switchboard_open_sockets",
+                "TCP connections open on the listener (HTTP and WebSocket), refusals excluded.",
+                self.open() as u64,
+            ),
+            (
+                "switchboard_socket_capacity",
+                "TCP connections the node keeps open at once (open-files limit minus reserves, or http.max_open_sockets).",
+                sockets as u64,
+            ),
+            (
+                "switchboard_connection_capacity",
+                "WebSocket connections the node can hold: the lower of max_connections and the socket capacity.",
+                sockets.min(max_connections) as u64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+            );
+        }
+        let name = "switchboard_socket_refusals_total";
+        let _ = write!(
+            out,
+            "# HELP {name} Connections that arrived while the socket budget was spent: answered 503 from the reserve, or shed (closed at once, the reserve spent too).\n# TYPE {name} counter\n"
+        );
+        for (outcome, counter) in [("answered", &self.answered), ("shed", &self.shed)] {
+            let _ = writeln!(
+                out,
+                "{name}{{outcome=\"{outcome}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let name = "switchboard_accept_errors_total";
+        let _ = write!(
+            out,
+            "# HELP {name} Failed accepts of the listener (each backs off before the next).\n# TYPE {name} counter\n{name} {}\n",
+            self.accept_errors.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// A socket under the node's budget (or its refusal reserve), released on drop.
+#[derive(Debug)]
+pub struct SocketPermit {
+    node: Arc<Node>,
+    refusal: bool,
+}
+
+impl SocketPermit {
+    /// Takes a place in the budget unless it is spent.
+    pub fn acquire(node: &Arc<Node>) -> Option<SocketPermit> {
+        let budget = &node.http.sockets;
+        take(&budget.open, budget.capacity.sockets).then(|| SocketPermit {
+            node: node.clone(),
+            refusal: false,
+        })
+    }
+
+    /// Takes a place in the refusal reserve unless it is spent too.
+    pub fn refusal(node: &Arc<Node>) -> Option<SocketPermit> {
+        let budget = &node.http.sockets;
+        if !take(&budget.refusing, budget.refusal_capacity) {
+            return None;
+        }
+        budget.answered.fetch_add(1, Ordering::Relaxed);
+        Some(SocketPermit {
+            node: node.clone(),
+            refusal: true,
+        })
+    }
+
+    /// The node the socket belongs to.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+}
+
+impl Drop for SocketPermit {
+    fn drop(&mut self) {
+        let budget = &self.node.http.sockets;
+        let count = if self.refusal {
+            &budget.refusing
+        } else {
+            &budget.open
+        };
+        count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn take(count: &AtomicUsize, limit: usize) -> bool {
+    count
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+            (open < limit).then_some(open + 1)
+        })
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests;
