@@ -2,6 +2,7 @@
 //! processes under test, `/proc` readings, the machine's description and statistics.
 
 pub mod machine;
+pub mod plugins;
 pub mod process;
 pub mod procstat;
 pub mod stats;

@@ -78,9 +78,16 @@ fn config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(8 * 1024)
 }
 
-/// Opens a WebSocket to `ws://{addr}/ws` with `token` and waits for the `welcome`.
+/// Opens a WebSocket to `ws://{addr}/ws` (the `default` tenant) with `token` and waits for
+/// the `welcome`.
 pub async fn connect(addr: SocketAddr, token: &str) -> Result<Socket> {
-    let mut request = format!("ws://{addr}/ws").into_client_request()?;
+    connect_path(addr, "/ws", token).await
+}
+
+/// Opens a WebSocket to `ws://{addr}{path}` (`/ws/{tenant}` for a tenant other than
+/// `default`) with `token` and waits for the `welcome`.
+pub async fn connect_path(addr: SocketAddr, path: &str, token: &str) -> Result<Socket> {
+    let mut request = format!("ws://{addr}{path}").into_client_request()?;
     request.headers_mut().insert(
         "authorization",
         HeaderValue::from_str(&format!("Bearer {token}"))?,

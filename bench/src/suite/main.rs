@@ -1,5 +1,5 @@
 //! `suite`: the benchmark suite. Runs every scenario (echo, fan-out, idle memory, handshakes,
-//! churn, plugin hop, plugin swap) against Switchboard and the two baselines (bare
+//! churn, plugin hop, plugin swap, tenant isolation) against Switchboard and the two baselines (bare
 //! tokio-tungstenite, Node `ws`), a fresh server process per run, the servers interleaved in
 //! every repetition, and writes a markdown table of medians and ratios. See `bench/README.md`.
 
@@ -10,6 +10,7 @@ mod fanout;
 mod handshake;
 mod hop;
 mod idle;
+mod isolation;
 mod results;
 mod servers;
 mod swap;
@@ -52,6 +53,7 @@ enum Scenario {
     Churn,
     Hop,
     Swap,
+    Isolation,
 }
 
 #[derive(Debug, clap::Args)]
@@ -137,6 +139,13 @@ struct Args {
     /// Hop: samples of each of echo and ping [default: 5000]
     #[arg(long)]
     hop_samples: Option<usize>,
+    /// Isolation: noisy connections, each keeping one `hostile:loop` in flight [default: 32,
+    /// smoke 8]
+    #[arg(long)]
+    isolation_noisy: Option<usize>,
+    /// Isolation: seconds measured in each window, alone and with noise [default: 10, smoke 1]
+    #[arg(long)]
+    isolation_secs: Option<f64>,
 }
 
 /// Every knob of a suite run, after defaults.
@@ -153,6 +162,7 @@ struct Plan {
     churn: churn::Params,
     hop: hop::Params,
     swap: swap::Params,
+    isolation: isolation::Params,
 }
 
 impl Plan {
@@ -227,6 +237,7 @@ impl Plan {
                     Scenario::Churn,
                     Scenario::Hop,
                     Scenario::Swap,
+                    Scenario::Isolation,
                 ]
             } else {
                 args.only.clone()
@@ -280,6 +291,16 @@ impl Plan {
                     Duration::from_secs(2)
                 },
             },
+            isolation: isolation::Params {
+                noisy_connections: pick(args.isolation_noisy, 32, 8).max(1),
+                warmup: if smoke {
+                    Duration::from_millis(300)
+                } else {
+                    Duration::from_secs(1)
+                },
+                measure: secs(args.isolation_secs, 10.0, 1.0),
+                payload_bytes: args.payload_bytes,
+            },
         })
     }
 
@@ -295,6 +316,7 @@ impl Plan {
                 Scenario::Churn => units.push(Unit::Churn),
                 Scenario::Hop => units.push(Unit::Hop),
                 Scenario::Swap => units.extend([Unit::Swap, Unit::SwapPrecompiled]),
+                Scenario::Isolation => units.push(Unit::Isolation),
             }
         }
         units
@@ -314,6 +336,7 @@ enum Unit {
     Swap,
     /// The swap, uploading a precompiled artifact.
     SwapPrecompiled,
+    Isolation,
 }
 
 impl Unit {
@@ -327,19 +350,23 @@ impl Unit {
             Unit::Hop => "plugin hop".to_owned(),
             Unit::Swap => "plugin swap".to_owned(),
             Unit::SwapPrecompiled => "plugin swap, precompiled".to_owned(),
+            Unit::Isolation => "isolation".to_owned(),
         }
     }
 
     /// The servers this unit runs against: the hop is Switchboard's plugin against its
     /// built-in `ping` (bare shows the same difference without a plugin); the swap is
-    /// Switchboard's alone (the precompiled swap needs the `precompile` command of this tree).
+    /// Switchboard's alone (the precompiled swap needs the `precompile` command of this tree);
+    /// isolation needs tenants and plugins.
     fn servers(self, selected: &[Server]) -> Vec<Server> {
         selected
             .iter()
             .copied()
             .filter(|server| match self {
                 Unit::Hop => *server != Server::Node,
-                Unit::Swap => matches!(server, Server::Switchboard | Server::Before),
+                Unit::Swap | Unit::Isolation => {
+                    matches!(server, Server::Switchboard | Server::Before)
+                }
                 Unit::SwapPrecompiled => *server == Server::Switchboard,
                 _ => true,
             })
@@ -371,8 +398,19 @@ async fn run_unit(
         unit.label(plan).replace(' ', "-"),
         server.label()
     );
-    let mut running =
-        Running::start(&env.programs, server, env.dir.path(), &name, &env.http).await?;
+    let config = if unit == Unit::Isolation {
+        servers::ISOLATION_CONFIG
+    } else {
+        servers::CONFIG
+    };
+    let mut running = Running::start(
+        &env.programs,
+        server,
+        (env.dir.path(), config),
+        &name,
+        &env.http,
+    )
+    .await?;
     let clock = env.clock;
     let label = unit.label(plan);
     let outcome = match unit {
@@ -403,7 +441,7 @@ async fn run_unit(
         .await
         .map(|m| vec![(label, m)]),
         Unit::SwapPrecompiled => {
-            let config = env.dir.path().join("switchboard.toml");
+            let config = env.dir.path().join(servers::CONFIG);
             let upload = swap::Upload::Precompiled {
                 switchboard: &env.programs.switchboard,
                 config: &config,
@@ -419,6 +457,9 @@ async fn run_unit(
             .await
             .map(|m| vec![(label, m)])
         }
+        Unit::Isolation => isolation::run(&running, &plan.isolation, clock, &env.http)
+            .await
+            .map(|m| vec![(label, m)]),
     };
     if outcome.is_ok() {
         running.check_alive()?;
@@ -434,7 +475,7 @@ fn own_cpu_secs() -> f64 {
 
 async fn suite(args: Args) -> Result<()> {
     let plan = Plan::new(&args)?;
-    let repo = servers::find_repo()?;
+    let repo = switchboard_bench::plugins::find_repo()?;
     let programs = Programs::locate(
         repo,
         args.switchboard.clone(),
@@ -572,9 +613,10 @@ fn report(plan: &Plan, records: &[Record], machine: &str, programs: &Programs) -
          Parameters: {} repetitions (medians; ratios are medians of per-repetition ratios); \
          echo {} connections × {} in flight, {}-byte payload, {:.1} s measured after {:.1} s warm-up; \
          fan-out {}; idle {:?} connections, ≤ {} per loader process; handshakes {} parallel; \
-         churn {} cycles over {} workers; hop {} samples each.\n\n\
+         churn {} cycles over {} workers; hop {} samples each; isolation {} noisy connections, \
+         {:.1} s measured per window after {:.1} s warm-up.\n\n\
          {}\n\
-         Targets (issue 5):\n\n{}\n\
+         Targets (issue 5; isolation: issue 16):\n\n{}\n\
          <details>\n<summary>Every run (in the order they ran)</summary>\n\n{}\n</details>\n",
         programs.describe(),
         plan.reps,
@@ -590,6 +632,9 @@ fn report(plan: &Plan, records: &[Record], machine: &str, programs: &Programs) -
         plan.churn.cycles,
         plan.churn.workers,
         plan.hop.samples,
+        plan.isolation.noisy_connections,
+        plan.isolation.measure.as_secs_f64(),
+        plan.isolation.warmup.as_secs_f64(),
         results::summary(records),
         results::targets_table(&targets),
         results::raw(records),

@@ -1,6 +1,7 @@
 //! The three servers under test (Switchboard with the `echo` and `broadcast` plugins, the bare
 //! tokio-tungstenite baseline, the Node `ws` baseline): finding and preparing their programs,
-//! and starting a fresh process of one for each run.
+//! and starting a fresh process of one for each run. Switchboard has a second config for the
+//! isolation scenario: two tenants, one with `echo`, one with `hostile`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,13 +10,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use switchboard_bench::process::{Guarded, START_TIMEOUT, spawn_listening, tail};
-use switchboard_bench::procstat;
+use switchboard_bench::{plugins, procstat};
 
 /// The HS256 secret of every server, and the Switchboard tenant's API key.
 pub const JWT_SECRET: &str = "bench-secret";
 pub const API_KEY: &str = "bench-key";
 /// The key that signs precompiled plugin artifacts for the benchmark's servers.
 pub const ARTIFACT_KEY: &str = "bench-artifact-key-0123456789abcdef";
+/// The file names of Switchboard's configs in the scratch folder: the one of every scenario
+/// (tenant `default`), and the isolation scenario's (tenants `quiet` and `noisy`).
+pub const CONFIG: &str = "switchboard.toml";
+pub const ISOLATION_CONFIG: &str = "isolation.toml";
 /// Channels with this prefix have presence off (no member list in join acks, no presence
 /// events): the fan-out rooms.
 pub const PRESENCE_OFF_PREFIX: &str = "fanout";
@@ -60,31 +65,21 @@ pub struct Programs {
     /// The plugins as built (copied next to the config before use).
     pub echo_wasm: PathBuf,
     pub broadcast_wasm: PathBuf,
-}
-
-/// The repository root: the first ancestor of the executable (or the working directory)
-/// holding `bench/baselines/node-ws/server.mjs`.
-pub fn find_repo() -> Result<PathBuf> {
-    let marker = Path::new("bench/baselines/node-ws/server.mjs");
-    let starts = [std::env::current_exe().ok(), std::env::current_dir().ok()];
-    starts
-        .into_iter()
-        .flatten()
-        .flat_map(|start| start.ancestors().map(Path::to_path_buf).collect::<Vec<_>>())
-        .find(|dir| dir.join(marker).exists())
-        .ok_or_else(|| anyhow!("cannot find the repository (run from inside it)"))
-}
-
-/// The folders plugins may have been built into, in order of preference.
-fn plugin_dirs(repo: &Path) -> [PathBuf; 2] {
-    [
-        repo.join("plugins/target/wasm32-wasip2/release"),
-        repo.join("target/plugins/wasm32-wasip2/release"),
-    ]
+    /// `hostile` (its `hostile:loop` spins until its CPU budget runs out): the isolation
+    /// scenario's noisy tenant.
+    pub hostile_wasm: PathBuf,
 }
 
 const ECHO: &str = "switchboard_plugin_echo.wasm";
 const BROADCAST: &str = "switchboard_plugin_broadcast.wasm";
+const HOSTILE: &str = "switchboard_plugin_hostile.wasm";
+/// Every plugin the suite loads: packages, and the files they build into.
+const PACKAGES: [&str; 3] = [
+    "switchboard-plugin-echo",
+    "switchboard-plugin-broadcast",
+    "switchboard-plugin-hostile",
+];
+const PLUGINS: [&str; 3] = [ECHO, BROADCAST, HOSTILE];
 
 impl Programs {
     /// Locates everything; `switchboard` and `bare` default to the binaries next to this one.
@@ -101,12 +96,7 @@ impl Programs {
                 .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
                 .unwrap_or_else(|| repo.join("target/release").join(name))
         };
-        let dirs = plugin_dirs(&repo);
-        let plugin_dir = dirs
-            .iter()
-            .find(|dir| dir.join(ECHO).exists() && dir.join(BROADCAST).exists())
-            .unwrap_or(&dirs[0])
-            .clone();
+        let plugin_dir = plugins::dir_with(&repo, &PLUGINS);
         Ok(Programs {
             switchboard: switchboard.unwrap_or_else(|| sibling("switchboard")),
             bare: bare.unwrap_or_else(|| sibling("bare-server")),
@@ -115,6 +105,7 @@ impl Programs {
             node_script: repo.join("bench/baselines/node-ws/server.mjs"),
             echo_wasm: plugin_dir.join(ECHO),
             broadcast_wasm: plugin_dir.join(BROADCAST),
+            hostile_wasm: plugin_dir.join(HOSTILE),
             repo,
         })
     }
@@ -139,26 +130,11 @@ impl Programs {
             bail!("--before {} not found", before.display());
         }
         if (servers.contains(&Server::Switchboard) || servers.contains(&Server::Before))
-            && !(self.echo_wasm.exists() && self.broadcast_wasm.exists())
+            && ![&self.echo_wasm, &self.broadcast_wasm, &self.hostile_wasm]
+                .iter()
+                .all(|plugin| plugin.exists())
         {
-            eprintln!("building the plugins (wasm32-wasip2, release) into plugins/target");
-            let status = Command::new("cargo")
-                .args(["build", "--release", "--target", "wasm32-wasip2"])
-                .args([
-                    "-p",
-                    "switchboard-plugin-echo",
-                    "-p",
-                    "switchboard-plugin-broadcast",
-                ])
-                .arg("--manifest-path")
-                .arg(self.repo.join("plugins/Cargo.toml"))
-                .arg("--target-dir")
-                .arg(self.repo.join("plugins/target"))
-                .status()
-                .context("cannot run cargo")?;
-            if !status.success() || !self.echo_wasm.exists() {
-                bail!("building the plugins failed");
-            }
+            plugins::build(&self.repo, &PACKAGES)?;
         }
         if servers.contains(&Server::Node) {
             let folder = self.node_script.parent().context("no script folder")?;
@@ -201,6 +177,7 @@ impl Programs {
                 .transpose()?,
             echo_wasm: copy(&self.echo_wasm, ECHO)?,
             broadcast_wasm: copy(&self.broadcast_wasm, BROADCAST)?,
+            hostile_wasm: copy(&self.hostile_wasm, HOSTILE)?,
             ..self
         })
     }
@@ -275,18 +252,61 @@ path = "{}/{BROADCAST}"
     )
 }
 
-/// Writes Switchboard's config and a private copy of the plugins into `dir`; returns the
-/// config's path.
-pub fn write_switchboard_config(programs: &Programs, dir: &Path) -> Result<PathBuf> {
+/// The isolation scenario's config: tenant `quiet` with `echo`, tenant `noisy` with `hostile`,
+/// both with the message limits raised as above. The plugin limits stay at their defaults
+/// (100 ms CPU budget per call, 64 calls in flight per plugin; on a build that has it, a CPU
+/// share of half the node's cores per tenant), which is what is measured.
+fn isolation_config(plugin_dir: &Path) -> String {
+    let tenant = |name: &str, api_key: &str, plugin: &str| {
+        format!(
+            r#"
+[[tenants]]
+name = "{name}"
+api_key = "{api_key}"
+
+[tenants.jwt]
+secret = "{JWT_SECRET}"
+
+[tenants.limits]
+max_connections = 100000
+messages_per_second = 1000000
+burst = 1000000
+outbound_queue_messages = 100000
+
+[[tenants.plugins]]
+path = "{}/{plugin}"
+"#,
+            plugin_dir.display()
+        )
+    };
+    format!(
+        "listen = \"127.0.0.1:0\"\nmax_connections = 100000\n\n[log]\nlevel = \"warn\"\n{}{}",
+        tenant(QUIET_TENANT, API_KEY, ECHO),
+        tenant(NOISY_TENANT, NOISY_API_KEY, HOSTILE)
+    )
+}
+
+/// The isolation scenario's tenants, and the noisy one's API key.
+pub const QUIET_TENANT: &str = "quiet";
+pub const NOISY_TENANT: &str = "noisy";
+const NOISY_API_KEY: &str = "bench-noisy-key";
+
+/// Writes Switchboard's configs ([`CONFIG`], [`ISOLATION_CONFIG`]) and a private copy of the
+/// plugins into `dir`.
+pub fn write_switchboard_config(programs: &Programs, dir: &Path) -> Result<()> {
     let plugin_dir = dir.join("plugins");
     std::fs::create_dir_all(&plugin_dir)?;
-    std::fs::copy(&programs.echo_wasm, plugin_dir.join(ECHO))
-        .with_context(|| format!("cannot copy {}", programs.echo_wasm.display()))?;
-    std::fs::copy(&programs.broadcast_wasm, plugin_dir.join(BROADCAST))
-        .with_context(|| format!("cannot copy {}", programs.broadcast_wasm.display()))?;
-    let config = dir.join("switchboard.toml");
-    std::fs::write(&config, switchboard_config(&plugin_dir))?;
-    Ok(config)
+    for (from, name) in [
+        (&programs.echo_wasm, ECHO),
+        (&programs.broadcast_wasm, BROADCAST),
+        (&programs.hostile_wasm, HOSTILE),
+    ] {
+        std::fs::copy(from, plugin_dir.join(name))
+            .with_context(|| format!("cannot copy {}", from.display()))?;
+    }
+    std::fs::write(dir.join(CONFIG), switchboard_config(&plugin_dir))?;
+    std::fs::write(dir.join(ISOLATION_CONFIG), isolation_config(&plugin_dir))?;
+    Ok(())
 }
 
 /// One running server process.
@@ -298,11 +318,12 @@ pub struct Running {
 }
 
 impl Running {
-    /// Starts a fresh process of `server` and waits until it accepts connections.
+    /// Starts a fresh process of `server` and waits until it accepts connections; Switchboard
+    /// reads the config `config` of `dir` (one of [`CONFIG`] and [`ISOLATION_CONFIG`]).
     pub async fn start(
         programs: &Programs,
         server: Server,
-        dir: &Path,
+        (dir, config): (&Path, &str),
         name: &str,
         http: &reqwest::Client,
     ) -> Result<Running> {
@@ -318,7 +339,7 @@ impl Running {
                 command
                     .arg("serve")
                     .arg("--config")
-                    .arg(dir.join("switchboard.toml"))
+                    .arg(dir.join(config))
                     .env_remove("RUST_LOG");
                 command
             }

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use switchboard_bench::plugins::rebuilt;
 use switchboard_bench::stats::percentile;
 
 use crate::client::Clock;
@@ -29,33 +30,6 @@ pub struct Params {
     /// Load before the swap, and after it.
     pub before: Duration,
     pub after: Duration,
-}
-
-/// Appends `value` as an unsigned LEB128 number.
-fn leb128(out: &mut Vec<u8>, mut value: usize) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// The component with a custom section (id 0) appended: a different build of the same plugin.
-pub fn rebuilt(component: &[u8], label: &str) -> Vec<u8> {
-    let name = b"switchboard-bench-build";
-    let mut section = Vec::new();
-    leb128(&mut section, name.len());
-    section.extend_from_slice(name);
-    section.extend_from_slice(label.as_bytes());
-    let mut out = component.to_vec();
-    out.push(0);
-    leb128(&mut out, section.len());
-    out.extend_from_slice(&section);
-    out
 }
 
 /// What the swap uploads.
@@ -259,19 +233,4 @@ async fn serving_upload(running: &Running, http: &reqwest::Client) -> Result<()>
         anyhow::bail!("the uploaded echo is not the one serving: {echo}");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rebuilt;
-
-    #[test]
-    fn appends_one_custom_section() {
-        let out = rebuilt(b"\0asm", "x");
-        // id 0, size 25 (1 length byte, 23 name bytes, 1 label byte), the name, the label.
-        assert_eq!(&out[..6], b"\0asm\x00\x19");
-        assert_eq!(out[6], 23);
-        assert_eq!(&out[7..30], b"switchboard-bench-build");
-        assert_eq!(&out[30..], b"x");
-    }
 }
