@@ -179,6 +179,8 @@ pub struct PluginLimits {
     pub max_kv_ops_per_call: u32,
     /// Fraction of the node's cores the tenant's plugin calls may use together (0 < x <= 1).
     pub cpu_share: f64,
+    /// Bytes one plugin's key-value namespace may hold in a node's memory.
+    pub kv_max_bytes: usize,
 }
 
 /// Default of `plugin_limits.cpu_share`: half the node's cores per tenant.
@@ -451,6 +453,7 @@ struct RawPluginLimits {
     max_bytes_per_call: Option<i64>,
     max_kv_ops_per_call: Option<i64>,
     cpu_share: Option<f64>,
+    kv_max_bytes: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -952,6 +955,11 @@ impl Validator<'_> {
                 8 * 1024 * 1024,
             ),
             max_kv_ops_per_call: small(self, "max_kv_ops_per_call", raw.max_kv_ops_per_call, 1000),
+            kv_max_bytes: self.positive(
+                &format!("{key}.kv_max_bytes"),
+                raw.kv_max_bytes,
+                64 * 1024 * 1024,
+            ),
             cpu_share: match raw.cpu_share {
                 None => DEFAULT_CPU_SHARE,
                 Some(share) if share > 0.0 && share <= 1.0 => share,

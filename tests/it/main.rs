@@ -11,6 +11,7 @@ mod frames;
 mod handshake;
 mod heartbeat;
 mod http;
+mod isolation;
 mod lifecycle;
 mod pipelining;
 mod plugins;

@@ -381,7 +381,14 @@ impl kv::Host for HostState {
         Ok(node
             .plugins
             .kv
-            .set(&env.tenant.name, &env.plugin, &key, value, ttl_ms)
+            .set(
+                &env.tenant.name,
+                &env.plugin,
+                &key,
+                value,
+                ttl_ms,
+                env.limits.kv_max_bytes,
+            )
             .await)
     }
 
@@ -403,7 +410,13 @@ impl kv::Host for HostState {
         Ok(node
             .plugins
             .kv
-            .incr(&env.tenant.name, &env.plugin, &key, delta)
+            .incr(
+                &env.tenant.name,
+                &env.plugin,
+                &key,
+                delta,
+                env.limits.kv_max_bytes,
+            )
             .await)
     }
 }
