@@ -357,6 +357,17 @@ impl realtime::Host for HostState {
     }
 }
 
+/// Counts a write refused as too large (the value, or the namespace at its limit).
+fn count_too_large<T>(env: &PluginEnv, written: Result<T, HostError>) -> Result<T, HostError> {
+    if matches!(written, Err(HostError::TooLarge)) {
+        env.tenant
+            .metrics
+            .kv_too_large
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    written
+}
+
 impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, HostError>> {
         refuse_on_err!(self.spend_kv());
@@ -378,7 +389,7 @@ impl kv::Host for HostState {
         refuse_on_err!(self.spend_kv());
         let node = refuse_on_err!(self.node());
         let env = self.env.clone();
-        Ok(node
+        let written = node
             .plugins
             .kv
             .set(
@@ -389,7 +400,8 @@ impl kv::Host for HostState {
                 ttl_ms,
                 env.limits.kv_max_bytes,
             )
-            .await)
+            .await;
+        Ok(count_too_large(&env, written))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, HostError>> {
@@ -407,7 +419,7 @@ impl kv::Host for HostState {
         refuse_on_err!(self.spend_kv());
         let node = refuse_on_err!(self.node());
         let env = self.env.clone();
-        Ok(node
+        let written = node
             .plugins
             .kv
             .incr(
@@ -417,7 +429,8 @@ impl kv::Host for HostState {
                 delta,
                 env.limits.kv_max_bytes,
             )
-            .await)
+            .await;
+        Ok(count_too_large(&env, written))
     }
 }
 
