@@ -179,6 +179,7 @@ impl Node {
             self.is_draining(),
         );
         self.backplane.render_metrics(&mut text);
+        self.plugins.render_metrics(&mut text);
         text
     }
 }

@@ -4,6 +4,7 @@
 mod artifacts;
 mod client;
 mod cluster;
+mod compile;
 mod external;
 mod frames;
 mod handshake;
