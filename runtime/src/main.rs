@@ -87,6 +87,9 @@ enum Command {
         /// CPU-time limit of the process, seconds.
         #[arg(long)]
         cpu_seconds: u64,
+        /// Someone waits for the build: keep the node's priority for a moment.
+        #[arg(long)]
+        urgent: bool,
     },
 }
 
@@ -123,11 +126,13 @@ fn main() -> ExitCode {
             tier,
             memory_bytes,
             cpu_seconds,
+            urgent,
         } => {
             let status = worker::run(worker::Bounds {
                 tier,
                 memory_bytes,
                 cpu_seconds,
+                urgent,
             });
             return ExitCode::from(u8::try_from(status).unwrap_or(1));
         }

@@ -225,16 +225,14 @@ impl Plugins {
         name: Option<&str>,
         bytes: usize,
     ) -> Result<(), PluginLimit> {
-        let kept = |routes: &Routes| -> (usize, usize) {
-            routes
-                .plugins
-                .iter()
-                .filter(|plugin| Some(plugin.name()) != name)
-                .fold((0, 0), |(count, total), plugin| {
-                    (count + 1, total + plugin.file_bytes)
-                })
-        };
-        let (count, total) = kept(current);
+        // What stays of the tenant's plugins: all but the version this one replaces.
+        let (count, total) = current
+            .plugins
+            .iter()
+            .filter(|plugin| Some(plugin.name()) != name)
+            .fold((0, 0), |(count, total), plugin| {
+                (count + 1, total + plugin.file_bytes)
+            });
         let limits = &tenant.plugin_limits;
         if count + 1 > limits.max_plugins {
             return Err(PluginLimit::TenantCount(count));
@@ -266,29 +264,36 @@ impl Plugins {
     /// Appends the plugin metrics: what each tenant holds, and the compiles.
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write as _;
-        let mut tenants: Vec<(&Arc<str>, Arc<Routes>)> = self
+        let mut held: Vec<(String, usize, usize)> = self
             .routes
             .iter()
-            .map(|(tenant, routes)| (tenant, routes.load_full()))
+            .map(|(tenant, routes)| {
+                let routes = routes.load();
+                let bytes = routes.plugins.iter().map(|plugin| plugin.file_bytes).sum();
+                (compile::escape(tenant), routes.plugins.len(), bytes)
+            })
             .collect();
-        tenants.sort_by(|a, b| a.0.cmp(b.0));
-        for (name, help, value) in [
-            (
-                "switchboard_plugins",
-                "Plugins loaded (plugin_limits.max_plugins, plugins.max_plugins).",
-                (|routes: &Routes| routes.plugins.len()) as fn(&Routes) -> usize,
-            ),
-            (
-                "switchboard_plugin_bytes",
-                "Bytes of the loaded plugins' files as uploaded (plugin_limits.max_plugin_bytes).",
-                |routes: &Routes| routes.plugins.iter().map(|p| p.file_bytes).sum(),
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for (tenant, routes) in &tenants {
-                let tenant = tenant.replace('\\', "\\\\").replace('"', "\\\"");
-                let _ = writeln!(out, "{name}{{tenant=\"{tenant}\"}} {}", value(routes));
-            }
+        held.sort();
+        compile::header(
+            out,
+            "switchboard_plugins",
+            "gauge",
+            "Plugins loaded (plugin_limits.max_plugins, plugins.max_plugins).",
+        );
+        for (tenant, count, _) in &held {
+            let _ = writeln!(out, "switchboard_plugins{{tenant=\"{tenant}\"}} {count}");
+        }
+        compile::header(
+            out,
+            "switchboard_plugin_bytes",
+            "gauge",
+            "Bytes of the loaded plugins' files as uploaded (plugin_limits.max_plugin_bytes).",
+        );
+        for (tenant, _, bytes) in &held {
+            let _ = writeln!(
+                out,
+                "switchboard_plugin_bytes{{tenant=\"{tenant}\"}} {bytes}"
+            );
         }
         self.compiler.render_metrics(out);
     }

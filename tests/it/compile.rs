@@ -198,6 +198,37 @@ pub fn compile_workers(parent: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The niceness of each thread of process `pid`.
+fn thread_niceness(pid: u32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            // Field 19, the 17th after the `(command)`.
+            stat.rsplit_once(')')?.1.split_whitespace().nth(16)?.parse().ok()
+        })
+        .collect()
+}
+
+/// Waits until every thread of the compile worker `pid` runs at niceness 10 (or lower
+/// priority, when the tests themselves run niced).
+async fn wait_for_demotion(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let niceness = thread_niceness(pid);
+        if !niceness.is_empty() && niceness.iter().all(|nice| *nice >= 10) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker {pid} threads at niceness {niceness:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until no compile worker of `parent` is left.
 pub async fn wait_for_no_workers(parent: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -351,6 +382,10 @@ async fn a_newer_upload_cancels_the_compile_of_an_older_one() {
     let started = Instant::now();
     let slow = tokio::spawn(put_plugin_at(addr, "default", "greeter", slow_greeter()));
     wait_for_running_compiles(addr, 1).await;
+    // A swap's compile keeps the node's priority for its first second only.
+    let workers = compile_workers(std::process::id());
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    wait_for_demotion(workers[0]).await;
     // The tenant compiles one at a time: the newer upload gets the slot because the older
     // compile is cancelled, not because it ended.
     let newer = put_plugin(&server, "default", "greeter", wasm_bytes("greeter-v2")).await;
@@ -380,6 +415,8 @@ async fn a_newer_version_cancels_the_background_build_of_the_one_it_replaces() {
     wait_for_running_compiles(addr, 1).await;
     let workers = compile_workers(std::process::id());
     assert_eq!(workers.len(), 1, "{workers:?}");
+    // A background build yields to connections from the start.
+    wait_for_demotion(workers[0]).await;
     let newer = put_plugin(&server, "default", "greeter", wasm_bytes("greeter-v1")).await;
     assert_eq!(newer.status, 200, "{newer:?}");
     let series = r#"switchboard_plugin_compiles_total{tenant="default",tier="optimized",outcome="superseded"}"#;

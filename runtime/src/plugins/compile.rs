@@ -225,7 +225,7 @@ impl Compiler {
         wasm: &[u8],
     ) -> Result<Verified, CompileError> {
         let result = self
-            .compile_counted(node, tenant, tier, purpose, wasm)
+            .compile_within_bounds(node, tenant, tier, purpose, wasm)
             .await;
         let label = match &result {
             Ok(_) => "ok",
@@ -244,7 +244,9 @@ impl Compiler {
         result
     }
 
-    async fn compile_counted(
+    /// `compile` without its metrics: wait for slots, then run the worker, either stopped by a
+    /// cancel or the drain.
+    async fn compile_within_bounds(
         &self,
         node: &Node,
         tenant: &Tenant,
@@ -281,6 +283,7 @@ impl Compiler {
         let limits = &tenant.plugin_limits;
         let run = self.run_worker(
             tier,
+            priority,
             limits.compile_timeout,
             limits.compile_memory_bytes,
             wasm,
@@ -382,6 +385,7 @@ impl Compiler {
     async fn run_worker(
         &self,
         tier: Tier,
+        priority: Priority,
         timeout: Duration,
         memory_bytes: usize,
         wasm: &[u8],
@@ -399,6 +403,10 @@ impl Compiler {
             .args(["--tier", tier.as_str()])
             .args(["--memory-bytes", &memory_bytes.to_string()])
             .args(["--cpu-seconds", &cpu_seconds.to_string()])
+            .args(match priority {
+                Priority::Swap => &["--urgent"][..],
+                Priority::Background => &[],
+            })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -640,14 +648,16 @@ fn classify_exit(
     }
 }
 
-fn escape(label: &str) -> String {
+/// A label value escaped for the Prometheus text format.
+pub(super) fn escape(label: &str) -> String {
     label
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+/// The `HELP` and `TYPE` lines of a metric.
+pub(super) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }

@@ -1,6 +1,7 @@
 //! The compile worker: the child process (`switchboard compile-worker`) that compiles one
 //! plugin for the node. It bounds itself before it reads a byte of the plugin (a data-segment
-//! limit, a CPU-time limit, no core dumps, a lower scheduling priority), compiles with the
+//! limit, a CPU-time limit, no core dumps), runs at a lower scheduling priority (a swap someone
+//! waits for only once it has run past `DEMOTE_AFTER`), compiles with the
 //! tier's engine, and writes the build sealed with the key the node sent, so the node maps
 //! only code that came out of this compiler. The optimizing compiler's function cache lives in
 //! the node and is asked over the pipes; when the node goes away (its end of stdin closes), the
@@ -28,6 +29,10 @@ pub const EXIT_PROTOCOL: i32 = 4;
 /// Niceness of a compile: connections (niceness 0) come first on a busy node.
 pub const NICENESS: i32 = 10;
 
+/// How long a swap's compile runs at the node's priority before it drops to `NICENESS`: a
+/// plugin's baseline build takes milliseconds, and someone waits for it.
+pub const DEMOTE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Largest request the worker reads: the plugin plus its key. The data-segment limit bounds
 /// what it can actually hold.
 const MAX_REQUEST_BYTES: usize = u32::MAX as usize;
@@ -43,6 +48,9 @@ pub struct Bounds {
     pub memory_bytes: u64,
     /// CPU seconds, all threads together (`RLIMIT_CPU`), a backstop to the node's wall clock.
     pub cpu_seconds: u64,
+    /// Someone waits for this compile (a swap): it keeps the node's priority for
+    /// `DEMOTE_AFTER`.
+    pub urgent: bool,
 }
 
 /// Runs the worker on stdin and stdout; the process's exit status.
@@ -126,9 +134,37 @@ fn limit_self(bounds: &Bounds) -> io::Result<()> {
     )?;
     // A compile stopped by a limit is expected, not a crash to keep a core of.
     set(Resource::Core, 0, 0)?;
-    // Lowering one's own priority needs no privilege; failing to is not a reason to refuse.
-    let _ = rustix::process::setpriority_process(None, NICENESS);
+    if bounds.urgent {
+        std::thread::Builder::new()
+            .name("compile-worker-demote".to_owned())
+            .spawn(|| {
+                std::thread::sleep(DEMOTE_AFTER);
+                demote();
+            })?;
+    } else {
+        demote();
+    }
     Ok(())
+}
+
+/// Lowers every thread of the process to `NICENESS` (on Linux a priority is a thread's, and a
+/// new thread takes its creator's). Lowering one's own priority needs no privilege; failing to
+/// is not a reason to stop compiling.
+fn demote() {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        let _ = rustix::process::setpriority_process(None, NICENESS);
+        return;
+    };
+    for task in tasks.flatten() {
+        let thread = task
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse().ok())
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(thread) = thread {
+            let _ = rustix::process::setpriority_process(Some(thread), NICENESS);
+        }
+    }
 }
 
 /// The optimizing compiler's cache, kept by the node: a lookup is a round trip over the
