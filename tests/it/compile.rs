@@ -207,7 +207,12 @@ fn thread_niceness(pid: u32) -> Vec<i32> {
         .filter_map(|task| {
             let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
             // Field 19, the 17th after the `(command)`.
-            stat.rsplit_once(')')?.1.split_whitespace().nth(16)?.parse().ok()
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(16)?
+                .parse()
+                .ok()
         })
         .collect()
 }

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::io::AsyncReadExt as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{oneshot, watch};
 use wasmtime::CacheStore as _;
 
 use super::artifact::{self, Verified};
@@ -413,7 +413,7 @@ impl Compiler {
             .kill_on_drop(true)
             .spawn()
             .map_err(worker_error)?;
-        let (Some(mut stdin), Some(mut stdout), Some(stderr)) =
+        let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             return Err(CompileError::Crashed(
@@ -421,71 +421,39 @@ impl Compiler {
             ));
         };
         let stderr = tokio::spawn(stderr_tail(stderr));
-        // Frames are read in a task of their own so the loop below can wait on them and on
-        // the clock without ever dropping half a frame.
-        let (frames_in, mut frames) = mpsc::channel(8);
-        let reader = tokio::spawn(async move {
-            loop {
-                let frame = wire::read_async(&mut stdout, memory_bytes.max(1024 * 1024)).await;
-                let end = !matches!(frame, Ok(Some(_)));
-                if frames_in.send(frame).await.is_err() || end {
-                    break;
-                }
-            }
-        });
+        // The conversation runs on a thread of its own with blocking pipes: a cache lookup
+        // is answered at once, not when a busy runtime gets to it. Killing the worker ends
+        // the thread (its pipes close).
+        let pipes = stdin
+            .into_owned_fd()
+            .and_then(|stdin| Ok((std::fs::File::from(stdin), stdout.into_owned_fd()?)));
+        let (stdin, stdout) = pipes.map_err(worker_error)?;
+        let max_frame = memory_bytes.max(1024 * 1024);
+        let (answer, answered) = oneshot::channel();
+        let request = [key.as_bytes(), wasm].concat();
+        std::thread::Builder::new()
+            .name("switchboard-compile-io".to_owned())
+            .spawn(move || {
+                let conversation =
+                    converse(stdin, std::fs::File::from(stdout), &request, max_frame);
+                let _ = answer.send(conversation);
+            })
+            .map_err(worker_error)?;
         let session = async {
-            wire::write_async(&mut stdin, wire::Tag::Request, &[key.as_bytes(), wasm])
-                .await
-                .map_err(|_| None)?;
-            let cache = engine::code_cache();
-            while let Some(frame) = frames.recv().await {
-                let Ok(Some(frame)) = frame else { break };
-                match frame.tag {
-                    wire::Tag::CacheGet => {
-                        let Some((id, cache_key)) = wire::split_u64(&frame.payload) else {
-                            break;
-                        };
-                        let found = cache.get(cache_key);
-                        let (flag, code): (&[u8], &[u8]) = match &found {
-                            Some(code) => (&[1], code),
-                            None => (&[0], &[]),
-                        };
-                        wire::write_async(
-                            &mut stdin,
-                            wire::Tag::CacheValue,
-                            &[&id.to_le_bytes(), flag, code],
-                        )
-                        .await
-                        .map_err(|_| None)?;
-                    }
-                    wire::Tag::CacheInsert => {
-                        if let Some((cache_key, code)) = wire::split_field(&frame.payload) {
-                            cache.insert(cache_key, code.to_vec());
-                        }
-                    }
-                    wire::Tag::Done => return Ok(frame.payload),
-                    wire::Tag::Failed => {
-                        let message = String::from_utf8_lossy(&frame.payload).into_owned();
-                        return Err(Some(CompileError::Invalid(message)));
-                    }
-                    wire::Tag::OutOfMemory => {
-                        return Err(Some(CompileError::MemoryLimit(memory_bytes)));
-                    }
-                    wire::Tag::Request | wire::Tag::CacheValue => break,
-                }
+            match answered.await {
+                Ok(Ok(sealed)) => Ok(sealed),
+                Ok(Err(Said::Failed(message))) => Err(Some(CompileError::Invalid(message))),
+                Ok(Err(Said::OutOfMemory)) => Err(Some(CompileError::MemoryLimit(memory_bytes))),
+                Ok(Err(Said::Nothing)) | Err(_) => Err(None),
             }
-            Err(None)
         };
         let outcome = match tokio::time::timeout(timeout, session).await {
             Ok(outcome) => outcome,
             Err(_) => {
                 let _ = child.kill().await;
-                reader.abort();
                 return Err(CompileError::TimeLimit(timeout));
             }
         };
-        drop(stdin);
-        reader.abort();
         match outcome {
             Ok(sealed) => {
                 // It exits right after its answer; never wait on it for long.
@@ -561,6 +529,63 @@ impl Compiler {
         ] {
             header(out, name, "gauge", help);
             let _ = writeln!(out, "{name} {value}");
+        }
+    }
+}
+
+/// How a worker's conversation ended without a build.
+#[derive(Debug)]
+enum Said {
+    /// The compiler refused the code.
+    Failed(String),
+    /// The compiler ran out of memory.
+    OutOfMemory,
+    /// No answer: the worker ended (or broke the protocol) before one.
+    Nothing,
+}
+
+/// Sends the request to a worker, serves its cache lookups and inserts from the node's code
+/// cache, and returns its sealed build. Blocking: it runs on a thread of its own.
+fn converse(
+    mut stdin: std::fs::File,
+    mut stdout: std::fs::File,
+    request: &[u8],
+    max_frame: usize,
+) -> Result<Vec<u8>, Said> {
+    wire::write(&mut stdin, wire::Tag::Request, &[request]).map_err(|_| Said::Nothing)?;
+    let cache = engine::code_cache();
+    loop {
+        let Ok(Some(frame)) = wire::read(&mut stdout, max_frame) else {
+            return Err(Said::Nothing);
+        };
+        match frame.tag {
+            wire::Tag::CacheGet => {
+                let (id, cache_key) = wire::split_u64(&frame.payload).ok_or(Said::Nothing)?;
+                let found = cache.get(cache_key);
+                let (flag, code): (&[u8], &[u8]) = match &found {
+                    Some(code) => (&[1], code),
+                    None => (&[0], &[]),
+                };
+                wire::write(
+                    &mut stdin,
+                    wire::Tag::CacheValue,
+                    &[&id.to_le_bytes(), flag, code],
+                )
+                .map_err(|_| Said::Nothing)?;
+            }
+            wire::Tag::CacheInsert => {
+                if let Some((cache_key, code)) = wire::split_field(&frame.payload) {
+                    cache.insert(cache_key, code.to_vec());
+                }
+            }
+            wire::Tag::Done => return Ok(frame.payload),
+            wire::Tag::Failed => {
+                return Err(Said::Failed(
+                    String::from_utf8_lossy(&frame.payload).into_owned(),
+                ));
+            }
+            wire::Tag::OutOfMemory => return Err(Said::OutOfMemory),
+            wire::Tag::Request | wire::Tag::CacheValue => return Err(Said::Nothing),
         }
     }
 }

@@ -8,8 +8,6 @@
 
 use std::io::{self, Read, Write};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -101,40 +99,9 @@ pub fn read(input: &mut impl Read, max: usize) -> io::Result<Option<Frame>> {
         Err(error) => return Err(error),
     }
     let (tag, len) = parse_header(header, max)?;
-    let mut payload = vec![0u8; len];
-    input.read_exact(&mut payload)?;
-    Ok(Some(Frame { tag, payload }))
-}
-
-/// Writes one frame to an async writer.
-pub async fn write_async(
-    out: &mut (impl AsyncWrite + Unpin),
-    tag: Tag,
-    parts: &[&[u8]],
-) -> io::Result<()> {
-    let len = parts.iter().map(|part| part.len()).sum();
-    out.write_all(&header(tag, len)?).await?;
-    for part in parts {
-        out.write_all(part).await?;
-    }
-    out.flush().await
-}
-
-/// Reads one frame from an async reader; `Ok(None)` at a clean end of the stream.
-pub async fn read_async(
-    input: &mut (impl AsyncRead + Unpin),
-    max: usize,
-) -> io::Result<Option<Frame>> {
-    let mut header = [0u8; HEADER];
-    match input.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(error) => return Err(error),
-    }
-    let (tag, len) = parse_header(header, max)?;
     // Grown as bytes arrive, not reserved up front: a length is only a claim.
     let mut payload = Vec::with_capacity(len.min(1024 * 1024));
-    let read = input.take(len as u64).read_to_end(&mut payload).await?;
+    let read = input.take(len as u64).read_to_end(&mut payload)?;
     if read < len {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
@@ -187,19 +154,14 @@ mod tests {
         assert!(read(&mut &truncated[..], 64).is_err());
     }
 
-    #[tokio::test]
-    async fn async_frames_match_sync_frames() {
+    #[test]
+    fn fields_split_off_payloads() {
         let mut buffer = Vec::new();
-        write_async(&mut buffer, Tag::CacheGet, &[&7u64.to_le_bytes(), b"key"])
-            .await
-            .expect("written");
+        write(&mut buffer, Tag::CacheGet, &[&7u64.to_le_bytes(), b"key"]).expect("written");
         let frame = read(&mut &buffer[..], 64).expect("reads").expect("a frame");
         let (id, key) = split_u64(&frame.payload).expect("an id");
         assert_eq!((id, key), (7, &b"key"[..]));
-        let mut input = &buffer[..];
-        let again = read_async(&mut input, 64).await.expect("reads");
-        assert_eq!(again, Some(frame));
-        assert!(read_async(&mut input, 64).await.expect("reads").is_none());
+        assert_eq!(split_u64(&[1, 2, 3]), None);
         let field = [&3u32.to_le_bytes()[..], b"abcde"].concat();
         assert_eq!(split_field(&field), Some((&b"abc"[..], &b"de"[..])));
         assert_eq!(split_field(&[9, 0, 0, 0, 1]), None);
