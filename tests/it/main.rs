@@ -5,6 +5,7 @@ mod artifacts;
 mod client;
 mod closes;
 mod cluster;
+mod compile;
 mod exhaustion;
 mod external;
 mod frames;
