@@ -12,8 +12,9 @@ use serde_json::value::RawValue;
 
 use crate::backplane::{Publish, RoomKey};
 use crate::node::Node;
-use crate::plugins::pool::LoadedPlugin;
-use crate::plugins::{Plugins, artifact};
+use crate::plugins::compile::{CompileError, Purpose};
+use crate::plugins::pool::{LoadError, LoadedPlugin};
+use crate::plugins::{PluginLimit, Plugins, SwapError, artifact};
 use crate::protocol::{check_channel, check_type};
 use crate::server::body::{self, BodyError, BodyLimit};
 use crate::server::response::{json_error, json_ok};
@@ -223,6 +224,10 @@ pub async fn plugins(
         }
         (http::Method::PUT, Some(name)) if !name.is_empty() && !name.contains('/') => {
             let name = name.to_owned();
+            // A tenant at its plugin count is refused before its body is read.
+            if let Err(limit) = node.plugins.room_for(&tenant, Some(&name), 0) {
+                return limit_refusal(node, &tenant, &limit);
+            }
             let (parts, body) = request.into_parts();
             let limit = BodyLimit::new(MAX_PLUGIN_BYTES, &node.config.http);
             let body = match body::read(&node.http.bodies, &parts.headers, body, limit).await {
@@ -241,14 +246,66 @@ pub async fn plugins(
     }
 }
 
+/// The answer to an upload that would pass a bound on the plugins held.
+fn limit_refusal(node: &Node, tenant: &Tenant, limit: &PluginLimit) -> Response<Full<Bytes>> {
+    node.plugins.compiler.refused(&tenant.name, limit.label());
+    tracing::warn!(tenant = %tenant.name, %limit, "plugin upload refused");
+    json_error(StatusCode::CONFLICT, "plugin_limit", &limit.to_string())
+}
+
+/// The answer to an upload whose compile did not produce a build.
+fn compile_refusal(
+    node: &Node,
+    tenant: &Tenant,
+    error: &CompileError,
+    message: &str,
+) -> Response<Full<Bytes>> {
+    let (status, code, retry_after) = match error {
+        CompileError::TenantBusy(_) => (StatusCode::TOO_MANY_REQUESTS, "compile_busy", Some(1)),
+        CompileError::NodeBusy(_) | CompileError::WaitTimeout(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "compile_busy", Some(5))
+        }
+        CompileError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "draining", Some(5)),
+        CompileError::Superseded => (StatusCode::CONFLICT, "superseded", None),
+        CompileError::TimeLimit(_) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "compile_time_limit", None)
+        }
+        CompileError::MemoryLimit(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "compile_memory_limit",
+            None,
+        ),
+        CompileError::Invalid(_) | CompileError::Crashed(_) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", None)
+        }
+        CompileError::Worker { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+    };
+    // A version that was tried and did not load is a load failure; a refusal to try, a newer
+    // upload, or the shutdown is not.
+    if !error.refused() && !matches!(error, CompileError::Superseded | CompileError::ShuttingDown) {
+        node.metrics.plugin_load_failure(&tenant.name);
+    }
+    tracing::warn!(tenant = %tenant.name, %message, "plugin upload refused");
+    let mut response = json_error(status, code, message);
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, http::HeaderValue::from(seconds));
+    }
+    response
+}
+
 /// Loads an uploaded version off the hot path, then swaps it in; a failure leaves the old
-/// version serving.
+/// version serving. A newer upload of the same plugin cancels this one's compile.
 async fn upload(
     node: &Arc<Node>,
     tenant: &Arc<Tenant>,
     name: &str,
     body: Vec<u8>,
 ) -> Response<Full<Bytes>> {
+    if let Err(limit) = node.plugins.room_for(tenant, Some(name), body.len()) {
+        return limit_refusal(node, tenant, &limit);
+    }
     let config = node
         .config
         .tenants
@@ -269,8 +326,12 @@ async fn upload(
     let kept = (node.config.tiered_swaps && !artifact::is_artifact(&body))
         .then(|| (body.clone(), config.clone()));
     let tier = Plugins::swap_tier(&node.config);
-    let loaded = match Plugins::load_bytes(node, tenant, source, body, config, tier).await {
+    let purpose = Purpose::Swap(Some(name.to_owned()));
+    let loaded = match Plugins::load_for(node, tenant, source, body, config, tier, purpose).await {
         Ok(loaded) => loaded,
+        Err(LoadError::Compile { path, error }) => {
+            return compile_refusal(node, tenant, &error, &format!("{path}: {error}"));
+        }
         Err(error) => {
             node.metrics.plugin_load_failure(&tenant.name);
             tracing::warn!(tenant = %tenant.name, %error, "plugin upload refused");
@@ -308,7 +369,8 @@ async fn upload(
             }
             json_ok(StatusCode::OK, plugin_json(&loaded).to_string())
         }
-        Err(message) => {
+        Err(SwapError::Limit(limit)) => limit_refusal(node, tenant, &limit),
+        Err(SwapError::Conflict(message)) => {
             node.metrics.plugin_load_failure(&tenant.name);
             json_error(StatusCode::CONFLICT, "conflict", &message)
         }

@@ -39,6 +39,27 @@ pub struct Config {
     pub tiered_swaps: bool,
     /// Bounds of the HTTP listener (`[http]`).
     pub http: HttpConfig,
+    /// Node-wide bounds on compiling and holding plugins.
+    pub plugin_bounds: PluginBounds,
+}
+
+/// Node-wide bounds on plugin compiles and on the plugins held, all tenants together (each
+/// tenant also has its own, in `PluginLimits`).
+#[derive(Debug, Clone)]
+pub struct PluginBounds {
+    /// The program that compiles plugin code in a child process (`switchboard compile-worker`);
+    /// `None`: the running executable.
+    pub compiler_path: Option<PathBuf>,
+    /// Compiles running at once.
+    pub compile_concurrency: usize,
+    /// Uploads and reloads waiting for a compile slot; past it they are refused.
+    pub compile_queue: usize,
+    /// How long an upload or a reload waits for a compile slot before it is refused.
+    pub compile_wait: Duration,
+    /// Plugins loaded on the node.
+    pub max_plugins: usize,
+    /// Bytes of plugin files (the `.wasm` or `.cwasm` as uploaded) loaded on the node.
+    pub max_plugin_bytes: usize,
 }
 
 /// The operator's secret that signs precompiled plugin artifacts (`switchboard precompile`).
@@ -179,6 +200,20 @@ pub struct PluginLimits {
     pub max_kv_ops_per_call: u32,
     /// Fraction of the node's cores the tenant's plugin calls may use together (0 < x <= 1).
     pub cpu_share: f64,
+    /// Bytes one plugin's key-value namespace may hold in a node's memory.
+    pub kv_max_bytes: usize,
+    /// Wall-clock time one compile of this tenant's code may take before it is stopped.
+    pub compile_timeout: Duration,
+    /// Memory (data segment, `RLIMIT_DATA`) a compile of this tenant's code may use.
+    pub compile_memory_bytes: usize,
+    /// This tenant's compiles running at once.
+    pub compile_concurrency: usize,
+    /// This tenant's uploads waiting for a compile slot; past it they are refused.
+    pub compile_queue: usize,
+    /// Plugins this tenant may have loaded.
+    pub max_plugins: usize,
+    /// Bytes of this tenant's loaded plugin files (as uploaded).
+    pub max_plugin_bytes: usize,
 }
 
 /// Default of `plugin_limits.cpu_share`: half the node's cores per tenant.
@@ -371,6 +406,12 @@ struct RawConfig {
 struct RawNodePlugins {
     artifact_key: Option<RawSecret>,
     tiered_swaps: Option<bool>,
+    compiler_path: Option<String>,
+    compile_concurrency: Option<i64>,
+    compile_queue: Option<i64>,
+    compile_wait: Option<RawDuration>,
+    max_plugins: Option<i64>,
+    max_plugin_bytes: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -451,6 +492,13 @@ struct RawPluginLimits {
     max_bytes_per_call: Option<i64>,
     max_kv_ops_per_call: Option<i64>,
     cpu_share: Option<f64>,
+    kv_max_bytes: Option<i64>,
+    compile_timeout: Option<RawDuration>,
+    compile_memory_bytes: Option<i64>,
+    compile_concurrency: Option<i64>,
+    compile_queue: Option<i64>,
+    max_plugins: Option<i64>,
+    max_plugin_bytes: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -518,6 +566,30 @@ struct Validator<'a> {
 
 const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
+/// Compiles running at once on a node: two, so that one tenant (one compile at a time by
+/// default) never takes every slot.
+pub const DEFAULT_NODE_COMPILE_CONCURRENCY: usize = 2;
+/// Uploads and reloads waiting for a node compile slot.
+pub const DEFAULT_NODE_COMPILE_QUEUE: usize = 16;
+/// How long an upload waits for a compile slot.
+pub const DEFAULT_COMPILE_WAIT: Duration = Duration::from_secs(30);
+/// Plugins loaded on a node, all tenants together.
+pub const DEFAULT_NODE_MAX_PLUGINS: usize = 256;
+/// Bytes of plugin files loaded on a node, all tenants together.
+pub const DEFAULT_NODE_MAX_PLUGIN_BYTES: usize = 1024 * 1024 * 1024;
+/// The least memory a compile may be given: the compiler process needs about 20 MiB of its
+/// own before it reads a byte of the plugin.
+pub const MIN_COMPILE_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+/// Wall-clock time one compile may take.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Memory one compile may use: the example plugins compile in about 30 MiB, a crafted module
+/// of a few kilobytes needs gigabytes.
+pub const DEFAULT_COMPILE_MEMORY_BYTES: usize = 512 * 1024 * 1024;
+/// Plugins one tenant may have loaded.
+pub const DEFAULT_TENANT_MAX_PLUGINS: usize = 16;
+/// Bytes of plugin files one tenant may have loaded.
+pub const DEFAULT_TENANT_MAX_PLUGIN_BYTES: usize = 128 * 1024 * 1024;
+
 impl Validator<'_> {
     fn issue(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.issues.push(ConfigIssue {
@@ -558,6 +630,7 @@ impl Validator<'_> {
         let backplane = self.backplane(raw.backplane.as_deref(), raw.redis);
         let http = self.http(raw.http);
         let tiered_swaps = raw.plugins.tiered_swaps.unwrap_or(true);
+        let plugin_bounds = self.plugin_bounds(&raw.plugins);
         let artifact_key = raw.plugins.artifact_key.and_then(|raw| {
             let secret = self.secret("plugins.artifact_key", raw)?;
             let key = ArtifactKey::new(secret);
@@ -572,6 +645,15 @@ impl Validator<'_> {
 
         if raw.tenants.is_empty() {
             self.issue("tenants", "at least one tenant is required");
+        }
+        let configured_plugins: usize = raw.tenants.iter().map(|tenant| tenant.plugins.len()).sum();
+        if configured_plugins > plugin_bounds.max_plugins {
+            self.issue(
+                "plugins.max_plugins",
+                format!(
+                    "the tenants configure {configured_plugins} plugins, more than this node holds"
+                ),
+            );
         }
         let mut tenants = Vec::with_capacity(raw.tenants.len());
         for (index, tenant) in raw.tenants.into_iter().enumerate() {
@@ -604,6 +686,44 @@ impl Validator<'_> {
             artifact_key,
             tiered_swaps,
             http,
+            plugin_bounds,
+        }
+    }
+
+    fn plugin_bounds(&mut self, raw: &RawNodePlugins) -> PluginBounds {
+        let compiler_path = raw.compiler_path.as_ref().map(|path| {
+            if path.is_empty() {
+                self.issue("plugins.compiler_path", "must not be empty");
+            }
+            self.base_dir.join(path)
+        });
+        PluginBounds {
+            compiler_path,
+            compile_concurrency: self.positive(
+                "plugins.compile_concurrency",
+                raw.compile_concurrency,
+                DEFAULT_NODE_COMPILE_CONCURRENCY,
+            ),
+            compile_queue: self.count(
+                "plugins.compile_queue",
+                raw.compile_queue,
+                DEFAULT_NODE_COMPILE_QUEUE,
+            ),
+            compile_wait: self.duration(
+                "plugins.compile_wait",
+                raw.compile_wait.clone(),
+                DEFAULT_COMPILE_WAIT,
+            ),
+            max_plugins: self.positive(
+                "plugins.max_plugins",
+                raw.max_plugins,
+                DEFAULT_NODE_MAX_PLUGINS,
+            ),
+            max_plugin_bytes: self.positive(
+                "plugins.max_plugin_bytes",
+                raw.max_plugin_bytes,
+                DEFAULT_NODE_MAX_PLUGIN_BYTES,
+            ),
         }
     }
 
@@ -755,7 +875,7 @@ impl Validator<'_> {
                 );
             }
         }
-        let plugins = raw
+        let plugins: Vec<PluginConfig> = raw
             .plugins
             .into_iter()
             .enumerate()
@@ -770,6 +890,16 @@ impl Validator<'_> {
             })
             .collect();
         let plugin_limits = self.plugin_limits(&format!("{key}.plugin_limits"), raw.plugin_limits);
+        if plugins.len() > plugin_limits.max_plugins {
+            self.issue(
+                format!("{key}.plugins"),
+                format!(
+                    "{} plugins, more than plugin_limits.max_plugins ({})",
+                    plugins.len(),
+                    plugin_limits.max_plugins
+                ),
+            );
+        }
         Some(TenantConfig {
             name: raw.name,
             api_key,
@@ -952,6 +1082,11 @@ impl Validator<'_> {
                 8 * 1024 * 1024,
             ),
             max_kv_ops_per_call: small(self, "max_kv_ops_per_call", raw.max_kv_ops_per_call, 1000),
+            kv_max_bytes: self.positive(
+                &format!("{key}.kv_max_bytes"),
+                raw.kv_max_bytes,
+                64 * 1024 * 1024,
+            ),
             cpu_share: match raw.cpu_share {
                 None => DEFAULT_CPU_SHARE,
                 Some(share) if share > 0.0 && share <= 1.0 => share,
@@ -963,6 +1098,33 @@ impl Validator<'_> {
                     DEFAULT_CPU_SHARE
                 }
             },
+            compile_timeout: self.duration(
+                &format!("{key}.compile_timeout"),
+                raw.compile_timeout,
+                DEFAULT_COMPILE_TIMEOUT,
+            ),
+            compile_memory_bytes: self.at_least(
+                &format!("{key}.compile_memory_bytes"),
+                raw.compile_memory_bytes,
+                DEFAULT_COMPILE_MEMORY_BYTES,
+                MIN_COMPILE_MEMORY_BYTES,
+            ),
+            compile_concurrency: self.positive(
+                &format!("{key}.compile_concurrency"),
+                raw.compile_concurrency,
+                1,
+            ),
+            compile_queue: self.count(&format!("{key}.compile_queue"), raw.compile_queue, 2),
+            max_plugins: self.positive(
+                &format!("{key}.max_plugins"),
+                raw.max_plugins,
+                DEFAULT_TENANT_MAX_PLUGINS,
+            ),
+            max_plugin_bytes: self.positive(
+                &format!("{key}.max_plugin_bytes"),
+                raw.max_plugin_bytes,
+                DEFAULT_TENANT_MAX_PLUGIN_BYTES,
+            ),
         }
     }
 
@@ -990,6 +1152,15 @@ impl Validator<'_> {
                 default
             }),
         }
+    }
+
+    fn at_least(&mut self, key: &str, raw: Option<i64>, default: usize, min: usize) -> usize {
+        let value = self.count(key, raw, default);
+        if value < min {
+            self.issue(key, format!("must be at least {min}"));
+            return default;
+        }
+        value
     }
 
     fn positive(&mut self, key: &str, raw: Option<i64>, default: usize) -> usize {

@@ -1,5 +1,6 @@
-//! The `switchboard` command: `serve`, `check`, `token` and `precompile`. Thin: parse flags,
-//! load the config, set up logging, hand over to the library.
+//! The `switchboard` command: `serve`, `check`, `token` and `precompile` (and the hidden
+//! `compile-worker` that `serve` runs). Thin: parse flags, load the config, set up logging,
+//! hand over to the library.
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -11,6 +12,8 @@ use clap::{Parser, Subcommand};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value};
 use switchboard::config::{self, Config, JwtKey, LogFormat};
+use switchboard::plugins::compile::worker;
+use switchboard::plugins::engine::Tier;
 use switchboard::tenant::Tenants;
 
 #[derive(Parser)]
@@ -71,6 +74,27 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Compiles one plugin for a running node: the component on stdin, the sealed build on
+    /// stdout. `serve` starts it; not for people.
+    #[command(name = "compile-worker", hide = true)]
+    CompileWorker {
+        /// `baseline` (Winch) or `optimized` (Cranelift).
+        #[arg(long, value_parser = parse_tier)]
+        tier: Tier,
+        /// Data-segment limit of the process, bytes.
+        #[arg(long)]
+        memory_bytes: u64,
+        /// CPU-time limit of the process, seconds.
+        #[arg(long)]
+        cpu_seconds: u64,
+        /// Someone waits for the build: keep the node's priority for a moment.
+        #[arg(long)]
+        urgent: bool,
+    },
+}
+
+fn parse_tier(name: &str) -> Result<Tier, String> {
+    Tier::from_name(name).ok_or_else(|| format!("`{name}` is not `baseline` or `optimized`"))
 }
 
 fn parse_claim(text: &str) -> Result<(String, Value), String> {
@@ -98,6 +122,20 @@ fn main() -> ExitCode {
             wasm,
             output,
         } => precompile(&config, &wasm, output),
+        Command::CompileWorker {
+            tier,
+            memory_bytes,
+            cpu_seconds,
+            urgent,
+        } => {
+            let status = worker::run(worker::Bounds {
+                tier,
+                memory_bytes,
+                cpu_seconds,
+                urgent,
+            });
+            return ExitCode::from(u8::try_from(status).unwrap_or(1));
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -173,14 +211,18 @@ fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> anyhow
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let server = switchboard::server::start(config).await?;
         // Scripts and tests read the bound address from this line.
         println!("listening on {}", server.addr);
         shutdown_signal().await?;
         server.shutdown().await;
         anyhow::Ok(())
-    })
+    });
+    // Dropping the runtime would wait for every blocking task; the drain is over, so give
+    // them a moment and go (compile workers are killed with their tasks).
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served
 }
 
 fn precompile(

@@ -27,6 +27,8 @@ pub struct TenantMetrics {
     pub plugin_cpu_ns: AtomicU64,
     /// Times one of its plugin calls waited because the tenant had used its CPU share.
     pub plugin_cpu_throttled: AtomicU64,
+    /// Key-value writes refused as too large (the value, or the namespace at its limit).
+    pub kv_too_large: AtomicU64,
 }
 
 impl TenantMetrics {
@@ -182,7 +184,7 @@ pub fn render(
             tenant.connections
         );
     }
-    let counters: [CounterColumn; 7] = [
+    let counters: [CounterColumn; 8] = [
         (
             "switchboard_handshakes_accepted_total",
             "WebSocket upgrades completed.",
@@ -217,6 +219,11 @@ pub fn render(
             "switchboard_plugin_cpu_throttled_total",
             "Plugin calls that waited because their tenant had used its share of the node's CPU.",
             |m| &m.plugin_cpu_throttled,
+        ),
+        (
+            "switchboard_plugin_kv_too_large_total",
+            "Key-value writes refused as too-large: a value over 1 MiB, or the plugin's namespace at its byte or entry limit.",
+            |m| &m.kv_too_large,
         ),
     ];
     for (name, help, field) in counters {

@@ -184,6 +184,7 @@ impl Node {
         );
         self.backplane.render_metrics(&mut text);
         self.http.render(&mut text, self.config.max_connections);
+        self.plugins.render_metrics(&mut text);
         text
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! - `artifact`: precompiled, signed plugin artifacts (`switchboard precompile`);
 //! - `bindings`: the WIT world as Rust types (`bindgen!`);
+//! - `compile`: compiling a `.wasm` in a worker process, bounded in time, memory and
+//!   concurrency, and cancelled when superseded;
 //! - `engine`: the shared wasmtime engine and the epoch ticker (CPU budgets);
 //! - `host_api`: what plugins import, confined to their tenant, with per-call quotas;
 //! - `pool`: one loaded version: warm instances, admission, the call path;
@@ -12,6 +14,7 @@
 pub mod artifact;
 pub mod bindings;
 pub mod code_cache;
+pub mod compile;
 pub mod engine;
 pub mod host_api;
 pub mod kv;
@@ -27,6 +30,7 @@ use arc_swap::ArcSwap;
 use wasmtime::component::{HasSelf, Linker};
 
 use bindings::{Hooks, Message, Plugin};
+use compile::{Compiler, Purpose};
 use engine::Tier;
 use host_api::{HostState, PluginEnv};
 use pool::{Answer, Call, CallError, LoadError, LoadedPlugin, Source};
@@ -97,11 +101,53 @@ pub enum Optimized {
 }
 
 /// Every tenant's plugins on this node, plus their key-value store.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Plugins {
     routes: HashMap<Arc<str>, ArcSwap<Routes>>,
     /// The plugins' key-value store.
     pub kv: kv::KvStore,
+    /// Compiles of plugin code, bounded and cancellable.
+    pub compiler: Compiler,
+}
+
+/// A bound on the plugins held that a new version would pass.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginLimit {
+    /// The tenant has as many plugins as it may.
+    #[error("the tenant already has {0} plugins (plugin_limits.max_plugins)")]
+    TenantCount(usize),
+    /// The tenant's plugin files would take more bytes than it may.
+    #[error("the tenant's plugins would take {0} bytes, over plugin_limits.max_plugin_bytes ({1})")]
+    TenantBytes(usize, usize),
+    /// The node has as many plugins as it may.
+    #[error("the node already has {0} plugins (plugins.max_plugins)")]
+    NodeCount(usize),
+    /// The node's plugin files would take more bytes than it may.
+    #[error("the node's plugins would take {0} bytes, over plugins.max_plugin_bytes ({1})")]
+    NodeBytes(usize, usize),
+}
+
+impl PluginLimit {
+    /// The `reason` label of `switchboard_plugin_refusals_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            PluginLimit::TenantCount(_) => "max_plugins",
+            PluginLimit::TenantBytes(..) => "max_plugin_bytes",
+            PluginLimit::NodeCount(_) => "node_max_plugins",
+            PluginLimit::NodeBytes(..) => "node_max_plugin_bytes",
+        }
+    }
+}
+
+/// Why a new version was not swapped in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwapError {
+    /// Its types clash with another plugin's, or the tenant is unknown.
+    #[error("{0}")]
+    Conflict(String),
+    /// It would pass a bound on the plugins held.
+    #[error("{0}")]
+    Limit(PluginLimit),
 }
 
 /// The linker of a tier's engine: WASI and the Switchboard imports.
@@ -145,6 +191,7 @@ impl Plugins {
     /// Empty routing tables for the config's tenants.
     pub fn new(config: &Config) -> Self {
         Plugins {
+            compiler: Compiler::new(config),
             routes: config
                 .tenants
                 .iter()
@@ -157,6 +204,98 @@ impl Plugins {
                 .collect(),
             kv: kv::KvStore::default(),
         }
+    }
+
+    /// Checks that `tenant` may hold one more version of plugin `name` of `bytes` bytes (a new
+    /// version of a plugin it has replaces it; `name` unknown: counted as an addition).
+    pub fn room_for(
+        &self,
+        tenant: &Tenant,
+        name: Option<&str>,
+        bytes: usize,
+    ) -> Result<(), PluginLimit> {
+        let current = self.routes(&tenant.name).unwrap_or_default();
+        self.room_in(tenant, &current, name, bytes)
+    }
+
+    fn room_in(
+        &self,
+        tenant: &Tenant,
+        current: &Routes,
+        name: Option<&str>,
+        bytes: usize,
+    ) -> Result<(), PluginLimit> {
+        // What stays of the tenant's plugins: all but the version this one replaces.
+        let (count, total) = current
+            .plugins
+            .iter()
+            .filter(|plugin| Some(plugin.name()) != name)
+            .fold((0, 0), |(count, total), plugin| {
+                (count + 1, total + plugin.file_bytes)
+            });
+        let limits = &tenant.plugin_limits;
+        if count + 1 > limits.max_plugins {
+            return Err(PluginLimit::TenantCount(count));
+        }
+        if total + bytes > limits.max_plugin_bytes {
+            return Err(PluginLimit::TenantBytes(
+                total + bytes,
+                limits.max_plugin_bytes,
+            ));
+        }
+        let (mut node_count, mut node_total) = (count + 1, total + bytes);
+        for (other, routes) in &self.routes {
+            if **other != *tenant.name {
+                let routes = routes.load();
+                node_count += routes.plugins.len();
+                node_total += routes.plugins.iter().map(|p| p.file_bytes).sum::<usize>();
+            }
+        }
+        let bounds = &self.compiler.bounds();
+        if node_count > bounds.max_plugins {
+            return Err(PluginLimit::NodeCount(node_count - 1));
+        }
+        if node_total > bounds.max_plugin_bytes {
+            return Err(PluginLimit::NodeBytes(node_total, bounds.max_plugin_bytes));
+        }
+        Ok(())
+    }
+
+    /// Appends the plugin metrics: what each tenant holds, and the compiles.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let mut held: Vec<(String, usize, usize)> = self
+            .routes
+            .iter()
+            .map(|(tenant, routes)| {
+                let routes = routes.load();
+                let bytes = routes.plugins.iter().map(|plugin| plugin.file_bytes).sum();
+                (compile::escape(tenant), routes.plugins.len(), bytes)
+            })
+            .collect();
+        held.sort();
+        compile::header(
+            out,
+            "switchboard_plugins",
+            "gauge",
+            "Plugins loaded (plugin_limits.max_plugins, plugins.max_plugins).",
+        );
+        for (tenant, count, _) in &held {
+            let _ = writeln!(out, "switchboard_plugins{{tenant=\"{tenant}\"}} {count}");
+        }
+        compile::header(
+            out,
+            "switchboard_plugin_bytes",
+            "gauge",
+            "Bytes of the loaded plugins' files as uploaded (plugin_limits.max_plugin_bytes).",
+        );
+        for (tenant, _, bytes) in &held {
+            let _ = writeln!(
+                out,
+                "switchboard_plugin_bytes{{tenant=\"{tenant}\"}} {bytes}"
+            );
+        }
+        self.compiler.render_metrics(out);
     }
 
     /// The current routes of a tenant.
@@ -181,9 +320,8 @@ impl Plugins {
         Self::load_bytes(node, tenant, path, bytes, config, tier).await
     }
 
-    /// Loads a plugin from bytes for a tenant: a `.wasm` component is compiled by the given
-    /// tier, a precompiled artifact (checked against the node's artifact key) is optimized code
-    /// already.
+    /// Loads a plugin from bytes for a tenant, as a swap (an operator's reload or a test; an
+    /// upload uses `load_for` with its name).
     pub async fn load_bytes(
         node: &Arc<Node>,
         tenant: &Arc<Tenant>,
@@ -192,12 +330,30 @@ impl Plugins {
         config: std::collections::BTreeMap<String, String>,
         tier: Tier,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        Self::load_for(node, tenant, path, bytes, config, tier, Purpose::Swap(None)).await
+    }
+
+    /// Loads a plugin from bytes for a tenant: a `.wasm` component is compiled by the given
+    /// tier in a worker process (bounded by the tenant's and the node's compile limits, and
+    /// cancelled as `purpose` says), a precompiled artifact (checked against the node's
+    /// artifact key) is optimized code already.
+    pub async fn load_for(
+        node: &Arc<Node>,
+        tenant: &Arc<Tenant>,
+        path: std::path::PathBuf,
+        bytes: Vec<u8>,
+        config: std::collections::BTreeMap<String, String>,
+        tier: Tier,
+        purpose: Purpose,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let shown = path.display().to_string();
         let setup = |message: String| LoadError::Invalid {
             path: shown.clone(),
             message,
         };
-        let (tier, source) = if artifact::is_artifact(&bytes) {
+        let file_bytes = bytes.len();
+        let started = std::time::Instant::now();
+        let (tier, build) = if artifact::is_artifact(&bytes) {
             let verified =
                 artifact::open(node.config.artifact_key.as_ref(), bytes).map_err(|error| {
                     LoadError::Artifact {
@@ -205,9 +361,23 @@ impl Plugins {
                         message: error.to_string(),
                     }
                 })?;
-            (Tier::Optimized, Source::Artifact(verified))
+            (Tier::Optimized, verified)
         } else {
-            (tier, Source::Wasm(bytes))
+            let compiled = node
+                .plugins
+                .compiler
+                .compile(node, tenant, tier, purpose, &bytes)
+                .await
+                .map_err(|error| LoadError::Compile {
+                    path: shown.clone(),
+                    error,
+                })?;
+            (tier, compiled)
+        };
+        let source = Source {
+            build,
+            file_bytes,
+            compiled_in: started.elapsed(),
         };
         let engine = engine::shared(tier).map_err(setup)?;
         let linker = linker(tier).map_err(setup)?;
@@ -277,10 +447,10 @@ impl Plugins {
         &self,
         node: &Arc<Node>,
         tenant: &str,
-        change: impl Fn(&Routes) -> Result<Option<Routes>, String>,
-    ) -> Result<bool, String> {
+        change: impl Fn(&Routes) -> Result<Option<Routes>, SwapError>,
+    ) -> Result<bool, SwapError> {
         let Some(slot) = self.routes.get(tenant) else {
-            return Err(format!("unknown tenant `{tenant}`"));
+            return Err(SwapError::Conflict(format!("unknown tenant `{tenant}`")));
         };
         loop {
             let current = slot.load_full();
@@ -291,20 +461,33 @@ impl Plugins {
             let previous = slot.compare_and_swap(&current, routes.clone());
             if Arc::ptr_eq(&*previous, &current) {
                 start_ticks(node, tenant, &routes, &current);
+                // An optimized build of a version no longer routed would never be used.
+                self.compiler.cancel_optimizing(tenant, |version| {
+                    !routes
+                        .plugins
+                        .iter()
+                        .any(|plugin| Arc::as_ptr(plugin) as usize == version)
+                });
                 return Ok(true);
             }
         }
     }
 
     /// Puts a new version of a plugin in place of the one with the same name (or adds it),
-    /// atomically. Refused, with the old routes still serving, if its types clash.
+    /// atomically. Refused, with the old routes still serving, if its types clash or it would
+    /// pass the tenant's or the node's bounds on plugins held.
     pub fn replace(
         &self,
         node: &Arc<Node>,
         tenant: &str,
         plugin: Arc<LoadedPlugin>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SwapError> {
+        let owner = node.tenants.get(tenant).cloned();
         self.update(node, tenant, |current| {
+            if let Some(owner) = &owner {
+                self.room_in(owner, current, Some(plugin.name()), plugin.file_bytes)
+                    .map_err(SwapError::Limit)?;
+            }
             let mut plugins: Vec<Arc<LoadedPlugin>> = current
                 .plugins
                 .iter()
@@ -312,7 +495,7 @@ impl Plugins {
                 .cloned()
                 .collect();
             plugins.push(plugin.clone());
-            Routes::new(plugins).map(Some)
+            Routes::new(plugins).map(Some).map_err(SwapError::Conflict)
         })
         .map(|_| ())
     }
@@ -325,7 +508,7 @@ impl Plugins {
         tenant: &str,
         baseline: &Arc<LoadedPlugin>,
         optimized: Arc<LoadedPlugin>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, SwapError> {
         self.update(node, tenant, |current| {
             if !current.plugins.iter().any(|p| Arc::ptr_eq(p, baseline)) {
                 return Ok(None);
@@ -341,7 +524,7 @@ impl Plugins {
                     }
                 })
                 .collect();
-            Routes::new(plugins).map(Some)
+            Routes::new(plugins).map(Some).map_err(SwapError::Conflict)
         })
         .inspect(|&upgraded| {
             if upgraded {
@@ -385,17 +568,42 @@ impl Plugins {
             let Some(node) = node.upgrade() else {
                 return Optimized::Superseded;
             };
+            let routed = node
+                .plugins
+                .routes(&tenant.name)
+                .is_some_and(|routes| routes.plugins.iter().any(|p| Arc::ptr_eq(p, &baseline)));
+            if !routed {
+                return Optimized::Superseded;
+            }
             let path = baseline.path.clone();
-            let loaded =
-                Self::load_bytes(&node, &tenant, path, bytes, config, Tier::Optimized).await;
-            let outcome = loaded
-                .map_err(|error| error.to_string())
-                .and_then(|optimized| {
+            let purpose = Purpose::Optimize {
+                plugin: baseline.name().to_owned(),
+                version: Arc::as_ptr(&baseline) as usize,
+            };
+            let loaded = Self::load_for(
+                &node,
+                &tenant,
+                path,
+                bytes,
+                config,
+                Tier::Optimized,
+                purpose,
+            )
+            .await;
+            let outcome = match loaded {
+                Err(LoadError::Compile {
+                    error: compile::CompileError::Superseded | compile::CompileError::ShuttingDown,
+                    ..
+                }) => Ok((false, 0)),
+                Err(error) => Err(error.to_string()),
+                Ok(optimized) => {
                     let compile_ms = optimized.load_time.compile.as_millis() as u64;
                     node.plugins
                         .upgrade(&node, &tenant.name, &baseline, optimized)
                         .map(|upgraded| (upgraded, compile_ms))
-                });
+                        .map_err(|error| error.to_string())
+                }
+            };
             match outcome {
                 Ok((true, compile_ms)) => {
                     tracing::info!(
@@ -411,7 +619,7 @@ impl Plugins {
                     tracing::debug!(
                         tenant = %tenant.name,
                         plugin = %baseline.name(),
-                        "optimized build not used: a newer version was swapped in meanwhile"
+                        "optimized build not used: a newer version (or the node's shutdown) came first"
                     );
                     Optimized::Superseded
                 }

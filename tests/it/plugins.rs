@@ -188,8 +188,7 @@ async fn two_plugins_claiming_one_type_is_a_load_error_naming_both() {
             &plugin_tables(&["echo", "echo-twin"], ""),
         )],
     );
-    let parsed = switchboard::config::parse(&text, "test.toml", &crate::support::fixtures())
-        .expect("config parses");
+    let parsed = crate::support::parse_config(&text);
     let error = switchboard::server::start(parsed)
         .await
         .expect_err("conflicting plugins refuse to start");
@@ -239,8 +238,7 @@ async fn a_file_that_is_not_a_component_is_a_clear_load_error() {
     let bogus = crate::support::temp_file("bogus-wasm", "not wasm at all");
     let tables = format!("[[tenants.plugins]]\npath = \"{}\"\n", bogus.0.display());
     let text = config("", &[tenant("default", "", &tables)]);
-    let parsed = switchboard::config::parse(&text, "test.toml", &crate::support::fixtures())
-        .expect("config parses");
+    let parsed = crate::support::parse_config(&text);
     let error = switchboard::server::start(parsed)
         .await
         .expect_err("refuses to start");

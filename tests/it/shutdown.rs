@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::compile::{compile_workers, put_plugin_at, slow_greeter};
 use crate::frames::read_to_end;
 use crate::support::{
     BinaryServer, Client, TestServer, config, eventually, http_get, tenant, token, try_upgrade,
@@ -185,4 +186,59 @@ async fn binary_with_no_connections_exits_0_promptly_on_sigterm() {
         "exited after {:?}",
         signalled.elapsed()
     );
+}
+
+/// Whether a process exists and is not a zombie.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+#[tokio::test]
+async fn binary_stops_its_compiles_and_exits_within_the_drain_timeout() {
+    let drain = Duration::from_secs(2);
+    let mut server = BinaryServer::start(&drain_config("2s")).await;
+    let addr = server.addr;
+    let pid = server.child.id().expect("running");
+    // Winch serves the upload at once; Cranelift's build of it, in the background, would take
+    // many minutes.
+    let answer = put_plugin_at(addr, "default", "greeter", slow_greeter()).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let worker = loop {
+        if let Some(worker) = compile_workers(pid).first() {
+            break *worker;
+        }
+        assert!(Instant::now() < deadline, "no compile worker started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // `stuck` does not read during the drain, so the drain lasts until its timeout.
+    let mut stuck = Client::connect_addr(addr, "default", "stuck").await;
+
+    let signalled = Instant::now();
+    server.signal("TERM");
+    // The compile is stopped when the drain begins, not when the process ends.
+    while running(worker) {
+        assert!(
+            signalled.elapsed() < drain / 2,
+            "the compile worker {worker} still ran {:?} into the drain",
+            signalled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        server.child.try_wait().expect("try_wait").is_none(),
+        "the process exited before the drain could be observed"
+    );
+    let code = server.wait(drain + Duration::from_secs(10)).await;
+    let elapsed = signalled.elapsed();
+    assert_eq!(code, Some(0), "exit status after SIGTERM");
+    assert!(
+        elapsed <= drain + Duration::from_secs(2),
+        "exited {elapsed:?} after SIGTERM, drain timeout {drain:?}"
+    );
+    expect_shutdown_close(&mut stuck).await;
 }

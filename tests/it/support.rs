@@ -62,6 +62,19 @@ pub fn default_config() -> String {
     config("", &[tenant("default", "", "")])
 }
 
+/// Parses a test config (relative key paths resolve against `fixtures()`). Plugins compile in
+/// a worker process, which the test binary cannot be: unless the config names one, the
+/// `switchboard` binary does it.
+pub fn parse_config(config_text: &str) -> switchboard::config::Config {
+    let mut config = switchboard::config::parse(config_text, "test.toml", &fixtures())
+        .unwrap_or_else(|error| panic!("test config invalid:\n{error}\n---\n{config_text}"));
+    let compiler = &mut config.plugin_bounds.compiler_path;
+    if compiler.is_none() {
+        *compiler = Some(binary());
+    }
+    config
+}
+
 /// A server running inside the test process.
 pub struct TestServer {
     /// Where it listens.
@@ -72,8 +85,7 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server from config text; relative key paths resolve against `fixtures()`.
     pub async fn start(config_text: &str) -> TestServer {
-        let config = switchboard::config::parse(config_text, "test.toml", &fixtures())
-            .unwrap_or_else(|error| panic!("test config invalid:\n{error}\n---\n{config_text}"));
+        let config = parse_config(config_text);
         let server = switchboard::server::start(config)
             .await
             .unwrap_or_else(|error| panic!("server did not start: {error}"));

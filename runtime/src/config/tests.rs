@@ -336,3 +336,85 @@ fn http_bounds_are_checked() {
         "{error}"
     );
 }
+
+#[test]
+fn compiles_and_plugins_held_have_bounds_with_safe_defaults() {
+    let config = parse_ok(MINIMAL);
+    let bounds = &config.plugin_bounds;
+    assert_eq!(bounds.compiler_path, None);
+    assert_eq!((bounds.compile_concurrency, bounds.compile_queue), (2, 16));
+    assert_eq!(bounds.compile_wait, Duration::from_secs(30));
+    assert_eq!(
+        (bounds.max_plugins, bounds.max_plugin_bytes),
+        (256, 1024 * 1024 * 1024)
+    );
+    let limits = &config.tenants[0].plugin_limits;
+    assert_eq!(limits.compile_timeout, Duration::from_secs(60));
+    assert_eq!(limits.compile_memory_bytes, 512 * 1024 * 1024);
+    assert_eq!((limits.compile_concurrency, limits.compile_queue), (1, 2));
+    assert_eq!(
+        (limits.max_plugins, limits.max_plugin_bytes),
+        (16, 128 * 1024 * 1024)
+    );
+
+    let config = parse_ok(&format!(
+        "[plugins]\ncompiler_path = \"bin/sb\"\ncompile_concurrency = 4\ncompile_queue = 0\ncompile_wait = \"500ms\"\nmax_plugins = 9\nmax_plugin_bytes = 1000\n{MINIMAL}[tenants.plugin_limits]\ncompile_timeout = \"5s\"\ncompile_memory_bytes = 67108864\ncompile_concurrency = 2\ncompile_queue = 0\nmax_plugins = 3\nmax_plugin_bytes = 100\n"
+    ));
+    let bounds = &config.plugin_bounds;
+    assert_eq!(bounds.compiler_path.as_deref(), Some(Path::new("./bin/sb")));
+    assert_eq!(
+        (
+            bounds.compile_concurrency,
+            bounds.compile_queue,
+            bounds.compile_wait
+        ),
+        (4, 0, Duration::from_millis(500))
+    );
+    assert_eq!((bounds.max_plugins, bounds.max_plugin_bytes), (9, 1000));
+    let limits = &config.tenants[0].plugin_limits;
+    assert_eq!(
+        (limits.compile_timeout, limits.compile_memory_bytes),
+        (Duration::from_secs(5), 64 * 1024 * 1024)
+    );
+    assert_eq!((limits.compile_concurrency, limits.compile_queue), (2, 0));
+    assert_eq!((limits.max_plugins, limits.max_plugin_bytes), (3, 100));
+}
+
+#[test]
+fn compile_and_plugin_bounds_are_checked() {
+    check_errors(
+        &format!(
+            "[plugins]\ncompiler_path = \"\"\ncompile_concurrency = 0\ncompile_queue = -1\ncompile_wait = \"0s\"\nmax_plugins = 0\nmax_plugin_bytes = -5\n{MINIMAL}[tenants.plugin_limits]\ncompile_timeout = \"soon\"\ncompile_memory_bytes = 1048576\ncompile_concurrency = 0\ncompile_queue = -1\nmax_plugins = 0\nmax_plugin_bytes = 0\n"
+        ),
+        &[
+            "test.toml: plugins.compiler_path: must not be empty",
+            "test.toml: plugins.compile_concurrency: must be positive",
+            "test.toml: plugins.compile_queue: must not be negative",
+            "test.toml: plugins.compile_wait: must be greater than zero",
+            "test.toml: plugins.max_plugins: must be positive",
+            "test.toml: plugins.max_plugin_bytes: must be positive",
+            "test.toml: tenants[0].plugin_limits.compile_timeout: not a duration: `soon`: expected number at 0 (write e.g. \"250ms\" or \"30s\")",
+            "test.toml: tenants[0].plugin_limits.compile_memory_bytes: must be at least 67108864",
+            "test.toml: tenants[0].plugin_limits.compile_concurrency: must be positive",
+            "test.toml: tenants[0].plugin_limits.compile_queue: must not be negative",
+            "test.toml: tenants[0].plugin_limits.max_plugins: must be positive",
+            "test.toml: tenants[0].plugin_limits.max_plugin_bytes: must be positive",
+        ],
+    );
+}
+
+#[test]
+fn configured_plugins_must_fit_the_plugin_counts() {
+    let plugins =
+        "[[tenants.plugins]]\npath = \"a.wasm\"\n[[tenants.plugins]]\npath = \"b.wasm\"\n";
+    check_errors(
+        &format!("{MINIMAL}{plugins}[tenants.plugin_limits]\nmax_plugins = 1\n"),
+        &["test.toml: tenants[0].plugins: 2 plugins, more than plugin_limits.max_plugins (1)"],
+    );
+    check_errors(
+        &format!("[plugins]\nmax_plugins = 1\n{MINIMAL}{plugins}"),
+        &[
+            "test.toml: plugins.max_plugins: the tenants configure 2 plugins, more than this node holds",
+        ],
+    );
+}

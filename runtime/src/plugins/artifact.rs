@@ -6,8 +6,9 @@
 //! magic, the source hash and the compiled code (32), then wasmtime's serialized component. The
 //! compiled code is native code that wasmtime maps and runs without validating it, so only an
 //! artifact whose signature checks against the node's key ever reaches wasmtime: `Verified`
-//! can only be made by `open`. wasmtime then checks that the code was made by this wasmtime
-//! version for this engine configuration, and refuses it otherwise.
+//! can only be made by `open`. The compile worker seals its builds the same way, with a key the
+//! node makes for each compile (`super::compile`). wasmtime then checks that the code was made
+//! by this wasmtime version for this engine configuration, and refuses it otherwise.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest as _, Sha256};
@@ -105,8 +106,11 @@ pub fn open(key: Option<&ArtifactKey>, bytes: Vec<u8>) -> Result<Verified, Artif
 /// version or for another configuration.
 pub fn deserialize(engine: &Engine, artifact: &Verified) -> wasmtime::Result<Component> {
     // SAFETY: `Component::deserialize` requires bytes that wasmtime itself serialized and that
-    // nobody altered since. A `Verified` exists only after its HMAC checked against the
-    // operator's key, which `Plugins::precompile` signs only output of wasmtime's serializer with.
+    // nobody altered since. A `Verified` exists only after its HMAC checked, either against the
+    // operator's key, which `Plugins::precompile` signs only output of wasmtime's serializer
+    // with, or against the key the node made for one compile and gave only to the compile
+    // worker it started, which seals only the output of wasmtime's serializer with it
+    // (`compile::worker`).
     #[allow(unsafe_code)]
     unsafe {
         Component::deserialize(engine, &artifact.bytes[HEADER..])

@@ -3,12 +3,14 @@
 //!
 //! A new plugin version is first compiled by Winch, wasmtime's baseline compiler, so a swap
 //! takes milliseconds, then by Cranelift in the background; the optimized build replaces the
-//! baseline one when it is ready (see `Plugins::optimize_later`).
+//! baseline one when it is ready (see `Plugins::optimize_later`). Both compile in a worker
+//! process (`super::compile`) with an engine of the same configuration (`compiler`), and the
+//! node maps the build into its shared engine.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, OptLevel, Strategy};
+use wasmtime::{CacheStore, Config, Engine, OptLevel, Strategy};
 
 use super::code_cache::{CodeCache, CodeCacheStats, DEFAULT_CAPACITY};
 
@@ -36,10 +38,17 @@ impl Tier {
             Tier::Optimized => "optimized",
         }
     }
+
+    /// The tier of a name given by `as_str`.
+    pub fn from_name(name: &str) -> Option<Tier> {
+        [Tier::Baseline, Tier::Optimized]
+            .into_iter()
+            .find(|tier| tier.as_str() == name)
+    }
 }
 
 /// Function code compiled by the optimizing engine, reused across loads.
-fn code_cache() -> &'static Arc<CodeCache> {
+pub(crate) fn code_cache() -> &'static Arc<CodeCache> {
     static CACHE: OnceLock<Arc<CodeCache>> = OnceLock::new();
     CACHE.get_or_init(|| Arc::new(CodeCache::new(DEFAULT_CAPACITY)))
 }
@@ -55,6 +64,13 @@ struct Engines {
 }
 
 fn engine(tier: Tier) -> Result<Engine, String> {
+    compiler(tier, code_cache().clone())
+}
+
+/// An engine of a tier's configuration whose optimizing compiler reuses function code through
+/// `cache`, without the epoch ticker: what the compile worker (`super::compile::worker`)
+/// compiles with. Its builds load into `shared(tier)`, whose configuration is the same.
+pub fn compiler(tier: Tier, cache: Arc<dyn CacheStore>) -> Result<Engine, String> {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
@@ -75,7 +91,7 @@ fn engine(tier: Tier) -> Result<Engine, String> {
             config.strategy(Strategy::Cranelift);
             // A rebuilt plugin recompiles only the functions that changed.
             config
-                .enable_incremental_compilation(code_cache().clone())
+                .enable_incremental_compilation(cache)
                 .map_err(|error| format!("{error:#}"))?;
         }
     }

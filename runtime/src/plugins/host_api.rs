@@ -357,6 +357,17 @@ impl realtime::Host for HostState {
     }
 }
 
+/// Counts a write refused as too large (the value, or the namespace at its limit).
+fn count_too_large<T>(env: &PluginEnv, written: Result<T, HostError>) -> Result<T, HostError> {
+    if matches!(written, Err(HostError::TooLarge)) {
+        env.tenant
+            .metrics
+            .kv_too_large
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    written
+}
+
 impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, HostError>> {
         refuse_on_err!(self.spend_kv());
@@ -378,11 +389,19 @@ impl kv::Host for HostState {
         refuse_on_err!(self.spend_kv());
         let node = refuse_on_err!(self.node());
         let env = self.env.clone();
-        Ok(node
+        let written = node
             .plugins
             .kv
-            .set(&env.tenant.name, &env.plugin, &key, value, ttl_ms)
-            .await)
+            .set(
+                &env.tenant.name,
+                &env.plugin,
+                &key,
+                value,
+                ttl_ms,
+                env.limits.kv_max_bytes,
+            )
+            .await;
+        Ok(count_too_large(&env, written))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, HostError>> {
@@ -400,11 +419,18 @@ impl kv::Host for HostState {
         refuse_on_err!(self.spend_kv());
         let node = refuse_on_err!(self.node());
         let env = self.env.clone();
-        Ok(node
+        let written = node
             .plugins
             .kv
-            .incr(&env.tenant.name, &env.plugin, &key, delta)
-            .await)
+            .incr(
+                &env.tenant.name,
+                &env.plugin,
+                &key,
+                delta,
+                env.limits.kv_max_bytes,
+            )
+            .await;
+        Ok(count_too_large(&env, written))
     }
 }
 

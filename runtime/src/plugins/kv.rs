@@ -51,7 +51,8 @@ pub trait SharedKv: Send + Sync + std::fmt::Debug {
 /// Key-value state of every plugin: this node's memory unless a shared store was attached.
 #[derive(Debug, Default)]
 pub struct KvStore {
-    memory: memory::MemoryKv,
+    /// The store in this node's memory (unused once a shared store is attached).
+    pub memory: memory::MemoryKv,
     shared: OnceLock<Arc<dyn SharedKv>>,
 }
 
@@ -84,7 +85,8 @@ impl KvStore {
         }
     }
 
-    /// Sets `key`, expiring after `ttl_ms` when given.
+    /// Sets `key`, expiring after `ttl_ms` when given. On this node's memory the plugin's
+    /// namespace holds at most `max_bytes`.
     pub async fn set(
         &self,
         tenant: &Arc<str>,
@@ -92,6 +94,7 @@ impl KvStore {
         key: &str,
         value: Vec<u8>,
         ttl_ms: Option<u64>,
+        max_bytes: usize,
     ) -> Result<(), HostError> {
         check_key(key)?;
         if value.len() > MAX_VALUE_BYTES {
@@ -99,7 +102,9 @@ impl KvStore {
         }
         match self.shared.get() {
             Some(shared) => shared.set(tenant, plugin, key, value, ttl_ms).await,
-            None => self.memory.set(tenant, plugin, key, value, ttl_ms),
+            None => self
+                .memory
+                .set(tenant, plugin, key, value, ttl_ms, max_bytes),
         }
     }
 
@@ -117,18 +122,20 @@ impl KvStore {
         }
     }
 
-    /// Adds `delta` to the decimal integer at `key` (0 when absent); keeps its expiry.
+    /// Adds `delta` to the decimal integer at `key` (0 when absent); keeps its expiry. On this
+    /// node's memory the plugin's namespace holds at most `max_bytes`.
     pub async fn incr(
         &self,
         tenant: &Arc<str>,
         plugin: &Arc<str>,
         key: &str,
         delta: i64,
+        max_bytes: usize,
     ) -> Result<i64, HostError> {
         check_key(key)?;
         match self.shared.get() {
             Some(shared) => shared.incr(tenant, plugin, key, delta).await,
-            None => self.memory.incr(tenant, plugin, key, delta),
+            None => self.memory.incr(tenant, plugin, key, delta, max_bytes),
         }
     }
 }

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
-use super::artifact::{Verified, deserialize, hex};
+use super::artifact::{Verified, deserialize};
 use super::bindings::{ConnInfo, HandlerError, Manifest, Message, Plugin, PluginPre};
+use super::compile::CompileError;
 use super::engine::{EPOCH_TICK, Tier, ticks_for};
 use super::host_api::{HostState, PluginEnv};
 use crate::tenant::Tenant;
@@ -45,6 +46,15 @@ pub enum LoadError {
         /// Why.
         message: String,
     },
+    /// A `.wasm` did not compile: refused by the compiler, stopped at a limit, cancelled, or
+    /// not started for want of a compile slot.
+    #[error("{path}: {error}")]
+    Compile {
+        /// The file.
+        path: String,
+        /// Why.
+        error: CompileError,
+    },
     /// `describe` or `init` failed, or the manifest is unusable.
     #[error("{path}: {message}")]
     Refused {
@@ -58,7 +68,8 @@ pub enum LoadError {
 /// Where a load's time went: compiling dominates, and happens while the old version serves.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadTime {
-    /// Compiling the component to native code (for an artifact: mapping its code).
+    /// Compiling the component to native code in a worker and mapping it (for an artifact:
+    /// mapping its code).
     pub compile: std::time::Duration,
     /// Everything: compile, link, instantiate, `describe` and `init`.
     pub total: std::time::Duration,
@@ -113,6 +124,8 @@ pub struct LoadedPlugin {
     pub manifest: Manifest,
     /// Hex SHA-256 of the component bytes.
     pub sha256: String,
+    /// Size of the file as uploaded or configured (the `.wasm`, or the artifact).
+    pub file_bytes: usize,
     /// Where it came from.
     pub path: PathBuf,
     /// Unix milliseconds at load.
@@ -234,48 +247,45 @@ async fn admit(tenant: &Tenant, wait: bool, budget: Duration) -> Result<(), Call
 
 const BUILT_IN_TYPES: [&str; 3] = ["ping", "room:join", "room:leave"];
 
-/// What a plugin version is loaded from.
+/// What a plugin version is loaded from: a build whose seal checked, either a precompiled
+/// artifact signed with the node's key or the compile worker's output sealed for that compile.
 #[derive(Debug)]
-pub enum Source {
-    /// A `.wasm` component, compiled at load.
-    Wasm(Vec<u8>),
-    /// A precompiled artifact whose signature checked.
-    Artifact(Verified),
+pub struct Source {
+    /// The build.
+    pub build: Verified,
+    /// Size of the file as uploaded or configured.
+    pub file_bytes: usize,
+    /// Time already spent compiling it (in the worker) before the load.
+    pub compiled_in: std::time::Duration,
 }
 
 impl LoadedPlugin {
-    /// Compiles (off the async threads; an artifact is only mapped), links, instantiates
-    /// once, and validates `describe` and `init`. The instance used for validation stays warm
-    /// in the pool.
+    /// Maps a build's code (off the async threads), links, instantiates once, and validates
+    /// `describe` and `init`. The instance used for validation stays warm in the pool.
     pub async fn load(
         (tier, engine, linker): (Tier, &Engine, &Linker<HostState>),
         path: PathBuf,
         source: Source,
         env: impl FnOnce(Arc<str>) -> PluginEnv,
     ) -> Result<LoadedPlugin, LoadError> {
-        use sha2::Digest as _;
         let shown = path.display().to_string();
         let invalid = |error: wasmtime::Error| LoadError::Invalid {
             path: shown.clone(),
             message: format!("{error:#}"),
         };
-        let started = std::time::Instant::now();
-        let sha256 = match &source {
-            Source::Wasm(bytes) => hex(&sha2::Sha256::digest(bytes)),
-            Source::Artifact(artifact) => artifact.source_sha256(),
-        };
-        let compile_engine = engine.clone();
-        let component = tokio::task::spawn_blocking(move || match source {
-            Source::Wasm(bytes) => Component::new(&compile_engine, &bytes),
-            Source::Artifact(artifact) => deserialize(&compile_engine, &artifact),
-        })
-        .await
-        .map_err(|error| LoadError::Invalid {
-            path: shown.clone(),
-            message: error.to_string(),
-        })?
-        .map_err(invalid)?;
-        let compiled = started.elapsed();
+        let (started, compiled_in) = (std::time::Instant::now(), source.compiled_in);
+        let sha256 = source.build.source_sha256();
+        let file_bytes = source.file_bytes;
+        let map_engine = engine.clone();
+        let component =
+            tokio::task::spawn_blocking(move || deserialize(&map_engine, &source.build))
+                .await
+                .map_err(|error| LoadError::Invalid {
+                    path: shown.clone(),
+                    message: error.to_string(),
+                })?
+                .map_err(invalid)?;
+        let compiled = compiled_in + started.elapsed();
         let pre = linker
             .instantiate_pre(&component)
             .and_then(PluginPre::new)
@@ -317,11 +327,12 @@ impl LoadedPlugin {
         Ok(LoadedPlugin {
             manifest,
             sha256,
+            file_bytes,
             path,
             loaded_at_ms,
             load_time: LoadTime {
                 compile: compiled,
-                total: started.elapsed(),
+                total: compiled_in + started.elapsed(),
             },
             tier,
             calls: AtomicU64::new(0),

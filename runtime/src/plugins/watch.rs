@@ -1,6 +1,8 @@
 //! Hot reload from disk: watches the folders of the configured plugin files and, when one of
 //! those files changes, loads the new version off the hot path and swaps it in. A version that
-//! fails to load is logged and counted, and the old one keeps serving.
+//! fails to load is logged and counted, and the old one keeps serving. The files are the
+//! operator's, but they compile in the worker like an upload (`super::compile`): one path,
+//! within the tenant's compile limits, and a shutdown never waits for one of them.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -12,6 +14,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::Plugins;
+use super::compile::CompileError;
+use super::pool::LoadError;
 use crate::node::Node;
 
 /// Quiet time after the last change before a file is loaded (writers take a while).
@@ -135,7 +139,7 @@ async fn reload(node: &Arc<Node>, path: &std::path::Path, watched: &Watched) {
     let result = async {
         let bytes = tokio::fs::read(path)
             .await
-            .map_err(|error| format!("cannot read the file: {error}"))?;
+            .map_err(|error| Some(format!("cannot read the file: {error}")))?;
         let config = watched.config.clone();
         // The baseline compiler (when swaps are tiered) puts the new version in place
         // quickly; the optimized build follows.
@@ -148,17 +152,27 @@ async fn reload(node: &Arc<Node>, path: &std::path::Path, watched: &Watched) {
             Plugins::swap_tier(&node.config),
         )
         .await
-        .map_err(|error| error.to_string())?;
-        node.plugins.replace(node, &tenant.name, loaded.clone())?;
+        .map_err(|error| match error {
+            LoadError::Compile {
+                error: CompileError::ShuttingDown,
+                ..
+            } => None,
+            other => Some(other.to_string()),
+        })?;
+        node.plugins
+            .replace(node, &tenant.name, loaded.clone())
+            .map_err(|error| Some(error.to_string()))?;
         Plugins::optimize_later(node, &tenant, &loaded, bytes, config);
-        Ok::<_, String>((loaded.name().to_owned(), loaded.manifest.version.clone()))
+        Ok::<_, Option<String>>((loaded.name().to_owned(), loaded.manifest.version.clone()))
     }
     .await;
     match result {
         Ok((name, version)) => {
             tracing::info!(tenant = %tenant.name, plugin = %name, %version, "plugin reloaded from disk");
         }
-        Err(error) => {
+        // The node is shutting down: nothing failed.
+        Err(None) => {}
+        Err(Some(error)) => {
             node.metrics.plugin_load_failure(&tenant.name);
             tracing::warn!(tenant = %tenant.name, path = %path.display(), %error, "plugin reload failed; the old version keeps serving");
         }

@@ -1,5 +1,6 @@
 //! The plugins' key-value store on one node: one namespace per (tenant, plugin), entries with
-//! optional expiry, bounded in entry count. Keys and values are checked by the caller.
+//! optional expiry, bounded in entry count and in bytes. Keys and values are checked by the
+//! caller.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,7 +24,69 @@ impl Entry {
     }
 }
 
-type Namespace = Mutex<HashMap<String, Entry>>;
+/// What an entry costs beside its key and value: the map's slot and the value's allocation.
+const ENTRY_COST: usize = 96;
+
+fn cost(key: &str, entry: &Entry) -> usize {
+    key.len() + entry.value.len() + ENTRY_COST
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    map: HashMap<String, Entry>,
+    /// What `map` holds, by `cost`.
+    bytes: usize,
+}
+
+impl Entries {
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let removed = self.map.remove(key)?;
+        self.bytes -= cost(key, &removed);
+        Some(removed)
+    }
+
+    fn drop_expired(&mut self, now: Instant) {
+        let mut freed = 0;
+        self.map.retain(|key, entry| {
+            let live = entry.live(now);
+            if !live {
+                freed += cost(key, entry);
+            }
+            live
+        });
+        self.bytes -= freed;
+    }
+
+    /// Puts `entry` at `key` unless the namespace would pass `max_bytes` or `MAX_ENTRIES`
+    /// (expired entries are dropped first to make room).
+    fn insert(
+        &mut self,
+        key: &str,
+        entry: Entry,
+        max_bytes: usize,
+        now: Instant,
+    ) -> Result<(), HostError> {
+        let replaced = self.map.get(key).map_or(0, |old| cost(key, old));
+        let fits = |entries: &Entries| {
+            let count_ok = replaced > 0 || entries.map.len() < MAX_ENTRIES;
+            count_ok && entries.bytes - replaced + cost(key, &entry) <= max_bytes
+        };
+        if !fits(self) {
+            self.drop_expired(now);
+            let replaced_now = self.map.get(key).map_or(0, |old| cost(key, old));
+            let count_ok = replaced_now > 0 || self.map.len() < MAX_ENTRIES;
+            if !count_ok || self.bytes - replaced_now + cost(key, &entry) > max_bytes {
+                return Err(HostError::TooLarge);
+            }
+        }
+        self.remove(key);
+        self.bytes += cost(key, &entry);
+        self.map.insert(key.to_owned(), entry);
+        Ok(())
+    }
+}
+
+type Namespace = Mutex<Entries>;
 
 /// Key-value state of every plugin on this node.
 #[derive(Debug, Default)]
@@ -49,7 +112,7 @@ impl MemoryKv {
         let namespace = self.namespace(tenant, plugin);
         let mut entries = namespace.lock();
         let now = Instant::now();
-        match entries.get(key) {
+        match entries.map.get(key) {
             Some(entry) if entry.live(now) => Ok(Some(entry.value.clone())),
             Some(_) => {
                 entries.remove(key);
@@ -59,7 +122,8 @@ impl MemoryKv {
         }
     }
 
-    /// Sets `key`, expiring after `ttl_ms` when given.
+    /// Sets `key`, expiring after `ttl_ms` when given; `too-large` when the namespace would
+    /// hold more than `max_bytes`.
     pub fn set(
         &self,
         tenant: &Arc<str>,
@@ -67,19 +131,20 @@ impl MemoryKv {
         key: &str,
         value: Vec<u8>,
         ttl_ms: Option<u64>,
+        max_bytes: usize,
     ) -> Result<(), HostError> {
         let now = Instant::now();
         let expires = ttl_ms.map(|ttl| now + std::time::Duration::from_millis(ttl));
         let namespace = self.namespace(tenant, plugin);
         let mut entries = namespace.lock();
-        if !entries.contains_key(key) && entries.len() >= MAX_ENTRIES {
-            entries.retain(|_, entry| entry.live(now));
-            if entries.len() >= MAX_ENTRIES {
-                return Err(HostError::TooLarge);
-            }
-        }
-        entries.insert(key.to_owned(), Entry { value, expires });
-        Ok(())
+        entries.insert(key, Entry { value, expires }, max_bytes, now)
+    }
+
+    /// Bytes a namespace holds (keys, values and bookkeeping).
+    pub fn bytes(&self, tenant: &Arc<str>, plugin: &Arc<str>) -> usize {
+        self.namespaces
+            .get(&(tenant.clone(), plugin.clone()))
+            .map_or(0, |namespace| namespace.lock().bytes)
     }
 
     /// Deletes `key`; true if it was live.
@@ -101,11 +166,12 @@ impl MemoryKv {
         plugin: &Arc<str>,
         key: &str,
         delta: i64,
+        max_bytes: usize,
     ) -> Result<i64, HostError> {
         let now = Instant::now();
         let namespace = self.namespace(tenant, plugin);
         let mut entries = namespace.lock();
-        let (current, expires) = match entries.get(key) {
+        let (current, expires) = match entries.map.get(key) {
             Some(entry) if entry.live(now) => {
                 let number = std::str::from_utf8(&entry.value)
                     .ok()
@@ -113,23 +179,16 @@ impl MemoryKv {
                     .ok_or_else(|| HostError::Invalid("the value is not an integer".to_owned()))?;
                 (number, entry.expires)
             }
-            _ => {
-                if entries.len() >= MAX_ENTRIES && !entries.contains_key(key) {
-                    return Err(HostError::TooLarge);
-                }
-                (0, None)
-            }
+            _ => (0, None),
         };
         let next = current
             .checked_add(delta)
             .ok_or_else(|| HostError::Invalid("integer overflow".to_owned()))?;
-        entries.insert(
-            key.to_owned(),
-            Entry {
-                value: next.to_string().into_bytes(),
-                expires,
-            },
-        );
+        let value = next.to_string().into_bytes();
+        entries.insert(key, Entry { value, expires }, max_bytes, now)?;
         Ok(next)
     }
 }
+
+#[cfg(test)]
+mod tests;
