@@ -197,6 +197,10 @@ pub trait LocalDelivery: Send + Sync {
     fn command(&self, tenant: &str, connection: &ConnId, command: ConnCommand) -> bool;
     /// The room's members on this node.
     fn local_members(&self, room: &RoomKey) -> Vec<MemberInfo>;
+    /// Whether the room has a member on this node (without listing them).
+    fn has_local_members(&self, room: &RoomKey) -> bool;
+    /// Whether the user of the tenant has a connection on this node.
+    fn has_user(&self, tenant: &str, user_id: &str) -> bool;
     /// Every connection on this node as `(tenant, user id, connection id)`.
     fn local_connections(&self) -> Vec<(Arc<str>, Arc<str>, ConnId)>;
 }

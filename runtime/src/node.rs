@@ -234,6 +234,14 @@ impl LocalDelivery for Node {
         self.rooms.local_members(room)
     }
 
+    fn has_local_members(&self, room: &RoomKey) -> bool {
+        self.rooms.has_local_members(room)
+    }
+
+    fn has_user(&self, tenant: &str, user_id: &str) -> bool {
+        self.registry.has_user(tenant, user_id)
+    }
+
     fn local_connections(&self) -> Vec<(Arc<str>, Arc<str>, ConnId)> {
         self.registry
             .all()

@@ -180,6 +180,12 @@ impl Registry {
         ids.iter().filter_map(|id| self.get(id)).collect()
     }
 
+    /// Whether the user of the tenant has a live connection here.
+    pub fn has_user(&self, tenant: &str, user_id: &str) -> bool {
+        self.by_user
+            .contains_key(&(Arc::<str>::from(tenant), Arc::<str>::from(user_id)))
+    }
+
     /// How many connections are live.
     pub fn len(&self) -> usize {
         self.by_id.len()

@@ -120,6 +120,11 @@ impl Rooms {
         }
     }
 
+    /// Whether the room has a member (live or joining) on this node.
+    pub fn has_local_members(&self, room: &RoomKey) -> bool {
+        self.map.contains_key(room)
+    }
+
     /// The room's local members.
     pub fn local_members(&self, room: &RoomKey) -> Vec<MemberInfo> {
         self.map

@@ -364,6 +364,62 @@ async fn a_node_subscribes_to_a_room_only_while_it_has_members() {
     bob.close().await;
 }
 
+#[tokio::test]
+async fn a_nodes_room_and_user_sets_hold_only_what_it_has_now() {
+    let redis = RedisServer::start().await;
+    let node = start_node(&node_config(&redis.url(), "")).await;
+    let mut alice = Client::connect(&node, "default", "alice").await;
+    let mut alice_again = Client::connect(&node, "default", "alice").await;
+    let mut bob = Client::connect(&node, "default", "bob").await;
+    let id = node_ids([&alice]).into_iter().next().expect("a node id");
+    let members = |set: &'static str| {
+        let key = format!("switchboard:n:{{{id}}}:{set}");
+        let redis = &redis;
+        async move {
+            let reply = redis.command(&["SMEMBERS", &key]).await;
+            let mut members: Vec<String> = reply
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(str::to_owned)
+                .collect();
+            members.sort();
+            members
+        }
+    };
+    alice.join("alpha").await;
+    alice_again.join("alpha").await;
+    bob.join("beta").await;
+    assert_eq!(members("rooms").await, ["default:alpha", "default:beta"]);
+    assert_eq!(members("users").await, ["default:alice", "default:bob"]);
+
+    // Not the last member or connection here: both stay.
+    alice
+        .request(json!({"type": "room:leave", "channel": "alpha"}))
+        .await;
+    alice.close().await;
+    sleep(Duration::from_millis(200)).await;
+    assert_eq!(members("rooms").await, ["default:alpha", "default:beta"]);
+    assert_eq!(members("users").await, ["default:alice", "default:bob"]);
+
+    // The last member leaves (explicitly, then by closing): the room goes, then the users.
+    alice_again
+        .request(json!({"type": "room:leave", "channel": "alpha"}))
+        .await;
+    wait_for(
+        || async { members("rooms").await == ["default:beta"] },
+        "alpha left the node's room set",
+    )
+    .await;
+    alice_again.close().await;
+    bob.close().await;
+    wait_for(
+        || async { members("rooms").await.is_empty() && members("users").await.is_empty() },
+        "the node's sets are empty with nothing connected",
+    )
+    .await;
+}
+
 async fn wait_for<F, Fut>(check: F, what: &str)
 where
     F: Fn() -> Fut,

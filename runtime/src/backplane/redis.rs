@@ -585,16 +585,33 @@ impl Backplane for RedisBackplane {
         connection: &ConnId,
     ) -> Result<(), BackplaneError> {
         let shared = &self.shared;
-        if shared.is_healthy()
-            && let Err(error) = shared
-                .link
-                .query::<()>(
-                    redis::cmd("HDEL")
-                        .arg(shared.keys.room_presence(room))
-                        .arg(connection.as_str()),
-                )
-                .await
-        {
+        if !shared.is_healthy() {
+            return Ok(());
+        }
+        // The node's room set indexes where it has members (for the reaper, if it dies): a room
+        // leaves it with its last local member, or the set grows with every room ever joined.
+        // A join racing this removal adds the room back only after its own subscribe and
+        // presence round trips, so after this SREM.
+        let last_here = !shared
+            .local()
+            .is_some_and(|local| local.has_local_members(room));
+        let forget = redis::cmd("HDEL")
+            .arg(shared.keys.room_presence(room))
+            .arg(connection.as_str())
+            .clone();
+        // Two commands, not a pipeline: the keys hash to different Redis Cluster slots.
+        let unindex = redis::cmd("SREM")
+            .arg(shared.keys.node_rooms(shared.node()))
+            .arg(keys::room_member_name(room))
+            .clone();
+        let (forgot, unindexed) = tokio::join!(shared.link.query::<()>(&forget), async {
+            if last_here {
+                shared.link.query::<()>(&unindex).await
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(error) = forgot.and(unindexed) {
             shared.degrade("presence", &error);
         }
         Ok(())
@@ -743,16 +760,31 @@ impl Backplane for RedisBackplane {
 
     async fn disconnected(&self, conn: &ConnHandle) {
         let shared = &self.shared;
-        if shared.is_healthy()
-            && let Err(error) = shared
-                .link
-                .query::<()>(
-                    redis::cmd("HDEL")
-                        .arg(shared.keys.user(&conn.tenant.name, &conn.user_id))
-                        .arg(conn.id.as_str()),
-                )
-                .await
-        {
+        if !shared.is_healthy() {
+            return;
+        }
+        let (tenant, user) = (&*conn.tenant.name, &*conn.user_id);
+        // Like rooms in `presence_remove`: the user leaves the node's user set with its last
+        // connection here.
+        let last_here = !shared
+            .local()
+            .is_some_and(|local| local.has_user(tenant, user));
+        let forget = redis::cmd("HDEL")
+            .arg(shared.keys.user(tenant, user))
+            .arg(conn.id.as_str())
+            .clone();
+        let unindex = redis::cmd("SREM")
+            .arg(shared.keys.node_users(shared.node()))
+            .arg(format!("{tenant}:{user}"))
+            .clone();
+        let (forgot, unindexed) = tokio::join!(shared.link.query::<()>(&forget), async {
+            if last_here {
+                shared.link.query::<()>(&unindex).await
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(error) = forgot.and(unindexed) {
             shared.degrade("unregister connection", &error);
         }
     }

@@ -50,6 +50,12 @@ impl LocalDelivery for Recorder {
     fn local_members(&self, _room: &RoomKey) -> Vec<MemberInfo> {
         Vec::new()
     }
+    fn has_local_members(&self, _room: &RoomKey) -> bool {
+        false
+    }
+    fn has_user(&self, _tenant: &str, _user_id: &str) -> bool {
+        false
+    }
     fn local_connections(&self) -> Vec<(Arc<str>, Arc<str>, ConnId)> {
         Vec::new()
     }
