@@ -1,6 +1,6 @@
 // Switchboard JavaScript client: one ES module, no dependencies, no build step.
 // Works in browsers and in Node 20 (`node --experimental-websocket`, or pass `WebSocket`).
-// Wire protocol: shared/PROTOCOL.md (subprotocol `switchboard.v1`). Usage: README.md beside this file.
+// Wire protocol: docs/protocol.md (subprotocol `switchboard.v1`). Usage: README.md beside this file.
 
 /** The subprotocol of the v1 wire protocol. */
 export const PROTOCOL = "switchboard.v1";
@@ -12,7 +12,7 @@ const DEFAULT_PONG_TIMEOUT_MS = 5000;
 const DEFAULT_CONNECT_TIMEOUT_MS = 10000;
 const REPLY_TYPES = new Set(["ack", "error", "pong"]);
 
-/** An error reply of the server (`code` from PROTOCOL.md section 4) or a client-side failure. */
+/** An error reply of the server (`code` from docs/protocol.md, "Replies and errors") or a client-side failure. */
 export class SwitchboardError extends Error {
   /**
    * @param {string} code machine-readable code, e.g. `unknown_type`, `timeout`, `disconnected`

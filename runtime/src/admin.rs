@@ -1,5 +1,6 @@
-//! The HTTP API on the main listener: `POST /api/publish` (PROTOCOL.md section 6) and the
-//! plugin API (`/api/tenants/{tenant}/plugins`), both authenticated with the tenant's API key.
+//! The HTTP API on the main listener: `POST /api/publish` (docs/protocol.md, "Publish API")
+//! and the plugin API (`/api/tenants/{tenant}/plugins`, "Plugin API"), both authenticated with
+//! the tenant's API key.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
-//! The wire protocol (PROTOCOL.md): the client envelope, its validation, the frames the server
-//! sends, error codes and close codes. The only module that knows the JSON shape of the wire.
+//! The wire protocol (docs/protocol.md): the client envelope, its validation, the frames the
+//! server sends, error codes and close codes. The only module that knows the JSON shape of the
+//! wire.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -151,7 +152,7 @@ impl Frame {
     }
 }
 
-/// Error codes of `error` replies (PROTOCOL.md section 4).
+/// Error codes of `error` replies (docs/protocol.md, "Replies and errors").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     /// No built-in and no plugin handles the type.

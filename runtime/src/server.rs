@@ -103,8 +103,8 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Drains (PROTOCOL.md section 7) and stops accepting. Returns the connections still open
-    /// when the drain timeout passed.
+    /// Drains (docs/protocol.md, "Draining") and stops accepting. Returns the connections still
+    /// open when the drain timeout passed.
     pub async fn shutdown(self) -> usize {
         tracing::info!("draining");
         let left = self.node.drain().await;

@@ -1,5 +1,6 @@
 //! Frames: envelope validation (1008), binary (1003), UTF-8 (1007), size (1009), the rate
-//! limit, slow consumers (1013) and the replies to built-in types (PROTOCOL.md sections 3-5).
+//! limit, slow consumers (1013) and the replies to built-in types (docs/protocol.md, "Frames",
+//! "Message types", "Replies and errors", "Limits", "Closing").
 
 use std::collections::HashMap;
 use std::time::Duration;

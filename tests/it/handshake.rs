@@ -1,4 +1,4 @@
-//! Handshake tests (PROTOCOL.md sections 2 and 8): rejection statuses and bodies, the order of
+//! Handshake tests (docs/protocol.md, "Handshake"): rejection statuses and bodies, the order of
 //! checks, origins, JWT verification, token sources, subprotocols and the rejection metrics.
 
 use std::net::SocketAddr;

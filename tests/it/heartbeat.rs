@@ -1,5 +1,5 @@
 //! Heartbeat: the server pings every `heartbeatSec`; a peer from which nothing arrives within
-//! the timeout after a ping is dropped without a close handshake (PROTOCOL.md sections 3, 5).
+//! the timeout after a ping is dropped without a close handshake (docs/protocol.md, "Liveness").
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
-//! HTTP endpoint tests (PROTOCOL.md sections 1, 6, 7): health, readiness, metrics, and the
-//! server-side publish API with its errors in the documented order.
+//! HTTP endpoint tests (docs/protocol.md, "Endpoints", "Publish API", "Draining", "Health,
+//! readiness and metrics"): health, readiness, metrics, and the server-side publish API with its
+//! errors in the documented order.
 
 use std::time::Duration;
 

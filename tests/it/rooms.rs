@@ -1,5 +1,6 @@
 //! Rooms: join and leave acks, presence, disconnects, per-channel `seq`, tenant isolation,
-//! recovery from history and the per-connection room limit (PROTOCOL.md sections 3, 4, 8).
+//! recovery from history and the per-connection room limit (docs/protocol.md, "Rooms and
+//! presence", "Sequence numbers and recovery", "Limits").
 
 use std::collections::BTreeSet;
 use std::time::Duration;

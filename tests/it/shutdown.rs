@@ -1,5 +1,5 @@
 //! Graceful shutdown: close 1001 to every connection, 503 for `/readyz` and upgrades while
-//! draining, exit status 0 within the drain timeout (PROTOCOL.md section 7).
+//! draining, exit status 0 within the drain timeout (docs/protocol.md, "Draining").
 
 use std::net::SocketAddr;
 use std::time::Duration;

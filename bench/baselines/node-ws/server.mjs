@@ -1,4 +1,4 @@
-// Baseline for the benchmark suite: the Switchboard protocol subset (PROTOCOL.md v1) on Node's
+// Baseline for the benchmark suite: the Switchboard v1 protocol subset (docs/protocol.md) on Node's
 // `ws`, written the idiomatic way (one process, one event loop, a broadcast serialised once).
 //
 //   node server.mjs --listen 127.0.0.1:0 --secret SECRET [--presence-off PREFIX]

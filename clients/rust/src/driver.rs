@@ -25,7 +25,7 @@ use crate::event::{Event, JoinInfo, PresenceChange, State, Welcome};
 use crate::rooms::Rooms;
 use crate::wire::{self, Incoming, Outcome, Outgoing};
 
-/// The subprotocol the client offers (PROTOCOL.md section 2).
+/// The subprotocol the client offers (docs/protocol.md, "Handshake").
 const SUBPROTOCOL: &str = "switchboard.v1";
 /// How long a closing socket may take to finish its close handshake.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);

@@ -1,5 +1,5 @@
-//! The wire JSON (PROTOCOL.md section 3): encoding outgoing envelopes and sorting incoming
-//! ones. The only module that knows field names.
+//! The wire JSON (docs/protocol.md, "Frames" and "Message types"): encoding outgoing envelopes
+//! and sorting incoming ones. The only module that knows field names.
 
 use serde_json::{Map, Value};
 
@@ -198,8 +198,8 @@ pub(crate) fn join_info(payload: &Value) -> JoinInfo {
     JoinInfo { members, recovered }
 }
 
-/// The `error` and `message` of an HTTP refusal's JSON body (PROTOCOL.md section 2), or the
-/// body as text when it is not that.
+/// The `error` and `message` of an HTTP refusal's JSON body (docs/protocol.md, "Handshake"), or
+/// the body as text when it is not that.
 pub(crate) fn refusal_fields(body: Option<&[u8]>) -> (String, String) {
     let Some(body) = body else {
         return (String::new(), String::new());

@@ -1,5 +1,5 @@
-//! The WebSocket upgrade: every check of PROTOCOL.md section 2, in its order, before any 101;
-//! then the 101 and the hand-over of the upgraded socket to `connection`.
+//! The WebSocket upgrade: every check of docs/protocol.md, "Handshake", in its order, before any
+//! 101; then the 101 and the hand-over of the upgraded socket to `connection`.
 
 use std::sync::Arc;
 
