@@ -4,6 +4,7 @@
 pub mod body;
 pub mod capacity;
 pub mod io;
+pub mod refusal;
 pub mod response;
 pub mod upgrade;
 

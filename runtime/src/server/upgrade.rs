@@ -12,7 +12,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use super::response::{json_error, unavailable};
+use super::refusal::Refusal;
 use crate::auth::AuthError;
 use crate::connection;
 use crate::node::{Node, NodeSlot};
@@ -37,109 +37,76 @@ pub enum Admission {
     SocketsFull,
 }
 
-/// Handles a request to `/ws` or `/ws/{tenant}`.
+/// Handles a request to `/ws` or `/ws/{tenant}`: the 101, or the refusal (counted).
 pub fn handle(
     node: &Arc<Node>,
     tenant_name: &str,
     mut request: Request<Incoming>,
     admission: Admission,
 ) -> Response<Full<Bytes>> {
-    let reject = |status: StatusCode, reason: &'static str, error: &str, message: &str| {
-        node.metrics.rejection(tenant_name, reason, status.as_u16());
-        json_error(status, error, message)
-    };
-    let Some(tenant) = node.tenants.get(tenant_name).cloned() else {
-        // Not labelled with the requested name: clients must not mint metric series.
-        node.metrics.rejection("", "unknown_tenant", 404);
-        return json_error(StatusCode::NOT_FOUND, "not_found", "unknown tenant");
-    };
-    if !is_upgrade_request(&request) {
-        let mut response = reject(
-            StatusCode::UPGRADE_REQUIRED,
-            "not_upgrade",
-            "upgrade_required",
-            "this path takes a WebSocket upgrade",
-        );
-        response
-            .headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        return response;
+    match accept(node, tenant_name, &mut request, admission) {
+        Ok(response) => response,
+        Err(refusal) => {
+            // An unknown tenant is not labelled with the requested name: clients must not
+            // mint metric series.
+            let tenant = if refusal == Refusal::UnknownTenant {
+                ""
+            } else {
+                tenant_name
+            };
+            node.metrics
+                .rejection(tenant, refusal.metric_label(), refusal.status().as_u16());
+            refusal.response()
+        }
+    }
+}
+
+/// Every check of the handshake in its order; the 101 when all pass.
+fn accept(
+    node: &Arc<Node>,
+    tenant_name: &str,
+    request: &mut Request<Incoming>,
+    admission: Admission,
+) -> Result<Response<Full<Bytes>>, Refusal> {
+    let tenant = node
+        .tenants
+        .get(tenant_name)
+        .cloned()
+        .ok_or(Refusal::UnknownTenant)?;
+    if !is_upgrade_request(request) {
+        return Err(Refusal::NotUpgrade);
     }
     let headers = request.headers();
     if header_str(headers, header::SEC_WEBSOCKET_VERSION) != Some("13") {
-        let mut response = reject(
-            StatusCode::UPGRADE_REQUIRED,
-            "bad_version",
-            "upgrade_required",
-            "only WebSocket version 13 is supported",
-        );
-        response.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return response;
+        return Err(Refusal::BadVersion);
     }
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
-        return reject(
-            StatusCode::BAD_REQUEST,
-            "bad_key",
-            "bad_request",
-            "missing Sec-WebSocket-Key",
-        );
-    };
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .cloned()
+        .ok_or(Refusal::MissingKey)?;
     if !is_valid_key(key.as_bytes()) {
-        return reject(
-            StatusCode::BAD_REQUEST,
-            "bad_key",
-            "bad_request",
-            "Sec-WebSocket-Key must be the base64 encoding of 16 bytes",
-        );
+        return Err(Refusal::BadKey);
     }
     if node.is_draining() {
-        node.metrics.rejection(tenant_name, "draining", 503);
-        return unavailable("server shutting down", 5);
+        return Err(Refusal::Draining);
     }
     if admission == Admission::SocketsFull {
-        node.metrics.rejection(tenant_name, "socket_capacity", 503);
-        return unavailable("node at its open socket capacity", 1);
+        return Err(Refusal::SocketsFull);
     }
-    let Some(node_slot) = node.try_acquire() else {
-        node.metrics.rejection(tenant_name, "node_full", 503);
-        return unavailable("node at its connection limit", 1);
-    };
+    let node_slot = node.try_acquire().ok_or(Refusal::NodeFull)?;
     let origin = headers
         .get(header::ORIGIN)
         .map(|value| value.to_str().unwrap_or("\u{0}"));
-    if let Err(error) = tenant.origins.check(origin) {
-        return reject(
-            StatusCode::FORBIDDEN,
-            error.label(),
-            "forbidden",
-            &error.to_string(),
-        );
-    }
+    tenant.origins.check(origin).map_err(Refusal::Auth)?;
     let offered = offered_subprotocols(headers);
-    let claims = match find_token(headers, request.uri().query(), &offered)
+    let claims = find_token(headers, request.uri().query(), &offered)
         .ok_or(AuthError::MissingToken)
         .and_then(|token| tenant.verifier.verify(&token))
-    {
-        Ok(claims) => claims,
-        Err(error) => {
-            return reject(
-                StatusCode::UNAUTHORIZED,
-                error.label(),
-                "unauthorized",
-                &error.to_string(),
-            );
-        }
-    };
-    let Some(tenant_slot) = tenant.try_acquire() else {
-        node.metrics.rejection(tenant_name, "tenant_full", 503);
-        return unavailable("tenant at its connection limit", 1);
-    };
+        .map_err(Refusal::Auth)?;
+    let tenant_slot = tenant.try_acquire().ok_or(Refusal::TenantFull)?;
 
     let select_subprotocol = offered.iter().any(|entry| entry == SUBPROTOCOL);
-    let on_upgrade = hyper::upgrade::on(&mut request);
+    let on_upgrade = hyper::upgrade::on(request);
     let accepted = Accepted {
         node: node.clone(),
         tenant: tenant.clone(),
@@ -169,7 +136,7 @@ pub fn handle(
             HeaderValue::from_static(SUBPROTOCOL),
         );
     }
-    response
+    Ok(response)
 }
 
 /// A handshake that passed every check, waiting for hyper to hand over the socket.
