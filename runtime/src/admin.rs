@@ -18,43 +18,46 @@ use crate::plugins::pool::{LoadError, LoadedPlugin};
 use crate::plugins::{PluginLimit, Plugins, SwapError, artifact};
 use crate::protocol::{check_channel, check_type};
 use crate::server::body::{self, BodyError, BodyLimit};
-use crate::server::response::{json_error, json_ok};
+use crate::server::response::json_ok;
 use crate::tenant::Tenant;
+
+mod error;
+
+pub use error::ApiError;
 
 /// Request bodies larger than this are refused before parsing.
 const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// `POST /api/publish`: delivers a sequenced message to every subscriber of a channel.
 pub async fn publish(node: &Arc<Node>, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let bad_request = |message: &str| json_error(StatusCode::BAD_REQUEST, "bad_request", message);
+    publish_checked(node, request)
+        .await
+        .unwrap_or_else(|error| error.response())
+}
+
+async fn publish_checked(
+    node: &Arc<Node>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let bad_request = |message: &str| ApiError::BadRequest(message.to_owned());
     let (parts, body) = request.into_parts();
-    let body = match read_publish_body(node, &parts.headers, body).await {
-        Ok(body) => body,
-        Err(refusal) => return *refusal,
-    };
+    let body = read_publish_body(node, &parts.headers, body).await?;
     // Fields stay raw JSON so the payload is forwarded byte for byte (key order, big numbers).
-    let Ok(mut fields) = serde_json::from_slice::<HashMap<String, &RawValue>>(&body) else {
-        return bad_request("the body must be a JSON object");
-    };
-    let Some(tenant_name) = fields.remove("tenant").and_then(json_string) else {
-        return bad_request("`tenant` (a string) is required");
-    };
-    let Some(tenant) = node.tenants.get(&tenant_name).cloned() else {
-        return json_error(StatusCode::NOT_FOUND, "not_found", "unknown tenant");
-    };
-    if let Err(refusal) = authorize(&tenant, &parts.headers) {
-        return *refusal;
-    }
-    let (channel, msg_type, payload) = match publish_fields(&mut fields) {
-        Ok(fields) => fields,
-        Err(message) => return bad_request(&message),
-    };
+    let mut fields = serde_json::from_slice::<HashMap<String, &RawValue>>(&body)
+        .map_err(|_| bad_request("the body must be a JSON object"))?;
+    let tenant_name = fields
+        .remove("tenant")
+        .and_then(json_string)
+        .ok_or_else(|| bad_request("`tenant` (a string) is required"))?;
+    let tenant = node
+        .tenants
+        .get(&tenant_name)
+        .cloned()
+        .ok_or(ApiError::UnknownTenant)?;
+    authorize(&tenant, &parts.headers)?;
+    let (channel, msg_type, payload) = publish_fields(&mut fields).map_err(ApiError::BadRequest)?;
     if payload.as_ref().map_or(0, String::len) > tenant.limits.max_message_bytes {
-        return json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the payload is over the tenant's message size limit",
-        );
+        return Err(ApiError::PayloadTooLarge);
     }
     let room = RoomKey::new(&tenant.name, &channel);
     let message = Publish {
@@ -63,20 +66,16 @@ pub async fn publish(node: &Arc<Node>, request: Request<Incoming>) -> Response<F
         except: None,
         history: &tenant.history,
     };
-    match node.backplane.publish(&room, message).await {
-        Ok(seq) => {
-            tenant
-                .metrics
-                .publishes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            json_ok(StatusCode::OK, format!(r#"{{"seq":{seq}}}"#))
-        }
-        Err(error) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            &error.to_string(),
-        ),
-    }
+    let seq = node
+        .backplane
+        .publish(&room, message)
+        .await
+        .map_err(|error| ApiError::Unavailable(error.to_string()))?;
+    tenant
+        .metrics
+        .publishes
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(json_ok(StatusCode::OK, format!(r#"{{"seq":{seq}}}"#)))
 }
 
 /// Reads a publish body. The tenant is named in the body, so the key is checked after it; but
@@ -86,7 +85,7 @@ async fn read_publish_body(
     node: &Node,
     headers: &http::HeaderMap,
     body: Incoming,
-) -> Result<Vec<u8>, Box<Response<Full<Bytes>>>> {
+) -> Result<Vec<u8>, ApiError> {
     let http = &node.config.http;
     let known = presented_key(headers).is_some_and(|presented| {
         node.tenants.all().iter().any(|tenant| {
@@ -103,11 +102,15 @@ async fn read_publish_body(
     };
     body::read(&node.http.bodies, headers, body, limit)
         .await
-        .map_err(|error| {
-            Box::new(match error {
-                BodyError::TooLarge | BodyError::Timeout if !known => body::closing(unauthorized()),
-                error => error.response("the body is over 2 MiB", limit.timeout),
-            })
+        .map_err(|error| match error {
+            BodyError::TooLarge | BodyError::Timeout if !known => {
+                ApiError::Unauthorized { closing: true }
+            }
+            error => ApiError::Body {
+                error,
+                too_large: "the body is over 2 MiB",
+                timeout: limit.timeout,
+            },
         })
 }
 
@@ -157,24 +160,15 @@ fn presented_key(headers: &http::HeaderMap) -> Option<&str> {
         .map(|(_, key)| key.trim())
 }
 
-/// The 401 for a missing or wrong API key.
-fn unauthorized() -> Response<Full<Bytes>> {
-    json_error(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "missing or wrong API key for this tenant",
-    )
-}
-
-/// Checks `Authorization: Bearer <tenant api key>`; the 401 to send otherwise.
-fn authorize(tenant: &Tenant, headers: &http::HeaderMap) -> Result<(), Box<Response<Full<Bytes>>>> {
+/// Checks `Authorization: Bearer <tenant api key>`.
+fn authorize(tenant: &Tenant, headers: &http::HeaderMap) -> Result<(), ApiError> {
     match (presented_key(headers), tenant.api_key.as_deref()) {
         (Some(presented), Some(expected))
             if constant_time_eq(presented.as_bytes(), expected.as_bytes()) =>
         {
             Ok(())
         }
-        _ => Err(Box::new(unauthorized())),
+        _ => Err(ApiError::Unauthorized { closing: false }),
     }
 }
 
@@ -202,17 +196,27 @@ pub async fn plugins(
     request: Request<Incoming>,
     rest: &str,
 ) -> Response<Full<Bytes>> {
+    plugins_checked(node, request, rest)
+        .await
+        .unwrap_or_else(|error| error.response())
+}
+
+async fn plugins_checked(
+    node: &Arc<Node>,
+    request: Request<Incoming>,
+    rest: &str,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let mut parts = rest.splitn(3, '/');
     let (Some(tenant_name), Some("plugins"), name) = (parts.next(), parts.next(), parts.next())
     else {
-        return json_error(StatusCode::NOT_FOUND, "not_found", "no such path");
+        return Err(ApiError::NoSuchPath);
     };
-    let Some(tenant) = node.tenants.get(tenant_name).cloned() else {
-        return json_error(StatusCode::NOT_FOUND, "not_found", "unknown tenant");
-    };
-    if let Err(refusal) = authorize(&tenant, request.headers()) {
-        return *refusal;
-    }
+    let tenant = node
+        .tenants
+        .get(tenant_name)
+        .cloned()
+        .ok_or(ApiError::UnknownTenant)?;
+    authorize(&tenant, request.headers())?;
     match (request.method().clone(), name) {
         (http::Method::GET, None | Some("")) => {
             let routes = node.plugins.routes(&tenant.name).unwrap_or_default();
@@ -221,79 +225,50 @@ pub async fn plugins(
                 .iter()
                 .map(|plugin| plugin_json(plugin))
                 .collect();
-            json_ok(StatusCode::OK, serde_json::Value::from(list).to_string())
+            Ok(json_ok(
+                StatusCode::OK,
+                serde_json::Value::from(list).to_string(),
+            ))
         }
         (http::Method::PUT, Some(name)) if !name.is_empty() && !name.contains('/') => {
             let name = name.to_owned();
             // A tenant at its plugin count is refused before its body is read.
-            if let Err(limit) = node.plugins.room_for(&tenant, Some(&name), 0) {
-                return limit_refusal(node, &tenant, &limit);
-            }
+            node.plugins
+                .room_for(&tenant, Some(&name), 0)
+                .map_err(|limit| limit_refusal(node, &tenant, limit))?;
             let (parts, body) = request.into_parts();
             let limit = BodyLimit::new(MAX_PLUGIN_BYTES, &node.config.http);
-            let body = match body::read(&node.http.bodies, &parts.headers, body, limit).await {
-                Ok(body) => body,
-                Err(error) => {
-                    return error.response("a plugin may be at most 32 MiB", limit.timeout);
-                }
-            };
+            let body = body::read(&node.http.bodies, &parts.headers, body, limit)
+                .await
+                .map_err(|error| ApiError::Body {
+                    error,
+                    too_large: "a plugin may be at most 32 MiB",
+                    timeout: limit.timeout,
+                })?;
             upload(node, &tenant, &name, body).await
         }
-        _ => json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+        _ => Err(ApiError::MethodNotAllowed(
             "GET /api/tenants/{tenant}/plugins or PUT /api/tenants/{tenant}/plugins/{name}",
-        ),
+        )),
     }
 }
 
-/// The answer to an upload that would pass a bound on the plugins held.
-fn limit_refusal(node: &Node, tenant: &Tenant, limit: &PluginLimit) -> Response<Full<Bytes>> {
+/// Counts and logs an upload that would pass a bound on the plugins held.
+fn limit_refusal(node: &Node, tenant: &Tenant, limit: PluginLimit) -> ApiError {
     node.plugins.compiler.refused(&tenant.name, limit.label());
     tracing::warn!(tenant = %tenant.name, %limit, "plugin upload refused");
-    json_error(StatusCode::CONFLICT, "plugin_limit", &limit.to_string())
+    ApiError::PluginLimit(limit)
 }
 
-/// The answer to an upload whose compile did not produce a build.
-fn compile_refusal(
-    node: &Node,
-    tenant: &Tenant,
-    error: &CompileError,
-    message: &str,
-) -> Response<Full<Bytes>> {
-    let (status, code, retry_after) = match error {
-        CompileError::TenantBusy(_) => (StatusCode::TOO_MANY_REQUESTS, "compile_busy", Some(1)),
-        CompileError::NodeBusy(_) | CompileError::WaitTimeout(_) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "compile_busy", Some(5))
-        }
-        CompileError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "draining", Some(5)),
-        CompileError::Superseded => (StatusCode::CONFLICT, "superseded", None),
-        CompileError::TimeLimit(_) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, "compile_time_limit", None)
-        }
-        CompileError::MemoryLimit(_) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "compile_memory_limit",
-            None,
-        ),
-        CompileError::Invalid(_) | CompileError::Crashed(_) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", None)
-        }
-        CompileError::Worker { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
-    };
+/// Counts and logs an upload whose compile did not produce a build.
+fn compile_refusal(node: &Node, tenant: &Tenant, error: CompileError, message: String) -> ApiError {
     // A version that was tried and did not load is a load failure; a refusal to try, a newer
     // upload, or the shutdown is not.
     if !error.refused() && !matches!(error, CompileError::Superseded | CompileError::ShuttingDown) {
         node.metrics.plugin_load_failure(&tenant.name);
     }
     tracing::warn!(tenant = %tenant.name, %message, "plugin upload refused");
-    let mut response = json_error(status, code, message);
-    if let Some(seconds) = retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, http::HeaderValue::from(seconds));
-    }
-    response
+    ApiError::Compile { error, message }
 }
 
 /// Loads an uploaded version off the hot path, then swaps it in; a failure leaves the old
@@ -303,10 +278,10 @@ async fn upload(
     tenant: &Arc<Tenant>,
     name: &str,
     body: Vec<u8>,
-) -> Response<Full<Bytes>> {
-    if let Err(limit) = node.plugins.room_for(tenant, Some(name), body.len()) {
-        return limit_refusal(node, tenant, &limit);
-    }
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    node.plugins
+        .room_for(tenant, Some(name), body.len())
+        .map_err(|limit| limit_refusal(node, tenant, limit))?;
     let config = node
         .config
         .tenants
@@ -331,28 +306,21 @@ async fn upload(
     let loaded = match Plugins::load_for(node, tenant, source, body, config, tier, purpose).await {
         Ok(loaded) => loaded,
         Err(LoadError::Compile { path, error }) => {
-            return compile_refusal(node, tenant, &error, &format!("{path}: {error}"));
+            let message = format!("{path}: {error}");
+            return Err(compile_refusal(node, tenant, error, message));
         }
         Err(error) => {
             node.metrics.plugin_load_failure(&tenant.name);
             tracing::warn!(tenant = %tenant.name, %error, "plugin upload refused");
-            return json_error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_plugin",
-                &error.to_string(),
-            );
+            return Err(ApiError::InvalidPlugin(error.to_string()));
         }
     };
     if loaded.name() != name {
         node.metrics.plugin_load_failure(&tenant.name);
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            &format!(
-                "the component describes itself as `{}`, not `{name}`",
-                loaded.name()
-            ),
-        );
+        return Err(ApiError::BadRequest(format!(
+            "the component describes itself as `{}`, not `{name}`",
+            loaded.name()
+        )));
     }
     match node.plugins.replace(node, &tenant.name, loaded.clone()) {
         Ok(()) => {
@@ -368,12 +336,12 @@ async fn upload(
             if let Some((bytes, config)) = kept {
                 Plugins::optimize_later(node, tenant, &loaded, bytes, config);
             }
-            json_ok(StatusCode::OK, plugin_json(&loaded).to_string())
+            Ok(json_ok(StatusCode::OK, plugin_json(&loaded).to_string()))
         }
-        Err(SwapError::Limit(limit)) => limit_refusal(node, tenant, &limit),
+        Err(SwapError::Limit(limit)) => Err(limit_refusal(node, tenant, limit)),
         Err(SwapError::Conflict(message)) => {
             node.metrics.plugin_load_failure(&tenant.name);
-            json_error(StatusCode::CONFLICT, "conflict", &message)
+            Err(ApiError::Conflict(message))
         }
     }
 }
