@@ -24,7 +24,6 @@ mod supervisor;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -41,6 +40,7 @@ use super::{
     unrecovered,
 };
 use crate::config::RedisConfig;
+use crate::metrics::{self, backplane::RedisFigures};
 use crate::plugins::kv::SharedKv;
 use crate::protocol::{self, Frame, MemberInfo};
 use crate::registry::{ConnHandle, ConnId};
@@ -815,102 +815,24 @@ impl Backplane for RedisBackplane {
     fn render_metrics(&self, out: &mut String) {
         let shared = &self.shared;
         let stats = &shared.stats;
-        let gauge = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let figures = RedisFigures {
+            ready: shared.ready.load(Ordering::Relaxed),
+            subscriptions: shared.tracks.lock().len(),
+            probe_rtt_micros: read(&stats.probe_rtt_micros),
+            probes: read(&stats.probes_ok),
+            probe_failures: read(&stats.probe_failures),
+            reconnects: read(&stats.reconnects),
+            gaps_filled: read(&stats.gaps_filled),
+            gaps_lost: read(&stats.gaps_lost),
+            seq_regressions: read(&stats.regressions),
+            local_fallbacks: read(&stats.local_fallbacks),
+            dropped: read(&shared.events.dropped),
+            malformed: read(&stats.malformed),
+            reaped_nodes: read(&stats.reaped_nodes),
+            data_losses: read(&stats.data_losses),
         };
-        let counter = |out: &mut String, name: &str, help: &str, value: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        };
-        gauge(
-            out,
-            "switchboard_backplane_ready",
-            "1 while cross-node delivery is verified by the probe, else 0.",
-            u64::from(shared.ready.load(Ordering::Relaxed)),
-        );
-        gauge(
-            out,
-            "switchboard_backplane_subscriptions",
-            "Room channels this node is subscribed to.",
-            shared.tracks.lock().len() as u64,
-        );
-        let rtt = stats.probe_rtt_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "# HELP switchboard_backplane_probe_rtt_seconds Round trip of the last probe through Redis.\n# TYPE switchboard_backplane_probe_rtt_seconds gauge\nswitchboard_backplane_probe_rtt_seconds {rtt}"
-        );
-        counter(
-            out,
-            "switchboard_backplane_probes_total",
-            "Probes that came back through Redis.",
-            &stats.probes_ok,
-        );
-        counter(
-            out,
-            "switchboard_backplane_probe_failures_total",
-            "Probes that did not come back in time.",
-            &stats.probe_failures,
-        );
-        counter(
-            out,
-            "switchboard_backplane_reconnects_total",
-            "Recoveries after Redis was unreachable.",
-            &stats.reconnects,
-        );
-        counter(
-            out,
-            "switchboard_backplane_gaps_filled_total",
-            "Sequence gaps refilled from history.",
-            &stats.gaps_filled,
-        );
-        counter(
-            out,
-            "switchboard_backplane_gaps_lost_total",
-            "Sequence gaps history could no longer fill.",
-            &stats.gaps_lost,
-        );
-        counter(
-            out,
-            "switchboard_backplane_seq_regressions_total",
-            "Messages whose seq went back (Redis lost state).",
-            &stats.regressions,
-        );
-        counter(
-            out,
-            "switchboard_backplane_local_fallbacks_total",
-            "Channel messages sequenced locally while Redis was unreachable.",
-            &stats.local_fallbacks,
-        );
-        counter(
-            out,
-            "switchboard_backplane_dropped_total",
-            "Pub/sub messages dropped because the dispatch queue was full.",
-            &shared.events.dropped,
-        );
-        counter(
-            out,
-            "switchboard_backplane_malformed_total",
-            "Pub/sub messages that could not be read.",
-            &stats.malformed,
-        );
-        counter(
-            out,
-            "switchboard_backplane_reaped_nodes_total",
-            "Dead nodes whose members this node removed.",
-            &stats.reaped_nodes,
-        );
-        counter(
-            out,
-            "switchboard_backplane_data_losses_total",
-            "Times this node found that Redis had lost its data (restart without persistence, flush).",
-            &stats.data_losses,
-        );
+        metrics::backplane::render_redis(out, &figures);
     }
 
     async fn close(&self) {
