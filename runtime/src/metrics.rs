@@ -1,6 +1,15 @@
 //! Every metric name and label, defined in one place, and the Prometheus text rendering.
 //! Hot-path counters are plain atomics owned by their tenant; rarer events (rejections, closes)
-//! go into small locked maps.
+//! go into small locked maps. The series of other areas are rendered by the children from
+//! figures their modules count and hand over at a scrape:
+//!
+//! - `http`: the listener (sockets, bodies, heads);
+//! - `backplane`: the in-memory history and the Redis backplane;
+//! - `plugins`: plugins held and their compiles.
+
+pub mod backplane;
+pub mod http;
+pub mod plugins;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -131,38 +140,8 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Renders the in-memory backplane's history: (tenant, bytes held, messages evicted to stay
-/// within `history.max_bytes`), one row per tenant that ever published with history.
-pub fn render_history(out: &mut String, rows: &[(std::sync::Arc<str>, usize, u64)]) {
-    header(
-        out,
-        "switchboard_history_bytes",
-        "gauge",
-        "Bytes of channel history a tenant holds on this node (frames and bookkeeping).",
-    );
-    for (tenant, bytes, _) in rows {
-        let _ = writeln!(
-            out,
-            "switchboard_history_bytes{{tenant=\"{}\"}} {bytes}",
-            escape(tenant)
-        );
-    }
-    header(
-        out,
-        "switchboard_history_evicted_total",
-        "counter",
-        "History messages dropped early because the tenant reached history.max_bytes.",
-    );
-    for (tenant, _, evicted) in rows {
-        let _ = writeln!(
-            out,
-            "switchboard_history_evicted_total{{tenant=\"{}\"}} {evicted}",
-            escape(tenant)
-        );
-    }
-}
-
-/// Renders the Prometheus text exposition.
+/// Renders the Prometheus text exposition of the node's own series (the other areas' series
+/// follow it, see the children).
 pub fn render(
     node: &NodeMetrics,
     tenants: &[TenantSample<'_>],

@@ -36,6 +36,7 @@ use host_api::{HostState, PluginEnv};
 use pool::{Answer, Call, CallError, LoadError, LoadedPlugin, Source};
 
 use crate::config::{ArtifactKey, Config};
+use crate::metrics;
 use crate::node::Node;
 use crate::registry::ConnHandle;
 use crate::tenant::Tenant;
@@ -263,39 +264,17 @@ impl Plugins {
 
     /// Appends the plugin metrics: what each tenant holds, and the compiles.
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let mut held: Vec<(String, usize, usize)> = self
+        let held: Vec<(&str, usize, usize)> = self
             .routes
             .iter()
             .map(|(tenant, routes)| {
                 let routes = routes.load();
                 let bytes = routes.plugins.iter().map(|plugin| plugin.file_bytes).sum();
-                (compile::escape(tenant), routes.plugins.len(), bytes)
+                (&**tenant, routes.plugins.len(), bytes)
             })
             .collect();
-        held.sort();
-        compile::header(
-            out,
-            "switchboard_plugins",
-            "gauge",
-            "Plugins loaded (plugin_limits.max_plugins, plugins.max_plugins).",
-        );
-        for (tenant, count, _) in &held {
-            let _ = writeln!(out, "switchboard_plugins{{tenant=\"{tenant}\"}} {count}");
-        }
-        compile::header(
-            out,
-            "switchboard_plugin_bytes",
-            "gauge",
-            "Bytes of the loaded plugins' files as uploaded (plugin_limits.max_plugin_bytes).",
-        );
-        for (tenant, _, bytes) in &held {
-            let _ = writeln!(
-                out,
-                "switchboard_plugin_bytes{{tenant=\"{tenant}\"}} {bytes}"
-            );
-        }
-        self.compiler.render_metrics(out);
+        metrics::plugins::render_held(out, &held);
+        metrics::plugins::render_compiles(out, &self.compiler.figures());
     }
 
     /// The current routes of a tenant.

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin;
 use crate::config::{Config, HttpConfig};
+use crate::metrics;
 use crate::node::Node;
 use crate::plugins::Plugins;
 use crate::tenant::Tenants;
@@ -58,9 +59,9 @@ impl HttpState {
 
     /// Appends every series of the HTTP listener to a Prometheus text.
     pub fn render(&self, out: &mut String, max_connections: usize) {
-        self.sockets.render(out, max_connections);
-        self.bodies.render(out);
-        self.heads.render(out);
+        metrics::http::render_sockets(out, &self.sockets.figures(), max_connections);
+        metrics::http::render_bodies(out, &self.bodies.figures());
+        metrics::http::render_heads(out, &self.heads.figures());
     }
 }
 

@@ -342,7 +342,7 @@ impl Backplane for MemoryBackplane {
             })
             .collect();
         rows.sort();
-        crate::metrics::render_history(out, &rows);
+        crate::metrics::backplane::render_history(out, &rows);
     }
 }
 

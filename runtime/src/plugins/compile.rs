@@ -18,7 +18,6 @@ pub mod wire;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::io::Read as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
@@ -35,6 +34,7 @@ use wasmtime::CacheStore as _;
 use super::artifact::{self, Verified};
 use super::engine::{self, Tier};
 use crate::config::{ArtifactKey, Config, PluginBounds};
+use crate::metrics::plugins::CompileFigures;
 use crate::node::Node;
 use crate::tenant::Tenant;
 use gate::{Gate, Permit, Priority};
@@ -486,49 +486,26 @@ impl Compiler {
         }
     }
 
-    /// Appends the compile metrics to a Prometheus text.
-    pub fn render_metrics(&self, out: &mut String) {
-        header(
-            out,
-            "switchboard_plugin_compiles_total",
-            "counter",
-            "Plugin compiles by tier and outcome (ok, invalid, time_limit, memory_limit, crashed, superseded, shutdown, no_worker).",
-        );
-        for ((tenant, tier, outcome), count) in self.outcomes.lock().iter() {
-            let _ = writeln!(
-                out,
-                "switchboard_plugin_compiles_total{{tenant=\"{}\",tier=\"{tier}\",outcome=\"{outcome}\"}} {count}",
-                escape(tenant)
-            );
-        }
-        header(
-            out,
-            "switchboard_plugin_refusals_total",
-            "counter",
-            "Plugin uploads and reloads refused before compiling, by the bound they hit.",
-        );
-        for ((tenant, reason), count) in self.refusals.lock().iter() {
-            let _ = writeln!(
-                out,
-                "switchboard_plugin_refusals_total{{tenant=\"{}\",reason=\"{reason}\"}} {count}",
-                escape(tenant)
-            );
-        }
+    /// What the compiles report to the metrics now.
+    pub fn figures(&self) -> CompileFigures {
+        let outcomes = self
+            .outcomes
+            .lock()
+            .iter()
+            .map(|(labels, count)| (labels.clone(), *count))
+            .collect();
+        let refusals = self
+            .refusals
+            .lock()
+            .iter()
+            .map(|(labels, count)| (labels.clone(), *count))
+            .collect();
         let (running, waiting) = self.node_gate.load();
-        for (name, help, value) in [
-            (
-                "switchboard_plugin_compiles_running",
-                "Plugin compiles running (worker processes).",
-                running,
-            ),
-            (
-                "switchboard_plugin_compiles_waiting",
-                "Plugin compiles waiting for a node compile slot.",
-                waiting,
-            ),
-        ] {
-            header(out, name, "gauge", help);
-            let _ = writeln!(out, "{name} {value}");
+        CompileFigures {
+            outcomes,
+            refusals,
+            running,
+            waiting,
         }
     }
 }
@@ -671,20 +648,6 @@ fn classify_exit(
         Some(status) => CompileError::Crashed(format!("{status}: {last}")),
         None => CompileError::Crashed(format!("it did not exit: {last}")),
     }
-}
-
-/// A label value escaped for the Prometheus text format.
-pub(super) fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// The `HELP` and `TYPE` lines of a metric.
-pub(super) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 #[cfg(test)]

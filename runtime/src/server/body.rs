@@ -4,7 +4,6 @@
 //! a `Bytes` that shares its whole read buffer: a body collected as chunks sent one byte at a
 //! time held several kilobytes per byte).
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use tokio::time::Instant;
 
 use super::response::{json_error, unavailable};
 use crate::config::HttpConfig;
+use crate::metrics::http::BodyFigures;
 
 /// The bounds of one body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,36 +175,16 @@ impl BodyBudget {
         })
     }
 
-    /// Appends this budget's series to a Prometheus text.
-    pub fn render(&self, out: &mut String) {
-        for (name, help, value) in [
-            (
-                "switchboard_http_bodies_in_flight",
-                "Request bodies being received (bound: http.max_bodies_in_flight).",
-                self.bodies(),
-            ),
-            (
-                "switchboard_http_body_bytes_in_flight",
-                "Buffer bytes of request bodies being received (bound: http.max_body_bytes_in_flight).",
-                self.bytes(),
-            ),
-        ] {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-            );
-        }
-        let name = "switchboard_http_body_refusals_total";
-        let _ = write!(
-            out,
-            "# HELP {name} Request bodies refused at a bound: size (413, or 401 without a tenant's key), time (408, or 401) or node-wide budget (503).\n# TYPE {name} counter\n"
-        );
-        for (reason, counter) in REASONS.iter().zip(&self.refusals) {
-            let _ = writeln!(
-                out,
-                "{name}{{reason=\"{reason}\"}} {}",
-                counter.load(Ordering::Relaxed)
-            );
+    /// What the budget reports to the metrics now.
+    pub fn figures(&self) -> BodyFigures {
+        BodyFigures {
+            in_flight: self.bodies(),
+            bytes_in_flight: self.bytes(),
+            refusals: REASONS
+                .iter()
+                .zip(&self.refusals)
+                .map(|(reason, counter)| (*reason, counter.load(Ordering::Relaxed)))
+                .collect(),
         }
     }
 }

@@ -2,11 +2,11 @@
 //! open at once, derived from the open-files limit, and the small reserve that still answers
 //! connections arriving while the budget is spent.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::config::HttpConfig;
+use crate::metrics::http::SocketFigures;
 use crate::node::Node;
 
 /// What the socket budget was derived from.
@@ -95,50 +95,15 @@ impl SocketBudget {
         self.shed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Appends this budget's series to a Prometheus text.
-    pub fn render(&self, out: &mut String, max_connections: usize) {
-        let sockets = self.capacity.sockets;
-        let gauges = [
-            (
-                "switchboard_open_sockets",
-                "TCP connections open on the listener (HTTP and WebSocket), refusals excluded.",
-                self.open() as u64,
-            ),
-            (
-                "switchboard_socket_capacity",
-                "TCP connections the node keeps open at once (open-files limit minus reserves, or http.max_open_sockets).",
-                sockets as u64,
-            ),
-            (
-                "switchboard_connection_capacity",
-                "WebSocket connections the node can hold: the lower of max_connections and the socket capacity.",
-                sockets.min(max_connections) as u64,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-            );
+    /// What the budget reports to the metrics now.
+    pub fn figures(&self) -> SocketFigures {
+        SocketFigures {
+            open: self.open(),
+            capacity: self.capacity.sockets,
+            answered: self.answered.load(Ordering::Relaxed),
+            shed: self.shed.load(Ordering::Relaxed),
+            accept_errors: self.accept_errors.load(Ordering::Relaxed),
         }
-        let name = "switchboard_socket_refusals_total";
-        let _ = write!(
-            out,
-            "# HELP {name} Connections that arrived while the socket budget was spent: answered 503 from the reserve, or shed (closed at once, the reserve spent too).\n# TYPE {name} counter\n"
-        );
-        for (outcome, counter) in [("answered", &self.answered), ("shed", &self.shed)] {
-            let _ = writeln!(
-                out,
-                "{name}{{outcome=\"{outcome}\"}} {}",
-                counter.load(Ordering::Relaxed)
-            );
-        }
-        let name = "switchboard_accept_errors_total";
-        let _ = write!(
-            out,
-            "# HELP {name} Failed accepts of the listener (each backs off before the next).\n# TYPE {name} counter\n{name} {}\n",
-            self.accept_errors.load(Ordering::Relaxed)
-        );
     }
 }
 

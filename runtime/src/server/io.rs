@@ -11,7 +11,6 @@
 //! never hold a raw CR, so a response head cannot be mistaken inside a body. After a `101` the
 //! socket carries WebSocket frames and is passed through untouched.
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -24,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use super::capacity::SocketPermit;
+use crate::metrics::http::HeadFigures;
 use crate::protocol::http_error_body;
 
 /// The start of every response line hyper writes for an HTTP/1.1 exchange.
@@ -113,27 +113,16 @@ impl HeadCounters {
         self.refusals[index].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Appends these series to a Prometheus text.
-    pub fn render(&self, out: &mut String) {
-        let name = "switchboard_http_head_refusals_total";
-        let _ = write!(
-            out,
-            "# HELP {name} Request heads refused: over http.max_header_bytes (431), http.max_uri_bytes (414), or malformed (400).\n# TYPE {name} counter\n"
-        );
-        for (refusal, counter) in HeadRefusal::ALL.iter().zip(&self.refusals) {
-            let _ = writeln!(
-                out,
-                "{name}{{reason=\"{}\"}} {}",
-                refusal.label(),
-                counter.load(Ordering::Relaxed)
-            );
+    /// What these counters report to the metrics now.
+    pub fn figures(&self) -> HeadFigures {
+        HeadFigures {
+            refusals: HeadRefusal::ALL
+                .iter()
+                .zip(&self.refusals)
+                .map(|(refusal, counter)| (refusal.label(), counter.load(Ordering::Relaxed)))
+                .collect(),
+            write_timeouts: self.write_timeouts.load(Ordering::Relaxed),
         }
-        let name = "switchboard_http_write_timeouts_total";
-        let _ = write!(
-            out,
-            "# HELP {name} HTTP connections closed because a response made no progress for http.write_timeout.\n# TYPE {name} counter\n{name} {}\n",
-            self.write_timeouts.load(Ordering::Relaxed)
-        );
     }
 }
 

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 use redis::{PushInfo, Value};
 use tokio::sync::{mpsc, watch};
 
+use super::shared::{Control, Shared};
 use super::wire::{self, Wire};
-use super::{Control, Shared};
 use crate::backplane::{ConnCommand, RoomKey, recovery};
 use crate::protocol::Frame;
 use crate::registry::ConnId;

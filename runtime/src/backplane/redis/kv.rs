@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Shared, scripts};
+use super::scripts;
+use super::shared::Shared;
 use crate::plugins::bindings::HostError;
 use crate::plugins::kv::{MAX_ENTRIES, SharedKv};
 
@@ -13,14 +14,6 @@ use crate::plugins::kv::{MAX_ENTRIES, SharedKv};
 #[derive(Debug)]
 pub struct RedisKv {
     shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("node", &self.node())
-            .finish_non_exhaustive()
-    }
 }
 
 impl RedisKv {

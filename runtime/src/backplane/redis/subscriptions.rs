@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::Shared;
-use crate::backplane::BackplaneError;
+use super::shared::{Shared, Track};
+use crate::backplane::{BackplaneError, RoomKey};
 
 /// Most channels in one batch.
 const BATCH: usize = 512;
@@ -19,6 +19,48 @@ pub enum SubRequest {
     Subscribe(String, oneshot::Sender<Result<(), BackplaneError>>),
     /// Unsubscribe if the room has no local member by then.
     Unsubscribe(String),
+}
+
+/// Tracks a room and, while Redis is healthy, subscribes to its channel, waiting for the
+/// confirmation (a failure degrades the backplane; the supervisor subscribes again).
+pub(super) async fn subscribe(shared: &Shared, room: &RoomKey) {
+    let channel = shared.keys.room_channel(room);
+    shared
+        .tracks
+        .lock()
+        .entry(channel.clone())
+        .or_insert_with(|| Track::new(room.clone()));
+    if !shared.is_healthy() {
+        // The supervisor subscribes every tracked room when Redis is back.
+        return;
+    }
+    let (done, confirmed) = oneshot::channel();
+    if shared
+        .subscriptions
+        .send(SubRequest::Subscribe(channel, done))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    match tokio::time::timeout(shared.config.command_timeout * 2, confirmed).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => shared.degrade("subscribe", &error),
+        Ok(Err(_)) | Err(_) => shared.degrade(
+            "subscribe",
+            &BackplaneError::Unavailable("no subscription confirmation".to_owned()),
+        ),
+    }
+}
+
+/// Asks for a room's channel to be unsubscribed; the batcher drops the subscription only if
+/// the room is still empty by then.
+pub(super) async fn unsubscribe(shared: &Shared, room: &RoomKey) {
+    let channel = shared.keys.room_channel(room);
+    let _ = shared
+        .subscriptions
+        .send(SubRequest::Unsubscribe(channel))
+        .await;
 }
 
 /// Runs until stopped.

@@ -17,8 +17,13 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::commands::millis;
+use super::entries::presence_user;
 use super::keys::{self, split_tenant};
-use super::{Control, Shared, millis, random_u64, scripts, wire};
+use super::random::random_u64;
+use super::scripts;
+use super::shared::{Control, Shared};
+use super::wire;
 use crate::backplane::{BackplaneError, RoomKey};
 use crate::config::MIN_RECONNECT_DELAY;
 use crate::protocol::{self, MemberInfo, PresenceChange};
@@ -231,9 +236,9 @@ async fn reregister(shared: &Shared) -> Result<(), BackplaneError> {
         let before: HashSet<(String, String)> = removed
             .chunks(2)
             .filter_map(|pair| match pair {
-                [connection, value] => value
-                    .split_once('\t')
-                    .map(|(_, user)| (connection.clone(), user.to_owned())),
+                [connection, value] => {
+                    presence_user(value).map(|user| (connection.clone(), user.to_owned()))
+                }
                 _ => None,
             })
             .collect();
@@ -377,7 +382,7 @@ async fn forget_node(shared: &Shared, node: &str, announce: bool) -> Result<(), 
         }
         for pair in removed.chunks(2) {
             if let [connection, value] = pair
-                && let Some((_, user)) = value.split_once('\t')
+                && let Some(user) = presence_user(value)
             {
                 let member = MemberInfo {
                     user_id: user.to_owned(),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::history_entry;
+use super::entries::history_entry;
 use super::supervisor::backoff;
 use crate::backplane::recovery;
 use crate::config::MIN_RECONNECT_DELAY;

@@ -53,7 +53,7 @@ fn limit(max_bytes: usize) -> BodyLimit {
 
 fn rendered(budget: &BodyBudget) -> String {
     let mut text = String::new();
-    budget.render(&mut text);
+    crate::metrics::http::render_bodies(&mut text, &budget.figures());
     text
 }
 
