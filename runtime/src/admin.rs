@@ -11,14 +11,15 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::value::RawValue;
 
-use crate::backplane::{Publish, RoomKey};
+use crate::backplane::Publish;
+use crate::ids::RoomKey;
+use crate::listener::body::{self, BodyError, BodyLimit};
+use crate::listener::response::json_ok;
 use crate::node::Node;
 use crate::plugins::compile::{CompileError, Purpose};
 use crate::plugins::pool::{LoadError, LoadedPlugin};
-use crate::plugins::{PluginLimit, Plugins, SwapError, artifact};
+use crate::plugins::{PluginLimit, SwapError, artifact};
 use crate::protocol::{check_channel, check_type};
-use crate::server::body::{self, BodyError, BodyLimit};
-use crate::server::response::json_ok;
 use crate::tenant::Tenant;
 
 mod error;
@@ -301,9 +302,13 @@ async fn upload(
     // does a build when swaps are not tiered).
     let kept = (node.config.tiered_swaps && !artifact::is_artifact(&body))
         .then(|| (body.clone(), config.clone()));
-    let tier = Plugins::swap_tier(&node.config);
+    let tier = node.plugins.swap_tier();
     let purpose = Purpose::Swap(Some(name.to_owned()));
-    let loaded = match Plugins::load_for(node, tenant, source, body, config, tier, purpose).await {
+    let loaded = match node
+        .plugins
+        .load_for(tenant, source, body, config, tier, purpose)
+        .await
+    {
         Ok(loaded) => loaded,
         Err(LoadError::Compile { path, error }) => {
             let message = format!("{path}: {error}");
@@ -322,7 +327,7 @@ async fn upload(
             loaded.name()
         )));
     }
-    match node.plugins.replace(node, &tenant.name, loaded.clone()) {
+    match node.plugins.replace(tenant, loaded.clone()) {
         Ok(()) => {
             tracing::info!(
                 tenant = %tenant.name,
@@ -334,7 +339,7 @@ async fn upload(
                 "plugin swapped in"
             );
             if let Some((bytes, config)) = kept {
-                Plugins::optimize_later(node, tenant, &loaded, bytes, config);
+                node.plugins.optimize_later(tenant, &loaded, bytes, config);
             }
             Ok(json_ok(StatusCode::OK, plugin_json(&loaded).to_string()))
         }

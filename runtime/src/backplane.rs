@@ -19,28 +19,9 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 
 use crate::config::HistoryConfig;
-use crate::plugins::kv::SharedKv;
+use crate::ids::{ConnId, RoomKey};
+use crate::kv::SharedKv;
 use crate::protocol::{Frame, MemberInfo};
-use crate::registry::{ConnHandle, ConnId};
-
-/// A room: a channel name within a tenant. Rooms of different tenants never meet.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RoomKey {
-    /// The tenant's name.
-    pub tenant: Arc<str>,
-    /// The channel as clients name it.
-    pub channel: Arc<str>,
-}
-
-impl RoomKey {
-    /// The room `channel` of `tenant`.
-    pub fn new(tenant: &Arc<str>, channel: &str) -> Self {
-        RoomKey {
-            tenant: tenant.clone(),
-            channel: Arc::from(channel),
-        }
-    }
-}
 
 /// A message to publish on a channel.
 #[derive(Debug, Clone, Copy)]
@@ -163,10 +144,11 @@ pub trait Backplane: Send + Sync + std::fmt::Debug {
         connection: &ConnId,
         command: ConnCommand,
     ) -> Result<bool, BackplaneError>;
-    /// A connection opened on this node (for cluster-wide user lookups).
-    async fn connected(&self, _conn: &ConnHandle) {}
+    /// A connection of `tenant`'s user `user_id` opened on this node (for cluster-wide user
+    /// lookups).
+    async fn connected(&self, _tenant: &str, _user_id: &str, _connection: &ConnId) {}
     /// A connection of this node closed.
-    async fn disconnected(&self, _conn: &ConnHandle) {}
+    async fn disconnected(&self, _tenant: &str, _user_id: &str, _connection: &ConnId) {}
     /// The retained messages after `since`.
     async fn history_since(&self, room: &RoomKey, since: u64) -> Result<Recovery, BackplaneError>;
     /// False while cross-node delivery cannot be trusted.

@@ -16,15 +16,13 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::conn_handle::ConnHandle;
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
 use crate::node::Node;
 use crate::outbox::Batch;
-use crate::plugins::Routed;
-use crate::plugins::bindings as plugin_bindings;
-use crate::plugins::pool::CallError;
 use crate::protocol::{self, CloseReason, Envelope, ErrorCode, Frame};
 use crate::ratelimit::TokenBucket;
-use crate::registry::ConnHandle;
+use crate::wit as plugin_bindings;
 
 /// At most this many already-received messages are handled before the outbox gets its turn.
 const READ_BATCH: usize = 32;
@@ -372,7 +370,7 @@ async fn dispatch(node: &Node, conn: &Arc<ConnHandle>, envelope: &Envelope<'_>) 
             )),
             (_, Err(message)) => Err((ErrorCode::BadRequest, message)),
             (Some(channel), Ok(since)) => match node.plugins.authorize_join(conn, channel).await {
-                Err(message) => Err((ErrorCode::Forbidden, message)),
+                Err(refused) => Err((ErrorCode::Forbidden, refused.to_string())),
                 Ok(()) => node
                     .rooms
                     .join(conn, channel, since, correlation_id)
@@ -391,7 +389,10 @@ async fn dispatch(node: &Node, conn: &Arc<ConnHandle>, envelope: &Envelope<'_>) 
                 .await
                 .map_err(|error| (error.code, error.message)),
         },
-        _ => route_to_plugin(node, conn, envelope).await,
+        _ => {
+            route_to_plugin(node, conn, envelope).await;
+            Ok(())
+        }
     };
     if let Err((code, message)) = result {
         conn.outbox
@@ -399,13 +400,9 @@ async fn dispatch(node: &Node, conn: &Arc<ConnHandle>, envelope: &Envelope<'_>) 
     }
 }
 
-/// Hands a non-built-in envelope to the plugin that declared its type and turns the outcome
-/// into exactly one reply (an ack only when correlated; errors always).
-async fn route_to_plugin(
-    node: &Node,
-    conn: &Arc<ConnHandle>,
-    envelope: &Envelope<'_>,
-) -> Result<(), (ErrorCode, String)> {
+/// Hands a non-built-in envelope to the plugin that declared its type; the outcome becomes
+/// exactly one reply (`Routed::reply`).
+async fn route_to_plugin(node: &Node, conn: &Arc<ConnHandle>, envelope: &Envelope<'_>) {
     let message = plugin_bindings::Message {
         msg_type: envelope.msg_type.to_string(),
         channel: envelope.channel.as_deref().map(str::to_owned),
@@ -415,57 +412,14 @@ async fn route_to_plugin(
         correlation_id: envelope.correlation_id.as_deref().map(str::to_owned),
         received_at_ms: crate::clock::unix_millis(),
     };
-    let correlation_id = envelope.correlation_id.as_deref();
-    match node.plugins.on_message(conn, message).await {
-        Routed::Unrouted => Err((
-            ErrorCode::UnknownType,
-            format!("no handler for type `{}`", envelope.msg_type),
-        )),
-        Routed::Answered(Ok(reply)) => {
-            let Some(correlation_id) = correlation_id else {
-                return Ok(());
-            };
-            let frame = match reply.as_deref() {
-                None => protocol::ack(correlation_id, None),
-                Some(payload) => {
-                    if payload.len() > conn.tenant.limits.max_message_bytes {
-                        return Err((
-                            ErrorCode::HandlerFailed,
-                            "the plugin's reply is over the message size limit".to_owned(),
-                        ));
-                    }
-                    if serde_json::from_str::<&serde_json::value::RawValue>(payload).is_err() {
-                        return Err((
-                            ErrorCode::HandlerFailed,
-                            "the plugin's reply is not JSON".to_owned(),
-                        ));
-                    }
-                    protocol::ack(correlation_id, Some(payload))
-                }
-            };
-            conn.outbox.push(frame);
-            Ok(())
-        }
-        Routed::Answered(Err(error)) => {
-            conn.outbox.push(protocol::error_with_code(
-                correlation_id,
-                &error.code,
-                &error.message,
-            ));
-            Ok(())
-        }
-        Routed::Failed(CallError::Overloaded) => Err((
-            ErrorCode::Overloaded,
-            "the handler is at capacity; retry later".to_owned(),
-        )),
-        Routed::Failed(CallError::Timeout) => Err((
-            ErrorCode::HandlerTimeout,
-            "the handler ran past its CPU budget".to_owned(),
-        )),
-        Routed::Failed(CallError::Trapped(detail)) => Err((
-            ErrorCode::HandlerFailed,
-            format!("the handler failed: {detail}"),
-        )),
+    let routed = node.plugins.on_message(conn, message).await;
+    let reply = routed.reply(
+        &envelope.msg_type,
+        envelope.correlation_id.as_deref(),
+        conn.tenant.limits.max_message_bytes,
+    );
+    if let Some(frame) = reply {
+        conn.outbox.push(frame);
     }
 }
 

@@ -147,6 +147,7 @@ pub fn render(
     tenants: &[TenantSample<'_>],
     rooms: usize,
     draining: bool,
+    code: &plugins::CodeCacheFigures,
 ) -> String {
     let mut out = String::with_capacity(4096);
     header(
@@ -270,7 +271,6 @@ pub fn render(
             escape(tenant)
         );
     }
-    let code = crate::plugins::engine::code_cache_stats();
     for (name, kind, help, value) in [
         (
             "switchboard_plugin_code_cache_hits_total",

@@ -10,14 +10,18 @@ use tokio::time::Instant;
 
 use crate::backplane::memory::MemoryBackplane;
 use crate::backplane::redis::RedisBackplane;
-use crate::backplane::{Backplane, ConnCommand, LocalDelivery, RoomKey};
+use crate::backplane::{Backplane, ConnCommand, LocalDelivery};
 use crate::config::{BackplaneConfig, Config};
+use crate::conn_handle::ConnHandle;
+use crate::ids::RoomKey;
+use crate::ids::{ConnId, ConnIdGenerator};
+use crate::kv::KvStore;
+use crate::listener::HttpState;
 use crate::metrics::{self, NodeMetrics, TenantSample};
-use crate::plugins::Plugins;
+use crate::plugins::{HostServices, Plugins};
 use crate::protocol::{CloseReason, Frame, MemberInfo};
-use crate::registry::{ConnHandle, ConnId, ConnIdGenerator, Registry};
+use crate::registry::Registry;
 use crate::rooms::Rooms;
-use crate::server::HttpState;
 use crate::tenant::Tenants;
 
 /// State shared by every part of a running node.
@@ -30,20 +34,20 @@ pub struct Node {
     /// The tenants.
     pub tenants: Tenants,
     /// Live connections.
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// Room membership.
-    pub rooms: Rooms,
+    pub rooms: Arc<Rooms>,
     /// Cross-node messaging.
     pub backplane: Arc<dyn Backplane>,
     /// Node-wide counters.
-    pub metrics: NodeMetrics,
+    pub metrics: Arc<NodeMetrics>,
     /// Every tenant's WASM plugins.
-    pub plugins: Plugins,
+    pub plugins: Arc<Plugins>,
     /// The HTTP listener's bounds: socket budget, request bodies, refused heads.
     pub http: HttpState,
     ids: ConnIdGenerator,
     me: Weak<Node>,
-    draining: AtomicBool,
+    draining: Arc<AtomicBool>,
     connections: AtomicUsize,
 }
 
@@ -93,24 +97,33 @@ impl Node {
         backplane: Arc<dyn Backplane>,
     ) -> Arc<Self> {
         let id = random_node_id();
+        let kv = KvStore::default();
+        if let Some(shared) = backplane.shared_kv() {
+            kv.share(shared);
+        }
+        let services = Arc::new(HostServices {
+            registry: Arc::default(),
+            rooms: Arc::new(Rooms::new(backplane.clone())),
+            backplane: backplane.clone(),
+            kv,
+            metrics: Arc::default(),
+            draining: Arc::default(),
+        });
         let node = Arc::new_cyclic(|me| Node {
             ids: ConnIdGenerator::new(&id),
             me: me.clone(),
             id,
             tenants,
-            registry: Registry::default(),
-            rooms: Rooms::new(backplane.clone()),
+            registry: services.registry.clone(),
+            rooms: services.rooms.clone(),
             backplane: backplane.clone(),
-            metrics: NodeMetrics::default(),
-            plugins: Plugins::new(&config),
+            metrics: services.metrics.clone(),
+            draining: services.draining.clone(),
+            plugins: Arc::new(Plugins::new(&config, services)),
             http: HttpState::new(&config),
-            draining: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             config,
         });
-        if let Some(shared) = backplane.shared_kv() {
-            node.plugins.kv.share(shared);
-        }
         let local: Arc<dyn LocalDelivery> = node.clone();
         backplane.attach(&node.id, Arc::downgrade(&local));
         node
@@ -146,7 +159,9 @@ impl Node {
     pub async fn disconnect(&self, conn: &Arc<ConnHandle>, close_code: u16) {
         self.registry.remove(&conn.id);
         self.rooms.leave_all(conn).await;
-        self.backplane.disconnected(conn).await;
+        self.backplane
+            .disconnected(&conn.tenant.name, &conn.user_id, &conn.id)
+            .await;
         self.plugins.on_disconnect(conn, close_code).await;
         self.metrics.close(&conn.tenant.name, close_code);
     }
@@ -176,11 +191,18 @@ impl Node {
                 metrics: &tenant.metrics,
             })
             .collect();
+        let code = crate::plugins::engine::code_cache_stats();
+        let code = metrics::plugins::CodeCacheFigures {
+            hits: code.hits,
+            misses: code.misses,
+            bytes: code.bytes,
+        };
         let mut text = metrics::render(
             &self.metrics,
             &samples,
             self.rooms.len(),
             self.is_draining(),
+            &code,
         );
         self.backplane.render_metrics(&mut text);
         self.http.render(&mut text, self.config.max_connections);

@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use crate::backplane::{Backplane, BackplaneError, RoomKey};
+use crate::backplane::{Backplane, BackplaneError};
+use crate::conn_handle::ConnHandle;
+use crate::ids::ConnId;
+use crate::ids::RoomKey;
 use crate::protocol::{self, ErrorCode, Frame, JoinAck, MemberInfo, PresenceChange};
-use crate::registry::{ConnHandle, ConnId};
 
 #[derive(Debug)]
 struct Member {

@@ -1,11 +1,9 @@
 //! The HTTP listener: accept loop under the socket budget, routing of `/ws`, `/healthz`,
 //! `/readyz`, `/metrics` and `/api`, and the graceful drain.
 
-pub mod body;
-pub mod capacity;
 pub mod io;
+pub mod permit;
 pub mod refusal;
-pub mod response;
 pub mod upgrade;
 
 use std::convert::Infallible;
@@ -25,45 +23,13 @@ use tokio::task::JoinHandle;
 
 use crate::admin;
 use crate::config::{Config, HttpConfig};
-use crate::metrics;
+use crate::listener::body::closing;
+use crate::listener::heads::HeadRefusal;
+use crate::listener::response::{json_error, json_ok, unavailable};
 use crate::node::Node;
-use crate::plugins::Plugins;
 use crate::tenant::Tenants;
-use body::{BodyBudget, closing};
-use capacity::{SocketBudget, SocketCapacity, SocketPermit};
-use io::{HeadCounters, HeadRefusal, NodeIo};
-use response::{json_error, json_ok, unavailable};
-
-/// The HTTP listener's bounds and what they counted: the socket budget, the request bodies in
-/// flight, and refused heads.
-#[derive(Debug)]
-pub struct HttpState {
-    /// Open sockets against the budget.
-    pub sockets: SocketBudget,
-    /// Request bodies being received.
-    pub bodies: BodyBudget,
-    /// Refused request heads and stalled responses.
-    pub heads: HeadCounters,
-}
-
-impl HttpState {
-    /// The state for a config, with the socket budget the process's open-files limit allows.
-    pub fn new(config: &Config) -> HttpState {
-        let http = &config.http;
-        HttpState {
-            sockets: SocketBudget::new(SocketCapacity::of_process(http), http.refusal_sockets),
-            bodies: BodyBudget::new(http),
-            heads: HeadCounters::default(),
-        }
-    }
-
-    /// Appends every series of the HTTP listener to a Prometheus text.
-    pub fn render(&self, out: &mut String, max_connections: usize) {
-        metrics::http::render_sockets(out, &self.sockets.figures(), max_connections);
-        metrics::http::render_bodies(out, &self.bodies.figures());
-        metrics::http::render_heads(out, &self.heads.figures());
-    }
-}
+use io::NodeIo;
+use permit::SocketPermit;
 
 /// The first pause after a failed accept; it doubles while accepts keep failing.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -129,11 +95,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .map_err(|source| StartError::Bind { addr, source })?;
     let node = Node::new(config, tenants);
     log_capacity(&node);
-    Plugins::load_configured(&node)
+    node.plugins
+        .load_configured(&node.config, &node.tenants)
         .await
         .map_err(StartError::Plugins)?;
-    let watcher =
-        crate::plugins::watch::start(&node).map_err(|error| StartError::Plugins(vec![error]))?;
+    let watcher = crate::plugins::watch::start(&node.plugins, &node.config, &node.tenants)
+        .map_err(|error| StartError::Plugins(vec![error]))?;
     let accept = tokio::spawn(accept_loop(listener, node.clone()));
     tracing::info!(%addr, node = %node.id, "listening");
     Ok(RunningServer {

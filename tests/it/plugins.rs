@@ -304,25 +304,24 @@ async fn hostile_plugins_end_only_their_own_call() {
 /// sandbox (CPU budget, memory cap, stack limit, traps) must hold there just the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plugins_on_baseline_code_end_only_their_own_call() {
-    use switchboard::plugins::{Plugins, engine::Tier};
+    use switchboard::plugins::engine::Tier;
     let server = hostile_server().await;
     let node = server.node().clone();
     let tenant = node.tenants.get("default").expect("tenant").clone();
-    let hostile = Plugins::load_bytes(
-        &node,
-        &tenant,
-        wasm("hostile").into(),
-        wasm_bytes("hostile"),
-        Default::default(),
-        Tier::Baseline,
-    )
-    .await
-    .expect("the baseline build loads");
+    let hostile = node
+        .plugins
+        .load_bytes(
+            &tenant,
+            wasm("hostile").into(),
+            wasm_bytes("hostile"),
+            Default::default(),
+            Tier::Baseline,
+        )
+        .await
+        .expect("the baseline build loads");
     assert_eq!(hostile.tier, Tier::Baseline);
     // Swapped in without its optimized build following, so every call below runs on Winch code.
-    node.plugins
-        .replace(&node, "default", hostile)
-        .expect("swapped in");
+    node.plugins.replace(&tenant, hostile).expect("swapped in");
     each_hostile_call_ends_alone(&server).await;
     let routes = node.plugins.routes("default").expect("routes");
     assert!(
@@ -335,13 +334,12 @@ async fn hostile_plugins_on_baseline_code_end_only_their_own_call() {
 
 #[tokio::test]
 async fn an_optimized_build_replaces_only_the_build_it_was_made_for() {
-    use switchboard::plugins::{Optimized, Plugins, engine::Tier};
+    use switchboard::plugins::{Optimized, engine::Tier};
     let server = server_with(&["greeter-v1"], "").await;
     let node = server.node().clone();
     let tenant = node.tenants.get("default").expect("tenant").clone();
     let baseline = |name: &'static str| {
-        Plugins::load_bytes(
-            &node,
+        node.plugins.load_bytes(
             &tenant,
             wasm(name).into(),
             wasm_bytes(name),
@@ -366,20 +364,17 @@ async fn an_optimized_build_replaces_only_the_build_it_was_made_for() {
     };
 
     // An older version's optimized build that finishes after a newer upload is not used.
-    node.plugins
-        .replace(&node, "default", older.clone())
-        .expect("v1");
-    let late = Plugins::optimize_later(
-        &node,
-        &tenant,
-        &older,
-        wasm_bytes("greeter-v1"),
-        Default::default(),
-    )
-    .expect("a baseline build gets an optimized one");
-    node.plugins
-        .replace(&node, "default", newer.clone())
-        .expect("v2");
+    node.plugins.replace(&tenant, older.clone()).expect("v1");
+    let late = node
+        .plugins
+        .optimize_later(
+            &tenant,
+            &older,
+            wasm_bytes("greeter-v1"),
+            Default::default(),
+        )
+        .expect("a baseline build gets an optimized one");
+    node.plugins.replace(&tenant, newer.clone()).expect("v2");
     assert_eq!(late.await.expect("joined"), Optimized::Superseded);
     assert!(std::sync::Arc::ptr_eq(&routed_greeter(), &newer));
     assert_eq!(greet_version(&mut client).await, 2);
@@ -387,7 +382,9 @@ async fn an_optimized_build_replaces_only_the_build_it_was_made_for() {
     // An optimized build that fails leaves the baseline build serving.
     let mut broken = wasm_bytes("greeter-v2");
     broken.truncate(broken.len() / 2);
-    let failed = Plugins::optimize_later(&node, &tenant, &newer, broken, Default::default())
+    let failed = node
+        .plugins
+        .optimize_later(&tenant, &newer, broken, Default::default())
         .expect("started")
         .await
         .expect("joined");
@@ -400,14 +397,15 @@ async fn an_optimized_build_replaces_only_the_build_it_was_made_for() {
 
     // The build it was made for, still routed, is replaced, with its call count.
     let calls = newer.calls.load(std::sync::atomic::Ordering::Relaxed);
-    let optimized = Plugins::optimize_later(
-        &node,
-        &tenant,
-        &newer,
-        wasm_bytes("greeter-v2"),
-        Default::default(),
-    )
-    .expect("started");
+    let optimized = node
+        .plugins
+        .optimize_later(
+            &tenant,
+            &newer,
+            wasm_bytes("greeter-v2"),
+            Default::default(),
+        )
+        .expect("started");
     assert_eq!(optimized.await.expect("joined"), Optimized::InPlace);
     let routed = routed_greeter();
     assert_eq!(
@@ -418,7 +416,9 @@ async fn an_optimized_build_replaces_only_the_build_it_was_made_for() {
     assert_eq!(greet_version(&mut client).await, 2);
     // An optimized build needs no second one.
     assert!(
-        Plugins::optimize_later(&node, &tenant, &routed, Vec::new(), Default::default()).is_none()
+        node.plugins
+            .optimize_later(&tenant, &routed, Vec::new(), Default::default())
+            .is_none()
     );
 }
 

@@ -7,10 +7,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
+use crate::listener::body::{BodyError, closing};
+use crate::listener::response::json_error;
 use crate::plugins::PluginLimit;
 use crate::plugins::compile::CompileError;
-use crate::server::body::{BodyError, closing};
-use crate::server::response::json_error;
 
 /// A refused API request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use super::{
     Backplane, BackplaneError, ConnCommand, LocalDelivery, Publish, Recovery, RoomKey, recovery,
 };
+use crate::ids::ConnId;
 use crate::protocol::{self, Frame, MemberInfo};
-use crate::registry::ConnId;
 
 /// What one retained message costs beside its frame: its history entry and its place in the
 /// tenant's order (both `VecDeque` slots, counted at twice their size for the deques' spare

@@ -34,17 +34,16 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
-use self::shared::{Control, Shared};
-use self::subscriptions::SubRequest;
+use self::shared::{Control, Shared, SubRequest};
 use super::{
     Backplane, BackplaneError, ConnCommand, LocalDelivery, Publish, Recovery, RoomKey, recovery,
     unrecovered,
 };
 use crate::config::RedisConfig;
+use crate::ids::ConnId;
+use crate::kv::SharedKv;
 use crate::metrics;
-use crate::plugins::kv::SharedKv;
 use crate::protocol::{Frame, MemberInfo};
-use crate::registry::{ConnHandle, ConnId};
 
 /// Receivers handed to the tasks when the backplane is attached.
 struct TaskInputs {
@@ -276,30 +275,29 @@ impl Backplane for RedisBackplane {
             .inspect_err(|error| shared.degrade("command", error))
     }
 
-    async fn connected(&self, conn: &ConnHandle) {
+    async fn connected(&self, tenant: &str, user_id: &str, connection: &ConnId) {
         let shared = &self.shared;
         if shared.is_healthy()
             && let Err(error) = shared
-                .register_connection(&conn.tenant.name, &conn.user_id, conn.id.as_str())
+                .register_connection(tenant, user_id, connection.as_str())
                 .await
         {
             shared.degrade("register connection", &error);
         }
     }
 
-    async fn disconnected(&self, conn: &ConnHandle) {
+    async fn disconnected(&self, tenant: &str, user: &str, connection: &ConnId) {
         let shared = &self.shared;
         if !shared.is_healthy() {
             return;
         }
-        let (tenant, user) = (&*conn.tenant.name, &*conn.user_id);
         // Like rooms in `presence_remove`: the user leaves the node's user set with its last
         // connection here.
         let last_here = !shared
             .local()
             .is_some_and(|local| local.has_user(tenant, user));
         if let Err(error) = shared
-            .forget_connection(tenant, user, &conn.id, last_here)
+            .forget_connection(tenant, user, connection, last_here)
             .await
         {
             shared.degrade("unregister connection", &error);

@@ -12,8 +12,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::{Ending, Linger, run};
+use crate::conn_handle::ConnHandle;
 use crate::node::Node;
-use crate::registry::ConnHandle;
 use crate::tenant::Tenants;
 
 /// Both ends of a connection as channels; `blocked` makes the writing side stop accepting

@@ -5,6 +5,17 @@ use std::fmt::Write as _;
 
 use super::{escape, header};
 
+/// The compiled-code cache's figures (`plugins/code_cache.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CodeCacheFigures {
+    /// Lookups that found a function's code.
+    pub hits: u64,
+    /// Lookups that did not, so the function was compiled.
+    pub misses: u64,
+    /// Bytes of machine code held.
+    pub bytes: usize,
+}
+
 /// What the node's compiles report at a scrape.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompileFigures {

@@ -11,7 +11,7 @@ fn close_codes_chosen_by_clients_share_one_series() {
     }
     metrics.close("default", 1000);
     metrics.close("default", 1013);
-    let text = render(&metrics, &[], 0, false);
+    let text = render(&metrics, &[], 0, false, &Default::default());
     let series: Vec<&str> = text
         .lines()
         .filter(|line| line.starts_with("switchboard_closes_total{"))

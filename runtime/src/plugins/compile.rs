@@ -23,7 +23,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -35,7 +35,6 @@ use super::artifact::{self, Verified};
 use super::engine::{self, Tier};
 use crate::config::{ArtifactKey, Config, PluginBounds};
 use crate::metrics::plugins::CompileFigures;
-use crate::node::Node;
 use crate::tenant::Tenant;
 use gate::{Gate, Permit, Priority};
 
@@ -162,6 +161,8 @@ struct Job {
 #[derive(Debug)]
 pub struct Compiler {
     bounds: PluginBounds,
+    /// The node's drain flag: set, no compile starts and running ones are stopped.
+    draining: Arc<AtomicBool>,
     node_gate: Arc<Gate>,
     tenant_gates: HashMap<Arc<str>, Arc<Gate>>,
     jobs: Mutex<Vec<Job>>,
@@ -186,9 +187,10 @@ impl Drop for Registered<'_> {
 
 impl Compiler {
     /// Slots and queues from the config, for the node and each tenant.
-    pub fn new(config: &Config) -> Compiler {
+    pub fn new(config: &Config, draining: Arc<AtomicBool>) -> Compiler {
         let bounds = config.plugin_bounds.clone();
         Compiler {
+            draining,
             node_gate: Gate::new(bounds.compile_concurrency, bounds.compile_queue),
             tenant_gates: config
                 .tenants
@@ -209,6 +211,10 @@ impl Compiler {
         }
     }
 
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     /// The node-wide bounds.
     pub fn bounds(&self) -> &PluginBounds {
         &self.bounds
@@ -218,14 +224,13 @@ impl Compiler {
     /// tenant's and the node's bounds; the build, verified.
     pub async fn compile(
         &self,
-        node: &Node,
         tenant: &Tenant,
         tier: Tier,
         purpose: Purpose,
         wasm: &[u8],
     ) -> Result<Verified, CompileError> {
         let result = self
-            .compile_within_bounds(node, tenant, tier, purpose, wasm)
+            .compile_within_bounds(tenant, tier, purpose, wasm)
             .await;
         let label = match &result {
             Ok(_) => "ok",
@@ -248,13 +253,12 @@ impl Compiler {
     /// cancel or the drain.
     async fn compile_within_bounds(
         &self,
-        node: &Node,
         tenant: &Tenant,
         tier: Tier,
         purpose: Purpose,
         wasm: &[u8],
     ) -> Result<Verified, CompileError> {
-        if node.is_draining() {
+        if self.is_draining() {
             return Err(CompileError::ShuttingDown);
         }
         let priority = match purpose {
@@ -279,7 +283,7 @@ impl Compiler {
                 .await
                 .map_err(|_| CompileError::WaitTimeout(wait))?
         };
-        let _slots = stoppable(waited, node, &mut cancel).await?;
+        let _slots = stoppable(waited, &self.draining, &mut cancel).await?;
         let limits = &tenant.plugin_limits;
         let run = self.run_worker(
             tier,
@@ -288,7 +292,7 @@ impl Compiler {
             limits.compile_memory_bytes,
             wasm,
         );
-        stoppable(run, node, &mut cancel).await
+        stoppable(run, &self.draining, &mut cancel).await
     }
 
     /// A slot of the tenant, then one of the node (always in this order, so waits never cross).
@@ -571,7 +575,7 @@ fn converse(
 /// which kills its worker).
 async fn stoppable<T>(
     work: impl Future<Output = Result<T, CompileError>>,
-    node: &Node,
+    draining: &AtomicBool,
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<T, CompileError> {
     let stopped = async {
@@ -588,7 +592,7 @@ async fn stoppable<T>(
                     }
                 }
                 _ = poll.tick() => {
-                    if node.is_draining() {
+                    if draining.load(Ordering::Acquire) {
                         return CompileError::ShuttingDown;
                     }
                 }

@@ -3,31 +3,34 @@
 //! Per-call quotas answer `rate-limited` instead of trapping.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::switchboard::plugin::{env, kv, logging, realtime, types};
-use super::bindings::{HostError, LogLevel};
-use crate::backplane::{ConnCommand, Publish, RoomKey};
+use super::services::HostServices;
+use crate::backplane::{ConnCommand, Publish};
 use crate::config::PluginLimits;
+use crate::conn_handle::ConnHandle;
 use crate::cpu_share::RunClock;
-use crate::node::Node;
+use crate::ids::ConnId;
+use crate::ids::RoomKey;
+use crate::kv::KvError;
 use crate::protocol::{self, check_channel, check_type};
-use crate::registry::{ConnHandle, ConnId};
 use crate::tenant::Tenant;
+use crate::wit::switchboard::plugin::{env, kv, logging, realtime, types};
+use crate::wit::{HostError, LogLevel};
 
 /// Largest attachment a plugin may store with a connection.
 pub const MAX_ATTACHMENT_BYTES: usize = 4096;
 
-/// What a plugin instance acts for: its node, tenant, name and config.
+/// What a plugin instance acts for: its tenant, name and config, and the node's services.
 #[derive(Debug)]
 pub struct PluginEnv {
-    /// The node (weak: plugins live inside it).
-    pub node: Weak<Node>,
+    /// What the imports reach of the node.
+    pub services: Arc<HostServices>,
     /// The plugin's tenant; every call is confined to it.
     pub tenant: Arc<Tenant>,
     /// The plugin's name from `describe`.
@@ -87,13 +90,15 @@ impl HostState {
         }
     }
 
-    fn node(&self) -> Result<Arc<Node>, HostError> {
-        self.env.node.upgrade().ok_or(HostError::Unavailable)
+    fn services(&self) -> Arc<HostServices> {
+        self.env.services.clone()
     }
 
     /// A connection of this plugin's tenant on this node.
-    fn connection(&self, node: &Node, id: &str) -> Result<Arc<ConnHandle>, HostError> {
-        node.registry
+    fn connection(&self, id: &str) -> Result<Arc<ConnHandle>, HostError> {
+        self.env
+            .services
+            .registry
             .get(&ConnId::from(id))
             .filter(|conn| Arc::ptr_eq(&conn.tenant, &self.env.tenant))
             .ok_or(HostError::NotFound)
@@ -144,12 +149,12 @@ impl WasiView for HostState {
 /// Applies a command to a connection of `tenant` on whichever node holds it. A free function:
 /// the host state is not `Sync`, so no borrow of it may live across the await.
 async fn command(
-    node: Result<Arc<Node>, HostError>,
+    services: Arc<HostServices>,
     tenant: Arc<str>,
     id: &str,
     command: ConnCommand,
 ) -> Result<(), HostError> {
-    let found = node?
+    let found = services
         .backplane
         .command(&tenant, &ConnId::from(id), command)
         .await
@@ -194,7 +199,7 @@ impl realtime::Host for HostState {
         refuse_on_err!(self.spend_send(payload_json.len(), 1));
         let frame = protocol::message(&msg_type, channel.as_deref(), &payload_json);
         Ok(command(
-            self.node(),
+            self.services(),
             self.env.tenant.name.clone(),
             &to,
             ConnCommand::Deliver(frame),
@@ -210,7 +215,7 @@ impl realtime::Host for HostState {
     ) -> wasmtime::Result<Result<u32, HostError>> {
         refuse_on_err!(check_type(&msg_type).map_err(invalid));
         refuse_on_err!(self.check_payload(&payload_json));
-        let node = refuse_on_err!(self.node());
+        let node = self.services();
         let tenant = self.env.tenant.name.clone();
         let reach = node.registry.of_user(&tenant, &user_id).len();
         refuse_on_err!(
@@ -237,7 +242,7 @@ impl realtime::Host for HostState {
         refuse_on_err!(check_type(&msg_type).map_err(invalid));
         refuse_on_err!(self.check_payload(&payload_json));
         refuse_on_err!(self.spend_send(payload_json.len(), 1));
-        let node = refuse_on_err!(self.node());
+        let node = self.services();
         let tenant = self.env.tenant.clone();
         let room = RoomKey::new(&tenant.name, &channel);
         let except = except.map(|id| ConnId::from(id.as_str()));
@@ -260,11 +265,11 @@ impl realtime::Host for HostState {
         channel: String,
     ) -> wasmtime::Result<Result<(), HostError>> {
         refuse_on_err!(check_channel(&channel).map_err(invalid));
-        let node = refuse_on_err!(self.node());
-        let Ok(conn) = self.connection(&node, &who) else {
+        let node = self.services();
+        let Ok(conn) = self.connection(&who) else {
             // Another node's connection joins there; its refusals are not reported back.
             return Ok(command(
-                self.node(),
+                self.services(),
                 self.env.tenant.name.clone(),
                 &who,
                 ConnCommand::Join(channel),
@@ -283,10 +288,10 @@ impl realtime::Host for HostState {
         who: String,
         channel: String,
     ) -> wasmtime::Result<Result<(), HostError>> {
-        let node = refuse_on_err!(self.node());
-        let Ok(conn) = self.connection(&node, &who) else {
+        let node = self.services();
+        let Ok(conn) = self.connection(&who) else {
             return Ok(command(
-                self.node(),
+                self.services(),
                 self.env.tenant.name.clone(),
                 &who,
                 ConnCommand::Leave(channel),
@@ -312,7 +317,7 @@ impl realtime::Host for HostState {
             )));
         }
         Ok(command(
-            self.node(),
+            self.services(),
             self.env.tenant.name.clone(),
             &who,
             ConnCommand::Close(code, reason),
@@ -329,7 +334,7 @@ impl realtime::Host for HostState {
             return Ok(Err(HostError::TooLarge));
         }
         Ok(command(
-            self.node(),
+            self.services(),
             self.env.tenant.name.clone(),
             &who,
             ConnCommand::Attach(data),
@@ -342,7 +347,7 @@ impl realtime::Host for HostState {
         channel: String,
     ) -> wasmtime::Result<Result<Vec<(String, String)>, HostError>> {
         refuse_on_err!(check_channel(&channel).map_err(invalid));
-        let node = refuse_on_err!(self.node());
+        let node = self.services();
         let room = RoomKey::new(&self.env.tenant.name.clone(), &channel);
         let members = refuse_on_err!(
             node.backplane
@@ -357,27 +362,36 @@ impl realtime::Host for HostState {
     }
 }
 
+/// The plugin world's error for a key-value store's.
+fn kv_error(error: KvError) -> HostError {
+    match error {
+        KvError::Invalid(message) => HostError::Invalid(message),
+        KvError::TooLarge => HostError::TooLarge,
+        KvError::Unavailable => HostError::Unavailable,
+    }
+}
+
 /// Counts a write refused as too large (the value, or the namespace at its limit).
-fn count_too_large<T>(env: &PluginEnv, written: Result<T, HostError>) -> Result<T, HostError> {
-    if matches!(written, Err(HostError::TooLarge)) {
+fn count_too_large<T>(env: &PluginEnv, written: Result<T, KvError>) -> Result<T, HostError> {
+    if matches!(written, Err(KvError::TooLarge)) {
         env.tenant
             .metrics
             .kv_too_large
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    written
+    written.map_err(kv_error)
 }
 
 impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, HostError>> {
         refuse_on_err!(self.spend_kv());
-        let node = refuse_on_err!(self.node());
+        let node = self.services();
         let env = self.env.clone();
         Ok(node
-            .plugins
             .kv
             .get(&env.tenant.name, &env.plugin, &key)
-            .await)
+            .await
+            .map_err(kv_error))
     }
 
     async fn set(
@@ -387,10 +401,9 @@ impl kv::Host for HostState {
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<(), HostError>> {
         refuse_on_err!(self.spend_kv());
-        let node = refuse_on_err!(self.node());
+        let node = self.services();
         let env = self.env.clone();
         let written = node
-            .plugins
             .kv
             .set(
                 &env.tenant.name,
@@ -406,21 +419,20 @@ impl kv::Host for HostState {
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, HostError>> {
         refuse_on_err!(self.spend_kv());
-        let node = refuse_on_err!(self.node());
+        let node = self.services();
         let env = self.env.clone();
         Ok(node
-            .plugins
             .kv
             .delete(&env.tenant.name, &env.plugin, &key)
-            .await)
+            .await
+            .map_err(kv_error))
     }
 
     async fn incr(&mut self, key: String, delta: i64) -> wasmtime::Result<Result<i64, HostError>> {
         refuse_on_err!(self.spend_kv());
-        let node = refuse_on_err!(self.node());
+        let node = self.services();
         let env = self.env.clone();
         let written = node
-            .plugins
             .kv
             .incr(
                 &env.tenant.name,

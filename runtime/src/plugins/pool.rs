@@ -13,11 +13,11 @@ use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::artifact::{Verified, deserialize};
-use super::bindings::{ConnInfo, HandlerError, Manifest, Message, Plugin, PluginPre};
 use super::compile::CompileError;
 use super::engine::{EPOCH_TICK, Tier, ticks_for};
 use super::host_api::{HostState, PluginEnv};
 use crate::tenant::Tenant;
+use crate::wit::{ConnInfo, HandlerError, Manifest, Message, Plugin, PluginPre};
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -306,7 +306,7 @@ impl LoadedPlugin {
         })?;
         let env = Arc::new(PluginEnv {
             plugin: Arc::from(manifest.name.as_str()),
-            node: provisional.node.clone(),
+            services: provisional.services.clone(),
             tenant: provisional.tenant.clone(),
             config: provisional.config.clone(),
             limits: provisional.limits.clone(),

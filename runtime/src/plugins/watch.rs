@@ -16,7 +16,8 @@ use tokio::sync::Notify;
 use super::Plugins;
 use super::compile::CompileError;
 use super::pool::LoadError;
-use crate::node::Node;
+use crate::config::Config;
+use crate::tenant::{Tenant, Tenants};
 
 /// Quiet time after the last change before a file is loaded (writers take a while).
 const SETTLE: Duration = Duration::from_millis(250);
@@ -24,7 +25,7 @@ const SETTLE: Duration = Duration::from_millis(250);
 /// A configured plugin file: which tenant it belongs to and its config values.
 #[derive(Debug, Clone)]
 struct Watched {
-    tenant: String,
+    tenant: Arc<Tenant>,
     config: std::collections::BTreeMap<String, String>,
 }
 
@@ -40,15 +41,22 @@ impl std::fmt::Debug for PluginWatcher {
 }
 
 /// Starts watching every configured plugin file of the node; `None` when there are none.
-pub fn start(node: &Arc<Node>) -> Result<Option<PluginWatcher>, String> {
+pub fn start(
+    plugins: &Arc<Plugins>,
+    config: &Config,
+    tenants: &Tenants,
+) -> Result<Option<PluginWatcher>, String> {
     let mut files: HashMap<PathBuf, Watched> = HashMap::new();
-    for tenant in &node.config.tenants {
-        for plugin in &tenant.plugins {
+    for tenant_config in &config.tenants {
+        let Some(tenant) = tenants.get(&tenant_config.name) else {
+            continue;
+        };
+        for plugin in &tenant_config.plugins {
             let path = std::fs::canonicalize(&plugin.path).unwrap_or_else(|_| plugin.path.clone());
             files.insert(
                 path,
                 Watched {
-                    tenant: tenant.name.clone(),
+                    tenant: tenant.clone(),
                     config: plugin.config.clone(),
                 },
             );
@@ -87,7 +95,7 @@ pub fn start(node: &Arc<Node>) -> Result<Option<PluginWatcher>, String> {
             .watch(&folder, RecursiveMode::NonRecursive)
             .map_err(|error| format!("cannot watch {}: {error}", folder.display()))?;
     }
-    tokio::spawn(reload_loop(Arc::downgrade(node), files, pending, wake));
+    tokio::spawn(reload_loop(Arc::downgrade(plugins), files, pending, wake));
     Ok(Some(PluginWatcher { _watcher: watcher }))
 }
 
@@ -104,7 +112,7 @@ fn changes_content(kind: &notify::EventKind) -> bool {
 }
 
 async fn reload_loop(
-    node: Weak<Node>,
+    plugins: Weak<Plugins>,
     files: HashMap<PathBuf, Watched>,
     pending: Arc<Mutex<HashSet<PathBuf>>>,
     wake: Arc<Notify>,
@@ -121,21 +129,21 @@ async fn reload_loop(
                 break;
             }
         }
-        let Some(node) = node.upgrade() else { break };
+        let Some(plugins) = plugins.upgrade() else {
+            break;
+        };
         let changed: Vec<PathBuf> = pending.lock().drain().collect();
         for path in changed {
             let Some(watched) = files.get(&path) else {
                 continue;
             };
-            reload(&node, &path, watched).await;
+            reload(&plugins, &path, watched).await;
         }
     }
 }
 
-async fn reload(node: &Arc<Node>, path: &std::path::Path, watched: &Watched) {
-    let Some(tenant) = node.tenants.get(&watched.tenant).cloned() else {
-        return;
-    };
+async fn reload(plugins: &Arc<Plugins>, path: &std::path::Path, watched: &Watched) {
+    let tenant = &watched.tenant;
     let result = async {
         let bytes = tokio::fs::read(path)
             .await
@@ -143,26 +151,26 @@ async fn reload(node: &Arc<Node>, path: &std::path::Path, watched: &Watched) {
         let config = watched.config.clone();
         // The baseline compiler (when swaps are tiered) puts the new version in place
         // quickly; the optimized build follows.
-        let loaded = Plugins::load_bytes(
-            node,
-            &tenant,
-            path.to_path_buf(),
-            bytes.clone(),
-            config.clone(),
-            Plugins::swap_tier(&node.config),
-        )
-        .await
-        .map_err(|error| match error {
-            LoadError::Compile {
-                error: CompileError::ShuttingDown,
-                ..
-            } => None,
-            other => Some(other.to_string()),
-        })?;
-        node.plugins
-            .replace(node, &tenant.name, loaded.clone())
+        let loaded = plugins
+            .load_bytes(
+                tenant,
+                path.to_path_buf(),
+                bytes.clone(),
+                config.clone(),
+                plugins.swap_tier(),
+            )
+            .await
+            .map_err(|error| match error {
+                LoadError::Compile {
+                    error: CompileError::ShuttingDown,
+                    ..
+                } => None,
+                other => Some(other.to_string()),
+            })?;
+        plugins
+            .replace(tenant, loaded.clone())
             .map_err(|error| Some(error.to_string()))?;
-        Plugins::optimize_later(node, &tenant, &loaded, bytes, config);
+        plugins.optimize_later(tenant, &loaded, bytes, config);
         Ok::<_, Option<String>>((loaded.name().to_owned(), loaded.manifest.version.clone()))
     }
     .await;
@@ -173,7 +181,7 @@ async fn reload(node: &Arc<Node>, path: &std::path::Path, watched: &Watched) {
         // The node is shutting down: nothing failed.
         Err(None) => {}
         Err(Some(error)) => {
-            node.metrics.plugin_load_failure(&tenant.name);
+            plugins.services.metrics.plugin_load_failure(&tenant.name);
             tracing::warn!(tenant = %tenant.name, path = %path.display(), %error, "plugin reload failed; the old version keeps serving");
         }
     }

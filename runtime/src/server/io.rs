@@ -14,7 +14,6 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -22,9 +21,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-use super::capacity::SocketPermit;
-use crate::metrics::http::HeadFigures;
-use crate::protocol::http_error_body;
+use super::permit::SocketPermit;
+use crate::listener::heads::HeadRefusal;
 
 /// The start of every response line hyper writes for an HTTP/1.1 exchange.
 const STATUS_PREFIX: &[u8] = b"HTTP/1.1 ";
@@ -33,98 +31,6 @@ const STATUS_PREFIX: &[u8] = b"HTTP/1.1 ";
 const LINGER_TIME: Duration = Duration::from_secs(2);
 /// How much a closing HTTP connection discards before it closes anyway.
 const LINGER_BYTES: usize = 1024 * 1024;
-
-/// A request head refused before routing, as a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadRefusal {
-    /// 431: the head is over `http.max_header_bytes` or has too many fields.
-    HeaderTooLarge,
-    /// 414: the target is over `http.max_uri_bytes`.
-    UriTooLong,
-    /// 400: the head does not parse.
-    Malformed,
-}
-
-impl HeadRefusal {
-    const ALL: [HeadRefusal; 3] = [
-        HeadRefusal::HeaderTooLarge,
-        HeadRefusal::UriTooLong,
-        HeadRefusal::Malformed,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            HeadRefusal::HeaderTooLarge => "header_too_large",
-            HeadRefusal::UriTooLong => "uri_too_long",
-            HeadRefusal::Malformed => "malformed",
-        }
-    }
-
-    fn for_status(status: u16) -> Option<HeadRefusal> {
-        match status {
-            431 => Some(HeadRefusal::HeaderTooLarge),
-            414 => Some(HeadRefusal::UriTooLong),
-            400 => Some(HeadRefusal::Malformed),
-            _ => None,
-        }
-    }
-
-    /// The status line and the JSON body of the answer.
-    fn answer(self, max_header_bytes: usize, max_uri_bytes: usize) -> (&'static str, String) {
-        match self {
-            HeadRefusal::HeaderTooLarge => (
-                "431 Request Header Fields Too Large",
-                http_error_body(
-                    "header_too_large",
-                    &format!(
-                        "the request head is over {max_header_bytes} bytes or has too many header fields"
-                    ),
-                ),
-            ),
-            HeadRefusal::UriTooLong => (
-                "414 URI Too Long",
-                http_error_body(
-                    "uri_too_long",
-                    &format!("the request target is over {max_uri_bytes} bytes"),
-                ),
-            ),
-            HeadRefusal::Malformed => (
-                "400 Bad Request",
-                http_error_body("bad_request", "the request is not valid HTTP/1.1"),
-            ),
-        }
-    }
-}
-
-/// Counters of what the HTTP layer refused or cut off.
-#[derive(Debug, Default)]
-pub struct HeadCounters {
-    refusals: [AtomicU64; HeadRefusal::ALL.len()],
-    write_timeouts: AtomicU64,
-}
-
-impl HeadCounters {
-    /// Counts a refused request head.
-    pub fn refused(&self, refusal: HeadRefusal) {
-        let index = HeadRefusal::ALL
-            .iter()
-            .position(|candidate| *candidate == refusal)
-            .unwrap_or(0);
-        self.refusals[index].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// What these counters report to the metrics now.
-    pub fn figures(&self) -> HeadFigures {
-        HeadFigures {
-            refusals: HeadRefusal::ALL
-                .iter()
-                .zip(&self.refusals)
-                .map(|(refusal, counter)| (refusal.label(), counter.load(Ordering::Relaxed)))
-                .collect(),
-            write_timeouts: self.write_timeouts.load(Ordering::Relaxed),
-        }
-    }
-}
 
 /// What to do with the start of the bytes hyper writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,12 +219,7 @@ impl NodeIo {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         if stall.as_mut().poll(cx).is_ready() {
             self.stall = None;
-            self.permit
-                .node()
-                .http
-                .heads
-                .write_timeouts
-                .fetch_add(1, Ordering::Relaxed);
+            self.permit.node().http.heads.write_timed_out();
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the response made no progress within http.write_timeout",

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
-use super::response::json_error;
 use crate::auth::AuthError;
+use crate::listener::response::json_error;
 
 /// A refused upgrade, in the order the checks run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

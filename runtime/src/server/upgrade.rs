@@ -14,10 +14,10 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::refusal::Refusal;
 use crate::auth::AuthError;
+use crate::conn_handle::ConnHandle;
 use crate::connection;
 use crate::node::{Node, NodeSlot};
 use crate::protocol::{self, BEARER_SUBPROTOCOL_PREFIX, CloseReason, SUBPROTOCOL};
-use crate::registry::ConnHandle;
 use crate::tenant::{Tenant, TenantSlot};
 
 /// Bytes reserved per socket read. tungstenite keeps (and zero-fills) this much per connection
@@ -178,7 +178,9 @@ impl Accepted {
             config.heartbeat_timeout.as_secs_f64(),
         ));
         node.registry.insert(conn.clone());
-        node.backplane.connected(&conn).await;
+        node.backplane
+            .connected(&conn.tenant.name, &conn.user_id, &conn.id)
+            .await;
         self.tenant
             .metrics
             .handshakes_accepted

@@ -5,9 +5,9 @@ use std::time::Duration;
 use http::header;
 
 use super::ApiError;
+use crate::listener::body::BodyError;
 use crate::plugins::PluginLimit;
 use crate::plugins::compile::CompileError;
-use crate::server::body::BodyError;
 
 fn body(error: BodyError) -> ApiError {
     ApiError::Body {

@@ -6,10 +6,11 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::MemoryBackplane;
-use crate::backplane::{Backplane, ConnCommand, LocalDelivery, Publish, RoomKey};
+use crate::backplane::{Backplane, ConnCommand, LocalDelivery, Publish};
 use crate::config::HistoryConfig;
+use crate::ids::ConnId;
+use crate::ids::RoomKey;
 use crate::protocol::{Frame, MemberInfo, pong};
-use crate::registry::ConnId;
 
 /// A room delivery: room, frame text, seq, except.
 type RoomDelivery = (RoomKey, String, Option<u64>, Option<ConnId>);

@@ -13,9 +13,10 @@ use super::random::fresh_epoch;
 use super::scripts;
 use super::shared::Shared;
 use super::wire;
-use crate::backplane::{BackplaneError, ConnCommand, Publish, RoomKey};
+use crate::backplane::{BackplaneError, ConnCommand, Publish};
+use crate::ids::ConnId;
+use crate::ids::RoomKey;
 use crate::protocol::{self, Frame, MemberInfo};
-use crate::registry::ConnId;
 
 /// A duration as the milliseconds of a Redis TTL argument.
 pub(super) fn millis(duration: Duration) -> u64 {

@@ -11,9 +11,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::shared::{Control, Shared};
 use super::wire::{self, Wire};
-use crate::backplane::{ConnCommand, RoomKey, recovery};
+use crate::backplane::{ConnCommand, recovery};
+use crate::ids::ConnId;
+use crate::ids::RoomKey;
 use crate::protocol::Frame;
-use crate::registry::ConnId;
 
 /// Runs until stopped or the link is gone.
 pub(super) async fn run(

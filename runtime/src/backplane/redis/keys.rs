@@ -5,7 +5,7 @@
 //! shard. A brace inside a channel name only moves where the tag ends, identically for every
 //! key of that room, so the keys still share a slot.
 
-use crate::backplane::RoomKey;
+use crate::ids::RoomKey;
 
 /// Key and channel names under one prefix.
 #[derive(Debug, Clone)]

@@ -7,8 +7,7 @@ use async_trait::async_trait;
 
 use super::scripts;
 use super::shared::Shared;
-use crate::plugins::bindings::HostError;
-use crate::plugins::kv::{MAX_ENTRIES, SharedKv};
+use crate::kv::{KvError, MAX_ENTRIES, SharedKv};
 
 /// Plugin key-value entries kept in Redis.
 #[derive(Debug)]
@@ -23,19 +22,14 @@ impl RedisKv {
     }
 }
 
-fn unavailable(error: impl std::fmt::Display) -> HostError {
+fn unavailable(error: impl std::fmt::Display) -> KvError {
     tracing::warn!(%error, "plugin key-value store unavailable");
-    HostError::Unavailable
+    KvError::Unavailable
 }
 
 #[async_trait]
 impl SharedKv for RedisKv {
-    async fn get(
-        &self,
-        tenant: &str,
-        plugin: &str,
-        key: &str,
-    ) -> Result<Option<Vec<u8>>, HostError> {
+    async fn get(&self, tenant: &str, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         let entry = self.shared.keys.kv_entry(tenant, plugin, key);
         self.shared
             .link
@@ -51,7 +45,7 @@ impl SharedKv for RedisKv {
         key: &str,
         value: Vec<u8>,
         ttl_ms: Option<u64>,
-    ) -> Result<(), HostError> {
+    ) -> Result<(), KvError> {
         let keys = &self.shared.keys;
         let entry = keys.kv_entry(tenant, plugin, key);
         let index = keys.kv_index(tenant, plugin);
@@ -72,11 +66,11 @@ impl SharedKv for RedisKv {
         if stored == 1 {
             Ok(())
         } else {
-            Err(HostError::TooLarge)
+            Err(KvError::TooLarge)
         }
     }
 
-    async fn delete(&self, tenant: &str, plugin: &str, key: &str) -> Result<bool, HostError> {
+    async fn delete(&self, tenant: &str, plugin: &str, key: &str) -> Result<bool, KvError> {
         let keys = &self.shared.keys;
         let entry = keys.kv_entry(tenant, plugin, key);
         let index = keys.kv_index(tenant, plugin);
@@ -95,7 +89,7 @@ impl SharedKv for RedisKv {
         plugin: &str,
         key: &str,
         delta: i64,
-    ) -> Result<i64, HostError> {
+    ) -> Result<i64, KvError> {
         let keys = &self.shared.keys;
         let entry = keys.kv_entry(tenant, plugin, key);
         let index = keys.kv_index(tenant, plugin);
@@ -112,9 +106,9 @@ impl SharedKv for RedisKv {
         match (ok, value) {
             (1, redis::Value::Int(value)) => Ok(value),
             (_, value) if matches!(redis::from_redis_value_ref::<String>(&value), Ok(text) if text == "full") => {
-                Err(HostError::TooLarge)
+                Err(KvError::TooLarge)
             }
-            _ => Err(HostError::Invalid(
+            _ => Err(KvError::Invalid(
                 "the value is not an integer, or the sum overflows".to_owned(),
             )),
         }

@@ -11,12 +11,21 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::keys::Keys;
 use super::link::{Link, LinkEvents};
-use super::subscriptions::SubRequest;
-use crate::backplane::{BackplaneError, LocalDelivery, Publish, RoomKey};
+use crate::backplane::{BackplaneError, LocalDelivery, Publish};
 use crate::config::RedisConfig;
+use crate::ids::ConnId;
+use crate::ids::RoomKey;
 use crate::metrics::backplane::RedisFigures;
 use crate::protocol::{self, Frame};
-use crate::registry::ConnId;
+
+/// A change of this node's interest in a channel.
+#[derive(Debug)]
+pub enum SubRequest {
+    /// Subscribe, answering once Redis confirmed.
+    Subscribe(String, oneshot::Sender<Result<(), BackplaneError>>),
+    /// Unsubscribe if the room has no local member by then.
+    Unsubscribe(String),
+}
 
 /// What this node knows of a room it is subscribed to.
 #[derive(Debug)]

@@ -6,20 +6,12 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::shared::{Shared, Track};
-use crate::backplane::{BackplaneError, RoomKey};
+use super::shared::{Shared, SubRequest, Track};
+use crate::backplane::BackplaneError;
+use crate::ids::RoomKey;
 
 /// Most channels in one batch.
 const BATCH: usize = 512;
-
-/// A change of this node's interest in a channel.
-#[derive(Debug)]
-pub enum SubRequest {
-    /// Subscribe, answering once Redis confirmed.
-    Subscribe(String, oneshot::Sender<Result<(), BackplaneError>>),
-    /// Unsubscribe if the room has no local member by then.
-    Unsubscribe(String),
-}
 
 /// Tracks a room and, while Redis is healthy, subscribes to its channel, waiting for the
 /// confirmation (a failure degrades the backplane; the supervisor subscribes again).

@@ -24,8 +24,9 @@ use super::random::random_u64;
 use super::scripts;
 use super::shared::{Control, Shared};
 use super::wire;
-use crate::backplane::{BackplaneError, RoomKey};
+use crate::backplane::BackplaneError;
 use crate::config::MIN_RECONNECT_DELAY;
+use crate::ids::RoomKey;
 use crate::protocol::{self, MemberInfo, PresenceChange};
 
 /// Channels per `SUBSCRIBE` when resubscribing everything.

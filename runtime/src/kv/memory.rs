@@ -9,8 +9,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::MAX_ENTRIES;
-use crate::plugins::bindings::HostError;
+use super::{KvError, MAX_ENTRIES};
 
 #[derive(Debug)]
 struct Entry {
@@ -65,7 +64,7 @@ impl Entries {
         entry: Entry,
         max_bytes: usize,
         now: Instant,
-    ) -> Result<(), HostError> {
+    ) -> Result<(), KvError> {
         let replaced = self.map.get(key).map_or(0, |old| cost(key, old));
         let fits = |entries: &Entries| {
             let count_ok = replaced > 0 || entries.map.len() < MAX_ENTRIES;
@@ -76,7 +75,7 @@ impl Entries {
             let replaced_now = self.map.get(key).map_or(0, |old| cost(key, old));
             let count_ok = replaced_now > 0 || self.map.len() < MAX_ENTRIES;
             if !count_ok || self.bytes - replaced_now + cost(key, &entry) > max_bytes {
-                return Err(HostError::TooLarge);
+                return Err(KvError::TooLarge);
             }
         }
         self.remove(key);
@@ -108,7 +107,7 @@ impl MemoryKv {
         tenant: &Arc<str>,
         plugin: &Arc<str>,
         key: &str,
-    ) -> Result<Option<Vec<u8>>, HostError> {
+    ) -> Result<Option<Vec<u8>>, KvError> {
         let namespace = self.namespace(tenant, plugin);
         let mut entries = namespace.lock();
         let now = Instant::now();
@@ -132,7 +131,7 @@ impl MemoryKv {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
         max_bytes: usize,
-    ) -> Result<(), HostError> {
+    ) -> Result<(), KvError> {
         let now = Instant::now();
         let expires = ttl_ms.map(|ttl| now + std::time::Duration::from_millis(ttl));
         let namespace = self.namespace(tenant, plugin);
@@ -148,12 +147,7 @@ impl MemoryKv {
     }
 
     /// Deletes `key`; true if it was live.
-    pub fn delete(
-        &self,
-        tenant: &Arc<str>,
-        plugin: &Arc<str>,
-        key: &str,
-    ) -> Result<bool, HostError> {
+    pub fn delete(&self, tenant: &Arc<str>, plugin: &Arc<str>, key: &str) -> Result<bool, KvError> {
         let namespace = self.namespace(tenant, plugin);
         let removed = namespace.lock().remove(key);
         Ok(removed.is_some_and(|entry| entry.live(Instant::now())))
@@ -167,7 +161,7 @@ impl MemoryKv {
         key: &str,
         delta: i64,
         max_bytes: usize,
-    ) -> Result<i64, HostError> {
+    ) -> Result<i64, KvError> {
         let now = Instant::now();
         let namespace = self.namespace(tenant, plugin);
         let mut entries = namespace.lock();
@@ -176,14 +170,14 @@ impl MemoryKv {
                 let number = std::str::from_utf8(&entry.value)
                     .ok()
                     .and_then(|text| text.parse::<i64>().ok())
-                    .ok_or_else(|| HostError::Invalid("the value is not an integer".to_owned()))?;
+                    .ok_or_else(|| KvError::Invalid("the value is not an integer".to_owned()))?;
                 (number, entry.expires)
             }
             _ => (0, None),
         };
         let next = current
             .checked_add(delta)
-            .ok_or_else(|| HostError::Invalid("integer overflow".to_owned()))?;
+            .ok_or_else(|| KvError::Invalid("integer overflow".to_owned()))?;
         let value = next.to_string().into_bytes();
         entries.insert(key, Entry { value, expires }, max_bytes, now)?;
         Ok(next)

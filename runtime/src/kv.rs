@@ -8,7 +8,20 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 
-use super::bindings::HostError;
+/// Why a key-value operation failed. The host API turns it into the plugin world's
+/// `host-error` (`invalid`, `too-large`, `unavailable`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// The key, or the value at it, is not acceptable (empty or long key, not an integer).
+    #[error("{0}")]
+    Invalid(String),
+    /// The value, or the namespace with it, would pass its bound.
+    #[error("too large")]
+    TooLarge,
+    /// The shared store cannot be reached.
+    #[error("store unavailable")]
+    Unavailable,
+}
 
 /// Longest key in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -21,12 +34,7 @@ pub const MAX_ENTRIES: usize = 100_000;
 #[async_trait]
 pub trait SharedKv: Send + Sync + std::fmt::Debug {
     /// The live value of `key`.
-    async fn get(
-        &self,
-        tenant: &str,
-        plugin: &str,
-        key: &str,
-    ) -> Result<Option<Vec<u8>>, HostError>;
+    async fn get(&self, tenant: &str, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, KvError>;
     /// Sets `key`, expiring after `ttl_ms` when given.
     async fn set(
         &self,
@@ -35,17 +43,12 @@ pub trait SharedKv: Send + Sync + std::fmt::Debug {
         key: &str,
         value: Vec<u8>,
         ttl_ms: Option<u64>,
-    ) -> Result<(), HostError>;
+    ) -> Result<(), KvError>;
     /// Deletes `key`; true if it was live.
-    async fn delete(&self, tenant: &str, plugin: &str, key: &str) -> Result<bool, HostError>;
+    async fn delete(&self, tenant: &str, plugin: &str, key: &str) -> Result<bool, KvError>;
     /// Adds `delta` to the decimal integer at `key` (0 when absent); keeps its expiry.
-    async fn incr(
-        &self,
-        tenant: &str,
-        plugin: &str,
-        key: &str,
-        delta: i64,
-    ) -> Result<i64, HostError>;
+    async fn incr(&self, tenant: &str, plugin: &str, key: &str, delta: i64)
+    -> Result<i64, KvError>;
 }
 
 /// Key-value state of every plugin: this node's memory unless a shared store was attached.
@@ -56,9 +59,9 @@ pub struct KvStore {
     shared: OnceLock<Arc<dyn SharedKv>>,
 }
 
-fn check_key(key: &str) -> Result<(), HostError> {
+fn check_key(key: &str) -> Result<(), KvError> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(HostError::Invalid(format!(
+        return Err(KvError::Invalid(format!(
             "keys are 1..{MAX_KEY_BYTES} bytes"
         )));
     }
@@ -77,7 +80,7 @@ impl KvStore {
         tenant: &Arc<str>,
         plugin: &Arc<str>,
         key: &str,
-    ) -> Result<Option<Vec<u8>>, HostError> {
+    ) -> Result<Option<Vec<u8>>, KvError> {
         check_key(key)?;
         match self.shared.get() {
             Some(shared) => shared.get(tenant, plugin, key).await,
@@ -95,10 +98,10 @@ impl KvStore {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
         max_bytes: usize,
-    ) -> Result<(), HostError> {
+    ) -> Result<(), KvError> {
         check_key(key)?;
         if value.len() > MAX_VALUE_BYTES {
-            return Err(HostError::TooLarge);
+            return Err(KvError::TooLarge);
         }
         match self.shared.get() {
             Some(shared) => shared.set(tenant, plugin, key, value, ttl_ms).await,
@@ -114,7 +117,7 @@ impl KvStore {
         tenant: &Arc<str>,
         plugin: &Arc<str>,
         key: &str,
-    ) -> Result<bool, HostError> {
+    ) -> Result<bool, KvError> {
         check_key(key)?;
         match self.shared.get() {
             Some(shared) => shared.delete(tenant, plugin, key).await,
@@ -131,7 +134,7 @@ impl KvStore {
         key: &str,
         delta: i64,
         max_bytes: usize,
-    ) -> Result<i64, HostError> {
+    ) -> Result<i64, KvError> {
         check_key(key)?;
         match self.shared.get() {
             Some(shared) => shared.incr(tenant, plugin, key, delta).await,

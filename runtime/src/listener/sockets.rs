@@ -2,12 +2,10 @@
 //! open at once, derived from the open-files limit, and the small reserve that still answers
 //! connections arriving while the budget is spent.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::config::HttpConfig;
 use crate::metrics::http::SocketFigures;
-use crate::node::Node;
 
 /// What the socket budget was derived from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +93,26 @@ impl SocketBudget {
         self.shed.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Takes a place in the budget unless it is spent.
+    pub fn try_open(&self) -> bool {
+        take(&self.open, self.capacity.sockets)
+    }
+
+    /// Takes a place in the refusal reserve unless it is spent too (counted as answered).
+    pub fn try_refusal(&self) -> bool {
+        let taken = take(&self.refusing, self.refusal_capacity);
+        if taken {
+            self.answered.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// Gives back a place taken by `try_open` (or, `refusal`, by `try_refusal`).
+    pub fn release(&self, refusal: bool) {
+        let count = if refusal { &self.refusing } else { &self.open };
+        count.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// What the budget reports to the metrics now.
     pub fn figures(&self) -> SocketFigures {
         SocketFigures {
@@ -104,54 +122,6 @@ impl SocketBudget {
             shed: self.shed.load(Ordering::Relaxed),
             accept_errors: self.accept_errors.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// A socket under the node's budget (or its refusal reserve), released on drop.
-#[derive(Debug)]
-pub struct SocketPermit {
-    node: Arc<Node>,
-    refusal: bool,
-}
-
-impl SocketPermit {
-    /// Takes a place in the budget unless it is spent.
-    pub fn acquire(node: &Arc<Node>) -> Option<SocketPermit> {
-        let budget = &node.http.sockets;
-        take(&budget.open, budget.capacity.sockets).then(|| SocketPermit {
-            node: node.clone(),
-            refusal: false,
-        })
-    }
-
-    /// Takes a place in the refusal reserve unless it is spent too.
-    pub fn refusal(node: &Arc<Node>) -> Option<SocketPermit> {
-        let budget = &node.http.sockets;
-        if !take(&budget.refusing, budget.refusal_capacity) {
-            return None;
-        }
-        budget.answered.fetch_add(1, Ordering::Relaxed);
-        Some(SocketPermit {
-            node: node.clone(),
-            refusal: true,
-        })
-    }
-
-    /// The node the socket belongs to.
-    pub fn node(&self) -> &Arc<Node> {
-        &self.node
-    }
-}
-
-impl Drop for SocketPermit {
-    fn drop(&mut self) {
-        let budget = &self.node.http.sockets;
-        let count = if self.refusal {
-            &budget.refusing
-        } else {
-            &budget.open
-        };
-        count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

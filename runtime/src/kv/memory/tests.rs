@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{ENTRY_COST, MemoryKv};
-use crate::plugins::bindings::HostError;
+use crate::kv::KvError;
 
-fn too_large<T: std::fmt::Debug>(result: Result<T, HostError>) -> bool {
-    matches!(result, Err(HostError::TooLarge))
+fn too_large<T: std::fmt::Debug>(result: Result<T, KvError>) -> bool {
+    matches!(result, Err(KvError::TooLarge))
 }
 
 fn names() -> (Arc<str>, Arc<str>) {

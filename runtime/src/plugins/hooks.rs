@@ -1,0 +1,154 @@
+//! The calls a connection makes into its tenant's plugins: a message routed by its type,
+//! `authorize-join`, `on-connect`, `on-disconnect`; and the one reply the client gets for a
+//! routed message (the mapping from a call's outcome to the protocol's error codes).
+
+use super::Plugins;
+use super::pool::{Answer, Call, CallError};
+use crate::conn_handle::ConnHandle;
+use crate::protocol::{self, ErrorCode, Frame};
+use crate::wit::{HandlerError, Hooks, Message};
+
+/// The outcome of routing a message to a plugin.
+#[derive(Debug)]
+pub enum Routed {
+    /// No plugin handles the type.
+    Unrouted,
+    /// The plugin answered (or returned an error of its own).
+    Answered(Result<Option<String>, HandlerError>),
+    /// The call failed.
+    Failed(CallError),
+}
+
+impl Routed {
+    /// The one reply the client gets for a message of `msg_type`: an `ack` (only when the
+    /// message had a `correlationId`), the plugin's own error, or the host's error for a
+    /// failure: `unknown_type` (no plugin), `overloaded` (no instance free), `handler_timeout`
+    /// (past the CPU budget), `handler_failed` (a trap, or a reply over `max_reply_bytes` or
+    /// not JSON). `None`: nothing to send.
+    pub fn reply(
+        self,
+        msg_type: &str,
+        correlation_id: Option<&str>,
+        max_reply_bytes: usize,
+    ) -> Option<Frame> {
+        let failure =
+            |code: ErrorCode, message: &str| Some(protocol::error(correlation_id, code, message));
+        match self {
+            Routed::Unrouted => failure(
+                ErrorCode::UnknownType,
+                &format!("no handler for type `{msg_type}`"),
+            ),
+            Routed::Answered(Ok(reply)) => {
+                let correlation_id = correlation_id?;
+                match reply.as_deref() {
+                    None => Some(protocol::ack(correlation_id, None)),
+                    Some(payload) if payload.len() > max_reply_bytes => failure(
+                        ErrorCode::HandlerFailed,
+                        "the plugin's reply is over the message size limit",
+                    ),
+                    Some(payload)
+                        if serde_json::from_str::<&serde_json::value::RawValue>(payload)
+                            .is_err() =>
+                    {
+                        failure(ErrorCode::HandlerFailed, "the plugin's reply is not JSON")
+                    }
+                    Some(payload) => Some(protocol::ack(correlation_id, Some(payload))),
+                }
+            }
+            Routed::Answered(Err(error)) => Some(protocol::error_with_code(
+                correlation_id,
+                &error.code,
+                &error.message,
+            )),
+            Routed::Failed(CallError::Overloaded) => failure(
+                ErrorCode::Overloaded,
+                "the handler is at capacity; retry later",
+            ),
+            Routed::Failed(CallError::Timeout) => failure(
+                ErrorCode::HandlerTimeout,
+                "the handler ran past its CPU budget",
+            ),
+            Routed::Failed(CallError::Trapped(detail)) => failure(
+                ErrorCode::HandlerFailed,
+                &format!("the handler failed: {detail}"),
+            ),
+        }
+    }
+}
+
+/// Why a join was refused by a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinRefused {
+    /// A plugin's `authorize-join` said no.
+    #[error("`{0}` refused the join")]
+    Refused(String),
+    /// A plugin could not answer (trap, timeout, overload): joins fail closed.
+    #[error("`{0}` could not authorize: {1:?}")]
+    Failed(String, CallError),
+}
+
+impl Plugins {
+    /// Routes a non-built-in envelope to the plugin that declared its type.
+    pub async fn on_message(&self, conn: &ConnHandle, message: Message) -> Routed {
+        let Some(plugin) = self
+            .routes
+            .get(&*conn.tenant.name)
+            .and_then(|routes| routes.load().handler(&message.msg_type).cloned())
+        else {
+            return Routed::Unrouted;
+        };
+        let info = conn.plugin_view();
+        match plugin.call(Call::Message(&info, &message), false).await {
+            Ok(Answer::Message(result)) => Routed::Answered(result),
+            Ok(_) => Routed::Failed(CallError::Trapped("unexpected answer".to_owned())),
+            Err(error) => Routed::Failed(error),
+        }
+    }
+
+    /// Asks every plugin with `authorize-join`; the first refusal (or failure) wins.
+    pub async fn authorize_join(
+        &self,
+        conn: &ConnHandle,
+        channel: &str,
+    ) -> Result<(), JoinRefused> {
+        let Some(routes) = self.routes(&conn.tenant.name) else {
+            return Ok(());
+        };
+        let channel = channel.to_owned();
+        let mut info = None;
+        for plugin in routes.with_hook(Hooks::AUTHORIZE_JOIN) {
+            let info = info.get_or_insert_with(|| conn.plugin_view());
+            match plugin.call(Call::AuthorizeJoin(info, &channel), true).await {
+                Ok(Answer::Authorized(true)) => {}
+                Ok(_) => return Err(JoinRefused::Refused(plugin.name().to_owned())),
+                // Fail closed: a plugin that cannot answer does not let anyone in.
+                Err(error) => return Err(JoinRefused::Failed(plugin.name().to_owned(), error)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells every plugin with `on-connect`.
+    pub async fn on_connect(&self, conn: &ConnHandle) {
+        let Some(routes) = self.routes(&conn.tenant.name) else {
+            return;
+        };
+        // Built only when a plugin has the hook (it stays cached on the connection).
+        let mut info = None;
+        for plugin in routes.with_hook(Hooks::ON_CONNECT) {
+            let info = info.get_or_insert_with(|| conn.plugin_view());
+            let _ = plugin.call(Call::Connect(info), true).await;
+        }
+    }
+
+    /// Tells every plugin with `on-disconnect`, for every kind of drop.
+    pub async fn on_disconnect(&self, conn: &ConnHandle, code: u16) {
+        let Some(routes) = self.routes(&conn.tenant.name) else {
+            return;
+        };
+        let info = conn.plugin_view();
+        for plugin in routes.with_hook(Hooks::ON_DISCONNECT) {
+            let _ = plugin.call(Call::Disconnect(&info, code), true).await;
+        }
+    }
+}
