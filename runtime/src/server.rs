@@ -4,6 +4,7 @@
 pub mod io;
 pub mod permit;
 pub mod refusal;
+pub mod route_error;
 pub mod upgrade;
 
 use std::convert::Infallible;
@@ -25,11 +26,12 @@ use crate::admin;
 use crate::config::{Config, HttpConfig};
 use crate::listener::body::closing;
 use crate::listener::heads::HeadRefusal;
-use crate::listener::response::{json_error, json_ok, unavailable};
+use crate::listener::response::json_ok;
 use crate::node::Node;
 use crate::tenant::Tenants;
 use io::NodeIo;
 use permit::SocketPermit;
+use route_error::RouteError;
 
 /// The first pause after a failed accept; it doubles while accepts keep failing.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -229,7 +231,7 @@ fn route_refusal(node: &Arc<Node>, request: Request<Incoming>) -> Response<Full<
             let tenant = ws_path["/ws/".len()..].to_owned();
             upgrade::handle(node, &tenant, request, upgrade::Admission::SocketsFull)
         }
-        _ => unavailable("node at its open socket capacity", 1),
+        _ => RouteError::SocketsFull.response(),
     }
 }
 
@@ -240,18 +242,10 @@ fn basic_route(node: &Node, path: &str) -> Response<Full<Bytes>> {
         "/readyz" => {
             if node.is_ready() {
                 json_ok(StatusCode::OK, r#"{"status":"ready"}"#.to_owned())
+            } else if node.is_draining() {
+                RouteError::Draining.response()
             } else {
-                let message = if node.is_draining() {
-                    "draining"
-                } else {
-                    "backplane not ready"
-                };
-                let mut response =
-                    json_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message);
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
-                response
+                RouteError::BackplaneNotReady.response()
             }
         }
         _ => {
@@ -272,14 +266,7 @@ async fn route(node: Arc<Node>, request: Request<Incoming>) -> Response<Full<Byt
         .map_or(0, |target| target.as_str().len());
     if target > node.config.http.max_uri_bytes {
         node.http.heads.refused(HeadRefusal::UriTooLong);
-        return json_error(
-            StatusCode::URI_TOO_LONG,
-            "uri_too_long",
-            &format!(
-                "the request target is over {} bytes",
-                node.config.http.max_uri_bytes
-            ),
-        );
+        return RouteError::UriTooLong(node.config.http.max_uri_bytes).response();
     }
     let path = request.uri().path().to_owned();
     match (request.method(), path.as_str()) {
@@ -294,11 +281,7 @@ async fn route(node: Arc<Node>, request: Request<Incoming>) -> Response<Full<Byt
             let rest = api_path["/api/tenants/".len()..].to_owned();
             admin::plugins(&node, request, &rest).await
         }
-        (_, "/api/publish") => json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use POST",
-        ),
-        _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such path"),
+        (_, "/api/publish") => RouteError::MethodNotAllowed.response(),
+        _ => RouteError::NotFound.response(),
     }
 }
