@@ -344,9 +344,9 @@ async fn upload(
             Ok(json_ok(StatusCode::OK, plugin_json(&loaded).to_string()))
         }
         Err(SwapError::Limit(limit)) => Err(limit_refusal(node, tenant, limit)),
-        Err(SwapError::Conflict(message)) => {
+        Err(error @ (SwapError::Conflict(_) | SwapError::UnknownTenant(_))) => {
             node.metrics.plugin_load_failure(&tenant.name);
-            Err(ApiError::Conflict(message))
+            Err(ApiError::Conflict(error.to_string()))
         }
     }
 }

@@ -40,7 +40,8 @@ use crate::metrics;
 use compile::Compiler;
 
 pub use hooks::Routed;
-pub use routes::{PluginLimit, Routes, SwapError};
+pub use linker::PrecompileError;
+pub use routes::{PluginLimit, RouteConflict, Routes, SwapError};
 pub use services::HostServices;
 pub use tiering::Optimized;
 

@@ -102,7 +102,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .await
         .map_err(StartError::Plugins)?;
     let watcher = crate::plugins::watch::start(&node.plugins, &node.config, &node.tenants)
-        .map_err(|error| StartError::Plugins(vec![error]))?;
+        .map_err(|error| StartError::Plugins(vec![error.to_string()]))?;
     let accept = tokio::spawn(accept_loop(listener, node.clone()));
     tracing::info!(%addr, node = %node.id, "listening");
     Ok(RunningServer {

@@ -22,20 +22,20 @@ pub struct Routes {
 
 impl Routes {
     /// Builds the routing table; two plugins claiming one type is an error naming both.
-    pub fn new(plugins: Vec<Arc<LoadedPlugin>>) -> Result<Routes, String> {
+    pub fn new(plugins: Vec<Arc<LoadedPlugin>>) -> Result<Routes, RouteConflict> {
         let mut by_type: HashMap<String, Arc<LoadedPlugin>> = HashMap::new();
         let mut names: HashMap<&str, ()> = HashMap::new();
         for plugin in &plugins {
             if names.insert(plugin.name(), ()).is_some() {
-                return Err(format!("two plugins are named `{}`", plugin.name()));
+                return Err(RouteConflict::SameName(plugin.name().to_owned()));
             }
             for handled in &plugin.manifest.handles {
                 if let Some(other) = by_type.get(handled) {
-                    return Err(format!(
-                        "type `{handled}` is claimed by both `{}` and `{}`",
-                        other.name(),
-                        plugin.name()
-                    ));
+                    return Err(RouteConflict::SameType {
+                        msg_type: handled.clone(),
+                        first: other.name().to_owned(),
+                        second: plugin.name().to_owned(),
+                    });
                 }
                 by_type.insert(handled.clone(), plugin.clone());
             }
@@ -85,12 +85,33 @@ impl PluginLimit {
     }
 }
 
+/// Two plugins of one tenant that cannot be routed side by side.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteConflict {
+    /// Two plugins have the same name.
+    #[error("two plugins are named `{0}`")]
+    SameName(String),
+    /// Two plugins declared the same envelope type.
+    #[error("type `{msg_type}` is claimed by both `{first}` and `{second}`")]
+    SameType {
+        /// The type.
+        msg_type: String,
+        /// The plugin that claimed it first.
+        first: String,
+        /// The plugin that claimed it too.
+        second: String,
+    },
+}
+
 /// Why a new version was not swapped in.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SwapError {
-    /// Its types clash with another plugin's, or the tenant is unknown.
-    #[error("{0}")]
-    Conflict(String),
+    /// Its name or types clash with another plugin's.
+    #[error(transparent)]
+    Conflict(RouteConflict),
+    /// The tenant is not one of the node's.
+    #[error("unknown tenant `{0}`")]
+    UnknownTenant(String),
     /// It would pass a bound on the plugins held.
     #[error("{0}")]
     Limit(PluginLimit),
@@ -172,7 +193,7 @@ impl Plugins {
         change: impl Fn(&Routes) -> Result<Option<Routes>, SwapError>,
     ) -> Result<bool, SwapError> {
         let Some(slot) = self.routes.get(tenant) else {
-            return Err(SwapError::Conflict(format!("unknown tenant `{tenant}`")));
+            return Err(SwapError::UnknownTenant(tenant.to_owned()));
         };
         loop {
             let current = slot.load_full();

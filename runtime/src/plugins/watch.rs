@@ -29,6 +29,17 @@ struct Watched {
     config: std::collections::BTreeMap<String, String>,
 }
 
+/// Why hot reload could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WatchError {
+    /// The operating system's file watcher could not be created.
+    #[error("cannot watch plugin files: {0}")]
+    Watcher(String),
+    /// A plugin file's folder could not be watched.
+    #[error("cannot watch {}: {1}", .0.display())]
+    Folder(PathBuf, String),
+}
+
 /// Keeps the watcher alive; dropping it stops watching.
 pub struct PluginWatcher {
     _watcher: notify::RecommendedWatcher,
@@ -45,7 +56,7 @@ pub fn start(
     plugins: &Arc<Plugins>,
     config: &Config,
     tenants: &Tenants,
-) -> Result<Option<PluginWatcher>, String> {
+) -> Result<Option<PluginWatcher>, WatchError> {
     let mut files: HashMap<PathBuf, Watched> = HashMap::new();
     for tenant_config in &config.tenants {
         let Some(tenant) = tenants.get(&tenant_config.name) else {
@@ -85,7 +96,7 @@ pub fn start(
             wake_in.notify_one();
         }
     })
-    .map_err(|error| format!("cannot watch plugin files: {error}"))?;
+    .map_err(|error| WatchError::Watcher(error.to_string()))?;
     let folders: HashSet<PathBuf> = files
         .keys()
         .filter_map(|path| path.parent().map(PathBuf::from))
@@ -93,7 +104,7 @@ pub fn start(
     for folder in folders {
         watcher
             .watch(&folder, RecursiveMode::NonRecursive)
-            .map_err(|error| format!("cannot watch {}: {error}", folder.display()))?;
+            .map_err(|error| WatchError::Folder(folder.clone(), error.to_string()))?;
     }
     tokio::spawn(reload_loop(Arc::downgrade(plugins), files, pending, wake));
     Ok(Some(PluginWatcher { _watcher: watcher }))
