@@ -36,7 +36,7 @@ pub enum WatchError {
     #[error("cannot watch plugin files: {0}")]
     Watcher(String),
     /// A plugin file's folder could not be watched.
-    #[error("cannot watch {}: {1}", .0.display())]
+    #[error("cannot watch {folder}: {1}", folder = .0.display())]
     Folder(PathBuf, String),
 }
 
