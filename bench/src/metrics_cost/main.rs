@@ -4,6 +4,8 @@
 
 mod path;
 mod scrape;
+#[cfg(test)]
+mod tests;
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
