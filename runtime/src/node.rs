@@ -19,7 +19,7 @@ use crate::kv::KvStore;
 use crate::listener::HttpState;
 use crate::metrics::{self, NodeMetrics, TenantSample};
 use crate::plugins::{HostServices, Plugins};
-use crate::protocol::{CloseReason, Frame, MemberInfo};
+use crate::protocol::{self, CloseReason, Frame, MemberInfo};
 use crate::registry::Registry;
 use crate::rooms::Rooms;
 use crate::tenant::Tenants;
@@ -155,7 +155,33 @@ impl Node {
             .map(|_| NodeSlot(self.clone()))
     }
 
-    /// Removes a finished connection from the registry and every room.
+    /// Opens an accepted connection: queues its welcome, registers it (here and with the
+    /// backplane), counts the handshake, and runs `on-connect`. `disconnect` undoes it.
+    pub async fn connect(&self, conn: &Arc<ConnHandle>) {
+        conn.outbox.push(protocol::welcome(
+            conn.id.as_str(),
+            &conn.user_id,
+            &conn.tenant.name,
+            self.config.heartbeat_interval.as_secs_f64(),
+            self.config.heartbeat_timeout.as_secs_f64(),
+        ));
+        self.registry.insert(conn.clone());
+        self.backplane
+            .connected(&conn.tenant.name, &conn.user_id, &conn.id)
+            .await;
+        conn.tenant
+            .metrics
+            .handshakes_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        // A drain that began during the handshake did not see this connection.
+        if self.is_draining() {
+            conn.outbox.close(CloseReason::ShuttingDown);
+        }
+        self.plugins.on_connect(conn).await;
+    }
+
+    /// Closes a finished connection: removes it from the registry, every room and the
+    /// backplane, runs `on-disconnect`, and counts the close.
     pub async fn disconnect(&self, conn: &Arc<ConnHandle>, close_code: u16) {
         self.registry.remove(&conn.id);
         self.rooms.leave_all(conn).await;

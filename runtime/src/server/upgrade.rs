@@ -17,7 +17,7 @@ use crate::auth::AuthError;
 use crate::conn_handle::ConnHandle;
 use crate::connection;
 use crate::node::{Node, NodeSlot};
-use crate::protocol::{self, BEARER_SUBPROTOCOL_PREFIX, CloseReason, SUBPROTOCOL};
+use crate::protocol::{BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL};
 use crate::tenant::{Tenant, TenantSlot};
 
 /// Bytes reserved per socket read. tungstenite keeps (and zero-fills) this much per connection
@@ -169,27 +169,7 @@ impl Accepted {
             self.claims_json,
             crate::clock::unix_millis(),
         ));
-        let config = &node.config;
-        conn.outbox.push(protocol::welcome(
-            conn.id.as_str(),
-            &conn.user_id,
-            &conn.tenant.name,
-            config.heartbeat_interval.as_secs_f64(),
-            config.heartbeat_timeout.as_secs_f64(),
-        ));
-        node.registry.insert(conn.clone());
-        node.backplane
-            .connected(&conn.tenant.name, &conn.user_id, &conn.id)
-            .await;
-        self.tenant
-            .metrics
-            .handshakes_accepted
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // A drain that began during the handshake did not see this connection.
-        if node.is_draining() {
-            conn.outbox.close(CloseReason::ShuttingDown);
-        }
-        node.plugins.on_connect(&conn).await;
+        node.connect(&conn).await;
         // A fresh task rather than an await here: a task's future is sized by its largest await
         // point and stays allocated for the connection's life, so the long-lived one holds
         // nothing but `serve` (measured in BENCHMARKS.md, idle memory).
