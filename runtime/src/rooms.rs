@@ -355,3 +355,6 @@ impl Rooms {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
