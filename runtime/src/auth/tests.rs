@@ -303,7 +303,11 @@ fn origin_policy() {
         Some("null"),
         Some("http://127.0.0.1:9"),
     ] {
-        assert_eq!(open.check(origin), Ok(()), "{origin:?} without an allow-list");
+        assert_eq!(
+            open.check(origin),
+            Ok(()),
+            "{origin:?} without an allow-list"
+        );
     }
     let strict = OriginPolicy::new(&[
         "https://App.example.com".to_owned(),
@@ -369,7 +373,10 @@ fn unsigned(header: &str, claims: &Value) -> String {
 /// case is a tenant's `[tenants.jwt]` lines, a token, and the user or the refusal.
 #[test]
 fn tokens_against_configured_tenants() {
-    let secret = format!("secret = \"{}\"", std::str::from_utf8(SECRET).expect("ASCII"));
+    let secret = format!(
+        "secret = \"{}\"",
+        std::str::from_utf8(SECRET).expect("ASCII")
+    );
     let hs_with = |extra: &str| format!("{secret}\n{extra}");
     let rsa_tenant = "public_key_file = \"keys/rsa_public.pem\"";
     let ec_tenant = "public_key_file = \"keys/ec_public.pem\"";
@@ -393,7 +400,13 @@ fn tokens_against_configured_tenants() {
     let (_, rsa_pem) = fixture("rsa_public.pem");
     let rsa = private_key("rsa_private.pem");
     let ec = private_key("ec_private.pem");
-    let hs_sized = |algorithm| sign(alice(json!({})), algorithm, &EncodingKey::from_secret(SECRET));
+    let hs_sized = |algorithm| {
+        sign(
+            alice(json!({})),
+            algorithm,
+            &EncodingKey::from_secret(SECRET),
+        )
+    };
 
     let cases: Vec<(&str, String, Result<&str, AuthError>, &str)> = vec![
         // Not a JWT, or one whose parts do not decode.
@@ -524,6 +537,35 @@ fn tokens_against_configured_tenants() {
             ),
             Err(AuthError::WrongAlgorithm),
             "HS512 keyed with the RSA PEM",
+        ),
+        // Key files named in the config, each family.
+        (
+            rsa_tenant,
+            sign(alice(json!({})), Algorithm::RS256, &rsa),
+            Ok("alice"),
+            "RS256 on an RSA tenant",
+        ),
+        (
+            ec_tenant,
+            sign(alice(json!({})), Algorithm::ES256, &ec),
+            Ok("alice"),
+            "ES256 on an EC tenant",
+        ),
+        (
+            "public_key_file = \"keys/ed_public.pem\"",
+            sign(
+                alice(json!({})),
+                Algorithm::EdDSA,
+                &private_key("ed_private.pem"),
+            ),
+            Ok("alice"),
+            "EdDSA on an Ed25519 tenant",
+        ),
+        (
+            jwks_tenant,
+            with_kid(alice(json!({})), Algorithm::RS256, &rsa, "rsa-1"),
+            Ok("alice"),
+            "RS256 with kid rsa-1",
         ),
         // A token of another key family.
         (

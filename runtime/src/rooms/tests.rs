@@ -405,8 +405,5 @@ async fn a_failed_join_holds_nothing_and_leaves_no_member() {
         .join(&dave, "quiet-lobby", Some(1), Some("d2"))
         .await
         .expect("joined");
-    assert_eq!(
-        queued(&dave),
-        ["ack d2 recovered=true", "news 2 \"later\""]
-    );
+    assert_eq!(queued(&dave), ["ack d2 recovered=true", "news 2 \"later\""]);
 }
