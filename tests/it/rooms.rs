@@ -695,6 +695,20 @@ async fn publish_many(server: &TestServer, channel: &str, count: usize) -> Vec<u
     seqs
 }
 
+/// Connects `user` and joins `c` asking for recovery since `since`; returns the first reply.
+async fn recover(server: &TestServer, user: &str, since: Value, id: &str) -> (Client, Value) {
+    let mut client = Client::connect(server, "default", user).await;
+    let reply = join_since(&mut client, "c", since, id).await;
+    (client, reply)
+}
+
+/// Asserts the next frames are the messages `publish_many` sent from index `from` on.
+async fn assert_replayed(client: &mut Client, seqs: &[u64], from: usize) {
+    for (index, seq) in seqs.iter().enumerate().skip(from) {
+        assert_eq!(client.recv().await, news("c", &json!(index), *seq));
+    }
+}
+
 /// Publishes a marker and asserts it is the next frame `client` gets.
 async fn assert_next_is_live(server: &TestServer, client: &mut Client, channel: &str) {
     let seq = publish(server, "default", channel, json!("live")).await;
@@ -706,16 +720,13 @@ async fn recovery_replays_missed_messages_after_the_ack_then_live_ones() {
     let server = TestServer::default().await;
     let seqs = publish_many(&server, "c", 10).await;
     let since = seqs[3];
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    let ack = join_since(&mut alice, "c", json!(since), "r1").await;
+    let (mut alice, ack) = recover(&server, "alice", json!(since), "r1").await;
     assert_eq!(ack["type"], "ack", "first frame: {ack}");
     assert_eq!(ack["correlationId"], "r1");
     assert_eq!(ack["payload"]["channel"], "c");
     assert_eq!(ack["payload"]["recovered"], json!(true));
     assert_eq!(member_set(&ack), pairs(&[("alice", &alice)]));
-    for (index, seq) in seqs.iter().enumerate().skip(4) {
-        assert_eq!(alice.recv().await, news("c", &json!(index), *seq));
-    }
+    assert_replayed(&mut alice, &seqs, 4).await;
     assert_next_is_live(&server, &mut alice, "c").await;
     alice.expect_silence(QUIET).await;
 }
@@ -724,12 +735,9 @@ async fn recovery_replays_missed_messages_after_the_ack_then_live_ones() {
 async fn recovery_since_zero_replays_the_whole_history() {
     let server = TestServer::default().await;
     let seqs = publish_many(&server, "c", 5).await;
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    let ack = join_since(&mut alice, "c", json!(0), "r1").await;
+    let (mut alice, ack) = recover(&server, "alice", json!(0), "r1").await;
     assert_eq!(ack["payload"]["recovered"], json!(true), "ack: {ack}");
-    for (index, seq) in seqs.iter().enumerate() {
-        assert_eq!(alice.recv().await, news("c", &json!(index), *seq));
-    }
+    assert_replayed(&mut alice, &seqs, 0).await;
     assert_next_is_live(&server, &mut alice, "c").await;
 }
 
@@ -741,9 +749,7 @@ async fn recovery_without_correlation_id_replays_without_an_ack() {
     alice
         .send(json!({"type": "room:join", "channel": "c", "payload": {"since": seqs[1]}}))
         .await;
-    for (index, seq) in seqs.iter().enumerate().skip(2) {
-        assert_eq!(alice.recv().await, news("c", &json!(index), *seq));
-    }
+    assert_replayed(&mut alice, &seqs, 2).await;
     assert_next_is_live(&server, &mut alice, "c").await;
     alice.expect_silence(QUIET).await;
 }
@@ -752,8 +758,7 @@ async fn recovery_without_correlation_id_replays_without_an_ack() {
 async fn recovery_since_the_last_seq_replays_nothing() {
     let server = TestServer::default().await;
     let seqs = publish_many(&server, "c", 5).await;
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    let ack = join_since(&mut alice, "c", json!(seqs[4]), "r1").await;
+    let (mut alice, ack) = recover(&server, "alice", json!(seqs[4]), "r1").await;
     assert_eq!(ack["type"], "ack", "first frame: {ack}");
     assert_eq!(ack["payload"]["recovered"], json!(true));
     alice.expect_silence(QUIET).await;
@@ -764,15 +769,13 @@ async fn recovery_since_the_last_seq_replays_nothing() {
 async fn recovery_since_beyond_the_last_seq_is_not_recovered() {
     let server = TestServer::default().await;
     let seqs = publish_many(&server, "c", 5).await;
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    let ack = join_since(&mut alice, "c", json!(seqs[4] + 1), "r1").await;
+    let (mut alice, ack) = recover(&server, "alice", json!(seqs[4] + 1), "r1").await;
     assert_eq!(ack["type"], "ack", "first frame: {ack}");
     assert_eq!(ack["payload"]["recovered"], json!(false));
     alice.expect_silence(QUIET).await;
     assert_next_is_live(&server, &mut alice, "c").await;
 
-    let mut bob = Client::connect(&server, "default", "bob").await;
-    let ack = join_since(&mut bob, "c", json!(1_000_000), "r2").await;
+    let (mut bob, ack) = recover(&server, "bob", json!(1_000_000), "r2").await;
     assert_eq!(ack["payload"]["recovered"], json!(false), "ack: {ack}");
     assert_eq!(alice.recv().await["type"], "presence:join");
     bob.expect_silence(QUIET).await;
@@ -782,8 +785,7 @@ async fn recovery_since_beyond_the_last_seq_is_not_recovered() {
 async fn recovery_past_a_short_history_is_not_recovered() {
     let server = TestServer::start(&history_config(3)).await;
     let seqs = publish_many(&server, "c", 10).await;
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    let ack = join_since(&mut alice, "c", json!(seqs[1]), "r1").await;
+    let (mut alice, ack) = recover(&server, "alice", json!(seqs[1]), "r1").await;
     assert_eq!(ack["type"], "ack", "first frame: {ack}");
     assert_eq!(ack["payload"]["recovered"], json!(false));
     alice.expect_silence(QUIET).await;
@@ -795,17 +797,13 @@ async fn recovery_within_a_short_history_is_recovered() {
     let server = TestServer::start(&history_config(3)).await;
     let seqs = publish_many(&server, "c", 10).await;
     // The history holds the last three: since the fourth-last, nothing is missing.
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    let ack = join_since(&mut alice, "c", json!(seqs[6]), "r1").await;
+    let (mut alice, ack) = recover(&server, "alice", json!(seqs[6]), "r1").await;
     assert_eq!(ack["payload"]["recovered"], json!(true), "ack: {ack}");
-    for (index, seq) in seqs.iter().enumerate().skip(7) {
-        assert_eq!(alice.recv().await, news("c", &json!(index), *seq));
-    }
+    assert_replayed(&mut alice, &seqs, 7).await;
     assert_next_is_live(&server, &mut alice, "c").await;
 
     // One further back is one message short.
-    let mut bob = Client::connect(&server, "default", "bob").await;
-    let ack = join_since(&mut bob, "c", json!(seqs[5]), "r2").await;
+    let (mut bob, ack) = recover(&server, "bob", json!(seqs[5]), "r2").await;
     assert_eq!(ack["payload"]["recovered"], json!(false), "ack: {ack}");
     bob.expect_silence(QUIET).await;
 }
