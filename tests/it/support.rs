@@ -461,6 +461,12 @@ impl Client {
         reply
     }
 
+    /// Leaves `channel` and returns the reply (an ack, or the error).
+    pub async fn leave(&mut self, channel: &str) -> Value {
+        self.request(json!({"type": "room:leave", "channel": channel}))
+            .await
+    }
+
     /// Waits for the server's close frame; returns its code and reason. Panics on a text frame.
     pub async fn expect_close(&mut self) -> (u16, String) {
         self.wait_for_close(false).await
