@@ -357,3 +357,6 @@ impl Rooms {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,15 +5,15 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::support::{
-    Client, TestServer, WAIT, api_key, assert_error_body, config, http_get, publish, publish_raw,
-    tenant,
+    Client, TestServer, WAIT, api_key, assert_error_body, assert_retry_after, config, http_get,
+    http_send, publish, publish_raw, tenant,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -31,6 +31,13 @@ async fn publish_error(
     let (got, reply) = publish_raw(server, body, key).await;
     assert_eq!(got, status, "{context}: body {body:?} answered {reply}");
     assert_error_body(&reply, context);
+}
+
+/// `publish_error` for each `(body, key, status, context)`.
+async fn publish_errors(server: &TestServer, cases: &[(&str, Option<&str>, u16, &str)]) {
+    for (body, key, status, context) in cases {
+        publish_error(server, body, *key, *status, context).await;
+    }
 }
 
 /// The value of one exact series (`name{labels}` or `name`) in Prometheus text.
@@ -128,15 +135,7 @@ async fn readyz_is_200_normally_and_503_with_retry_after_while_draining() {
     assert_eq!(left, 0);
     let (status, headers, body) = http_get(&server.http_url("/readyz")).await;
     assert_eq!(status, 503, "readyz while draining: {body}");
-    let retry_after = headers
-        .get(http::header::RETRY_AFTER)
-        .unwrap_or_else(|| panic!("no Retry-After on the 503: {headers:?}"))
-        .to_str()
-        .expect("ASCII");
-    assert!(
-        retry_after.trim().parse::<u64>().is_ok(),
-        "Retry-After `{retry_after}` is not a number of seconds"
-    );
+    assert_retry_after(&headers, "readyz while draining");
     assert_error_body(
         &serde_json::from_str(&body).expect("JSON body"),
         "readyz while draining",
@@ -366,14 +365,18 @@ async fn publish_tenant_missing_or_not_a_string_is_400() {
 async fn publish_400_for_the_body_comes_before_404_and_401() {
     let server = TestServer::default().await;
     // No key at all: a bad body is still 400, not 401.
-    publish_error(&server, "not json", None, 400, "not JSON, no key").await;
-    publish_error(&server, "[1]", None, 400, "array, no key").await;
-    publish_error(
+    publish_errors(
         &server,
-        &json!({"channel": "lobby", "type": "news"}).to_string(),
-        None,
-        400,
-        "no tenant, no key",
+        &[
+            ("not json", None, 400, "not JSON, no key"),
+            ("[1]", None, 400, "array, no key"),
+            (
+                &json!({"channel": "lobby", "type": "news"}).to_string(),
+                None,
+                400,
+                "no tenant, no key",
+            ),
+        ],
     )
     .await;
 }
@@ -382,21 +385,18 @@ async fn publish_400_for_the_body_comes_before_404_and_401() {
 async fn publish_unknown_tenant_is_404_even_without_a_key() {
     let server = TestServer::default().await;
     let raw = body("nope", "lobby", "news");
-    publish_error(&server, &raw, None, 404, "unknown tenant, no key").await;
-    publish_error(
+    publish_errors(
         &server,
-        &raw,
-        Some("wrong"),
-        404,
-        "unknown tenant, wrong key",
-    )
-    .await;
-    publish_error(
-        &server,
-        &raw,
-        Some(&api_key("default")),
-        404,
-        "unknown tenant, another tenant's key",
+        &[
+            (&raw, None, 404, "unknown tenant, no key"),
+            (&raw, Some("wrong"), 404, "unknown tenant, wrong key"),
+            (
+                &raw,
+                Some(&api_key("default")),
+                404,
+                "unknown tenant, another tenant's key",
+            ),
+        ],
     )
     .await;
     // 404 comes before the field checks too.
@@ -440,20 +440,22 @@ async fn publish_wrong_key_is_401() {
 #[tokio::test]
 async fn publish_another_tenants_key_is_401() {
     let server = two_tenants().await;
-    publish_error(
+    publish_errors(
         &server,
-        &body("default", "lobby", "news"),
-        Some(&api_key("other")),
-        401,
-        "other's key for default",
-    )
-    .await;
-    publish_error(
-        &server,
-        &body("other", "lobby", "news"),
-        Some(&api_key("default")),
-        401,
-        "default's key for other",
+        &[
+            (
+                &body("default", "lobby", "news"),
+                Some(&api_key("other")),
+                401,
+                "other's key for default",
+            ),
+            (
+                &body("other", "lobby", "news"),
+                Some(&api_key("default")),
+                401,
+                "default's key for other",
+            ),
+        ],
     )
     .await;
 }
@@ -461,20 +463,16 @@ async fn publish_another_tenants_key_is_401() {
 #[tokio::test]
 async fn publish_key_with_another_scheme_is_401() {
     let server = TestServer::default().await;
-    let response = timeout(
-        WAIT,
-        reqwest::Client::new()
-            .post(server.http_url("/api/publish"))
+    let url = server.http_url("/api/publish");
+    let (status, _, reply) = http_send(|client| {
+        client
+            .post(&url)
             .header("content-type", "application/json")
             .header("authorization", format!("Basic {}", api_key("default")))
             .body(body("default", "lobby", "news"))
-            .send(),
-    )
-    .await
-    .expect("answered in time")
-    .expect("request succeeds");
-    assert_eq!(response.status().as_u16(), 401);
-    let reply: Value = response.json().await.expect("JSON body");
+    })
+    .await;
+    assert_eq!(status, 401, "Basic scheme: {reply}");
     assert_error_body(&reply, "Basic scheme");
 }
 
@@ -482,20 +480,22 @@ async fn publish_key_with_another_scheme_is_401() {
 async fn publish_tenant_without_api_key_is_401() {
     let keyless = "[[tenants]]\nname = \"keyless\"\n[tenants.jwt]\nsecret = \"s\"\n".to_owned();
     let server = TestServer::start(&config("", &[tenant("default", "", ""), keyless])).await;
-    publish_error(
+    publish_errors(
         &server,
-        &body("keyless", "lobby", "news"),
-        None,
-        401,
-        "keyless, no key",
-    )
-    .await;
-    publish_error(
-        &server,
-        &body("keyless", "lobby", "news"),
-        Some(&api_key("keyless")),
-        401,
-        "keyless, some key",
+        &[
+            (
+                &body("keyless", "lobby", "news"),
+                None,
+                401,
+                "keyless, no key",
+            ),
+            (
+                &body("keyless", "lobby", "news"),
+                Some(&api_key("keyless")),
+                401,
+                "keyless, some key",
+            ),
+        ],
     )
     .await;
 }
@@ -503,20 +503,22 @@ async fn publish_tenant_without_api_key_is_401() {
 #[tokio::test]
 async fn publish_401_comes_before_field_errors() {
     let server = TestServer::default().await;
-    publish_error(
+    publish_errors(
         &server,
-        &json!({"tenant": "default"}).to_string(),
-        None,
-        401,
-        "no key, no fields",
-    )
-    .await;
-    publish_error(
-        &server,
-        &json!({"tenant": "default", "channel": "", "type": "news"}).to_string(),
-        Some("wrong"),
-        401,
-        "wrong key, empty channel",
+        &[
+            (
+                &json!({"tenant": "default"}).to_string(),
+                None,
+                401,
+                "no key, no fields",
+            ),
+            (
+                &json!({"tenant": "default", "channel": "", "type": "news"}).to_string(),
+                Some("wrong"),
+                401,
+                "wrong key, empty channel",
+            ),
+        ],
     )
     .await;
 }

@@ -69,6 +69,13 @@ async fn join_since(client: &mut Client, channel: &str, since: Value, id: &str) 
     client.recv().await
 }
 
+/// Connects `user` to `default` and joins `channel` (the ack is checked and dropped).
+async fn joined(server: &TestServer, user: &str, channel: &str) -> Client {
+    let mut client = Client::connect(server, "default", user).await;
+    client.join(channel).await;
+    client
+}
+
 // ---- join, leave, presence ----
 
 #[tokio::test]
@@ -98,20 +105,17 @@ async fn join_ack_lists_the_members_including_the_joiner() {
 #[tokio::test]
 async fn others_see_presence_join_and_the_joiner_sees_none_for_itself() {
     let server = TestServer::default().await;
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    alice.join("lobby").await;
+    let mut alice = joined(&server, "alice", "lobby").await;
     alice.expect_silence(QUIET).await;
 
-    let mut bob = Client::connect(&server, "default", "bob").await;
-    bob.join("lobby").await;
+    let mut bob = joined(&server, "bob", "lobby").await;
     assert_eq!(
         alice.recv().await,
         presence("presence:join", "lobby", "bob", &bob)
     );
     bob.expect_silence(QUIET).await;
 
-    let mut carol = Client::connect(&server, "default", "carol").await;
-    carol.join("lobby").await;
+    let mut carol = joined(&server, "carol", "lobby").await;
     let expected = presence("presence:join", "lobby", "carol", &carol);
     assert_eq!(alice.recv().await, expected);
     assert_eq!(bob.recv().await, expected);
@@ -123,25 +127,19 @@ async fn others_see_presence_join_and_the_joiner_sees_none_for_itself() {
 #[tokio::test]
 async fn presence_stays_within_its_room() {
     let server = TestServer::default().await;
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    alice.join("lobby").await;
-    let mut bob = Client::connect(&server, "default", "bob").await;
-    bob.join("kitchen").await;
-    bob.request(json!({"type": "room:leave", "channel": "kitchen"}))
-        .await;
+    let mut alice = joined(&server, "alice", "lobby").await;
+    let mut bob = joined(&server, "bob", "kitchen").await;
+    bob.leave("kitchen").await;
     alice.expect_silence(QUIET).await;
-    let mut watcher = Client::connect(&server, "default", "watcher").await;
-    watcher.join("kitchen").await;
+    let _watcher = joined(&server, "watcher", "kitchen").await;
     alice.expect_silence(QUIET).await;
 }
 
 #[tokio::test]
 async fn joining_again_is_acked_again_without_a_second_presence_event() {
     let server = TestServer::default().await;
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    alice.join("lobby").await;
-    let mut bob = Client::connect(&server, "default", "bob").await;
-    bob.join("lobby").await;
+    let mut alice = joined(&server, "alice", "lobby").await;
+    let mut bob = joined(&server, "bob", "lobby").await;
     assert_eq!(alice.recv().await["type"], "presence:join");
 
     let again = bob.join("lobby").await;
@@ -154,17 +152,13 @@ async fn joining_again_is_acked_again_without_a_second_presence_event() {
     bob.expect_silence(QUIET).await;
 
     // Membership is a set: one leave is enough, a second is not_member.
-    let leave = bob
-        .request(json!({"type": "room:leave", "channel": "lobby"}))
-        .await;
+    let leave = bob.leave("lobby").await;
     assert_eq!(leave["type"], "ack");
     assert_eq!(
         alice.recv().await,
         presence("presence:leave", "lobby", "bob", &bob)
     );
-    let second = bob
-        .request(json!({"type": "room:leave", "channel": "lobby"}))
-        .await;
+    let second = bob.leave("lobby").await;
     assert_eq!(second["type"], "error");
     assert_eq!(second["payload"]["code"], "not_member");
     // And a published message reaches one copy at alice and none at bob.
@@ -177,15 +171,11 @@ async fn joining_again_is_acked_again_without_a_second_presence_event() {
 #[tokio::test]
 async fn leave_is_acked_and_others_see_presence_leave() {
     let server = TestServer::default().await;
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    alice.join("lobby").await;
-    let mut bob = Client::connect(&server, "default", "bob").await;
-    bob.join("lobby").await;
+    let mut alice = joined(&server, "alice", "lobby").await;
+    let mut bob = joined(&server, "bob", "lobby").await;
     assert_eq!(alice.recv().await["type"], "presence:join");
 
-    let leave = bob
-        .request(json!({"type": "room:leave", "channel": "lobby"}))
-        .await;
+    let leave = bob.leave("lobby").await;
     assert_eq!(leave["type"], "ack", "reply: {leave}");
     assert!(leave["correlationId"].is_string());
     assert_eq!(
@@ -210,19 +200,14 @@ async fn leave_is_acked_and_others_see_presence_leave() {
 async fn leaving_a_room_one_is_not_in_is_not_member() {
     let server = TestServer::default().await;
     let mut alice = Client::connect(&server, "default", "alice").await;
-    let reply = alice
-        .request(json!({"type": "room:leave", "channel": "never-joined"}))
-        .await;
+    let reply = alice.leave("never-joined").await;
     assert_eq!(reply["type"], "error", "reply: {reply}");
     assert_eq!(reply["payload"]["code"], "not_member");
     assert!(reply["payload"]["message"].is_string());
 
     // Another member's room does not count either.
-    let mut bob = Client::connect(&server, "default", "bob").await;
-    bob.join("lobby").await;
-    let reply = alice
-        .request(json!({"type": "room:leave", "channel": "lobby"}))
-        .await;
+    let mut bob = joined(&server, "bob", "lobby").await;
+    let reply = alice.leave("lobby").await;
     assert_eq!(reply["payload"]["code"], "not_member", "reply: {reply}");
     bob.expect_silence(QUIET).await;
 
@@ -257,8 +242,7 @@ async fn join_or_leave_without_channel_is_bad_request() {
 #[tokio::test]
 async fn uncorrelated_join_gets_no_ack_but_joins() {
     let server = TestServer::default().await;
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    alice.join("lobby").await;
+    let mut alice = joined(&server, "alice", "lobby").await;
     let mut bob = Client::connect(&server, "default", "bob").await;
     bob.send(json!({"type": "room:join", "channel": "lobby"}))
         .await;
@@ -294,8 +278,7 @@ async fn two_rooms() -> (TestServer, Client, Client, Client) {
     lobby.join("lobby").await;
     let mut kitchen = Client::connect(&server, "default", "obs-kitchen").await;
     kitchen.join("kitchen").await;
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    alice.join("lobby").await;
+    let mut alice = joined(&server, "alice", "lobby").await;
     alice.join("kitchen").await;
     assert_eq!(lobby.recv().await["type"], "presence:join");
     assert_eq!(kitchen.recv().await["type"], "presence:join");
@@ -387,16 +370,14 @@ async fn client_resetting_tcp_leaves_every_room() {
 #[tokio::test]
 async fn members_closed_by_the_server_leave_their_rooms() {
     let server = TestServer::default().await;
-    let mut observer = Client::connect(&server, "default", "observer").await;
-    observer.join("lobby").await;
+    let mut observer = joined(&server, "observer", "lobby").await;
     let offences = [
         Message::binary(b"\x01\x02".to_vec()),
         Message::text("not json"),
         Message::text(r#"{"type":""}"#),
     ];
     for offence in offences {
-        let mut member = Client::connect(&server, "default", "member").await;
-        member.join("lobby").await;
+        let mut member = joined(&server, "member", "lobby").await;
         assert_eq!(
             observer.recv().await,
             presence("presence:join", "lobby", "member", &member)
@@ -466,8 +447,7 @@ async fn presence_disabled_by_pattern() {
     // Channels that do not match the pattern keep presence.
     let ack = alice.join("lobby").await;
     assert_eq!(member_set(&ack).len(), 1);
-    let mut carol = Client::connect(&server, "default", "carol").await;
-    carol.join("lobby").await;
+    let carol = joined(&server, "carol", "lobby").await;
     assert_eq!(
         alice.recv().await,
         presence("presence:join", "lobby", "carol", &carol)
@@ -576,8 +556,7 @@ async fn seq_order_holds_under_concurrent_publishers() {
 #[tokio::test]
 async fn seq_is_independent_per_channel() {
     let server = TestServer::default().await;
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    alice.join("one").await;
+    let mut alice = joined(&server, "alice", "one").await;
     alice.join("two").await;
     let mut last = 0;
     for index in 0..10 {
@@ -652,17 +631,13 @@ async fn tenants_are_isolated() {
     a_carol.expect_silence(QUIET).await;
 
     // Leaves and disconnects too.
-    b_bob
-        .request(json!({"type": "room:leave", "channel": "lobby"}))
-        .await;
+    b_bob.leave("lobby").await;
     assert_eq!(b_alice.recv().await["type"], "presence:leave");
     b_alice.close().await;
     a_alice.expect_silence(QUIET).await;
     a_carol.expect_silence(QUIET).await;
     // Tenant a's room is intact after tenant b's emptied.
-    let reply = a_alice
-        .request(json!({"type": "room:leave", "channel": "lobby"}))
-        .await;
+    let reply = a_alice.leave("lobby").await;
     assert_eq!(
         reply["type"], "ack",
         "a's own membership is intact: {reply}"
@@ -695,6 +670,20 @@ async fn publish_many(server: &TestServer, channel: &str, count: usize) -> Vec<u
     seqs
 }
 
+/// Connects `user` and joins `c` asking for recovery since `since`; returns the first reply.
+async fn recover(server: &TestServer, user: &str, since: Value, id: &str) -> (Client, Value) {
+    let mut client = Client::connect(server, "default", user).await;
+    let reply = join_since(&mut client, "c", since, id).await;
+    (client, reply)
+}
+
+/// Asserts the next frames are the messages `publish_many` sent from index `from` on.
+async fn assert_replayed(client: &mut Client, seqs: &[u64], from: usize) {
+    for (index, seq) in seqs.iter().enumerate().skip(from) {
+        assert_eq!(client.recv().await, news("c", &json!(index), *seq));
+    }
+}
+
 /// Publishes a marker and asserts it is the next frame `client` gets.
 async fn assert_next_is_live(server: &TestServer, client: &mut Client, channel: &str) {
     let seq = publish(server, "default", channel, json!("live")).await;
@@ -706,16 +695,13 @@ async fn recovery_replays_missed_messages_after_the_ack_then_live_ones() {
     let server = TestServer::default().await;
     let seqs = publish_many(&server, "c", 10).await;
     let since = seqs[3];
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    let ack = join_since(&mut alice, "c", json!(since), "r1").await;
+    let (mut alice, ack) = recover(&server, "alice", json!(since), "r1").await;
     assert_eq!(ack["type"], "ack", "first frame: {ack}");
     assert_eq!(ack["correlationId"], "r1");
     assert_eq!(ack["payload"]["channel"], "c");
     assert_eq!(ack["payload"]["recovered"], json!(true));
     assert_eq!(member_set(&ack), pairs(&[("alice", &alice)]));
-    for (index, seq) in seqs.iter().enumerate().skip(4) {
-        assert_eq!(alice.recv().await, news("c", &json!(index), *seq));
-    }
+    assert_replayed(&mut alice, &seqs, 4).await;
     assert_next_is_live(&server, &mut alice, "c").await;
     alice.expect_silence(QUIET).await;
 }
@@ -724,12 +710,9 @@ async fn recovery_replays_missed_messages_after_the_ack_then_live_ones() {
 async fn recovery_since_zero_replays_the_whole_history() {
     let server = TestServer::default().await;
     let seqs = publish_many(&server, "c", 5).await;
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    let ack = join_since(&mut alice, "c", json!(0), "r1").await;
+    let (mut alice, ack) = recover(&server, "alice", json!(0), "r1").await;
     assert_eq!(ack["payload"]["recovered"], json!(true), "ack: {ack}");
-    for (index, seq) in seqs.iter().enumerate() {
-        assert_eq!(alice.recv().await, news("c", &json!(index), *seq));
-    }
+    assert_replayed(&mut alice, &seqs, 0).await;
     assert_next_is_live(&server, &mut alice, "c").await;
 }
 
@@ -741,9 +724,7 @@ async fn recovery_without_correlation_id_replays_without_an_ack() {
     alice
         .send(json!({"type": "room:join", "channel": "c", "payload": {"since": seqs[1]}}))
         .await;
-    for (index, seq) in seqs.iter().enumerate().skip(2) {
-        assert_eq!(alice.recv().await, news("c", &json!(index), *seq));
-    }
+    assert_replayed(&mut alice, &seqs, 2).await;
     assert_next_is_live(&server, &mut alice, "c").await;
     alice.expect_silence(QUIET).await;
 }
@@ -752,8 +733,7 @@ async fn recovery_without_correlation_id_replays_without_an_ack() {
 async fn recovery_since_the_last_seq_replays_nothing() {
     let server = TestServer::default().await;
     let seqs = publish_many(&server, "c", 5).await;
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    let ack = join_since(&mut alice, "c", json!(seqs[4]), "r1").await;
+    let (mut alice, ack) = recover(&server, "alice", json!(seqs[4]), "r1").await;
     assert_eq!(ack["type"], "ack", "first frame: {ack}");
     assert_eq!(ack["payload"]["recovered"], json!(true));
     alice.expect_silence(QUIET).await;
@@ -764,15 +744,13 @@ async fn recovery_since_the_last_seq_replays_nothing() {
 async fn recovery_since_beyond_the_last_seq_is_not_recovered() {
     let server = TestServer::default().await;
     let seqs = publish_many(&server, "c", 5).await;
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    let ack = join_since(&mut alice, "c", json!(seqs[4] + 1), "r1").await;
+    let (mut alice, ack) = recover(&server, "alice", json!(seqs[4] + 1), "r1").await;
     assert_eq!(ack["type"], "ack", "first frame: {ack}");
     assert_eq!(ack["payload"]["recovered"], json!(false));
     alice.expect_silence(QUIET).await;
     assert_next_is_live(&server, &mut alice, "c").await;
 
-    let mut bob = Client::connect(&server, "default", "bob").await;
-    let ack = join_since(&mut bob, "c", json!(1_000_000), "r2").await;
+    let (mut bob, ack) = recover(&server, "bob", json!(1_000_000), "r2").await;
     assert_eq!(ack["payload"]["recovered"], json!(false), "ack: {ack}");
     assert_eq!(alice.recv().await["type"], "presence:join");
     bob.expect_silence(QUIET).await;
@@ -782,8 +760,7 @@ async fn recovery_since_beyond_the_last_seq_is_not_recovered() {
 async fn recovery_past_a_short_history_is_not_recovered() {
     let server = TestServer::start(&history_config(3)).await;
     let seqs = publish_many(&server, "c", 10).await;
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    let ack = join_since(&mut alice, "c", json!(seqs[1]), "r1").await;
+    let (mut alice, ack) = recover(&server, "alice", json!(seqs[1]), "r1").await;
     assert_eq!(ack["type"], "ack", "first frame: {ack}");
     assert_eq!(ack["payload"]["recovered"], json!(false));
     alice.expect_silence(QUIET).await;
@@ -795,17 +772,13 @@ async fn recovery_within_a_short_history_is_recovered() {
     let server = TestServer::start(&history_config(3)).await;
     let seqs = publish_many(&server, "c", 10).await;
     // The history holds the last three: since the fourth-last, nothing is missing.
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    let ack = join_since(&mut alice, "c", json!(seqs[6]), "r1").await;
+    let (mut alice, ack) = recover(&server, "alice", json!(seqs[6]), "r1").await;
     assert_eq!(ack["payload"]["recovered"], json!(true), "ack: {ack}");
-    for (index, seq) in seqs.iter().enumerate().skip(7) {
-        assert_eq!(alice.recv().await, news("c", &json!(index), *seq));
-    }
+    assert_replayed(&mut alice, &seqs, 7).await;
     assert_next_is_live(&server, &mut alice, "c").await;
 
     // One further back is one message short.
-    let mut bob = Client::connect(&server, "default", "bob").await;
-    let ack = join_since(&mut bob, "c", json!(seqs[5]), "r2").await;
+    let (mut bob, ack) = recover(&server, "bob", json!(seqs[5]), "r2").await;
     assert_eq!(ack["payload"]["recovered"], json!(false), "ack: {ack}");
     bob.expect_silence(QUIET).await;
 }
@@ -836,9 +809,7 @@ async fn recovery_since_must_be_a_non_negative_integer() {
     }
     // None of them joined, and nothing was replayed.
     alice.expect_silence(QUIET).await;
-    let reply = alice
-        .request(json!({"type": "room:leave", "channel": "c"}))
-        .await;
+    let reply = alice.leave("c").await;
     assert_eq!(reply["payload"]["code"], "not_member", "reply: {reply}");
 }
 
@@ -894,8 +865,7 @@ async fn third_room_is_refused_past_max_rooms_per_connection() {
         )],
     ))
     .await;
-    let mut alice = Client::connect(&server, "default", "alice").await;
-    alice.join("r1").await;
+    let mut alice = joined(&server, "alice", "r1").await;
     alice.join("r2").await;
     let refused = alice
         .request(json!({"type": "room:join", "channel": "r3"}))
@@ -914,9 +884,7 @@ async fn third_room_is_refused_past_max_rooms_per_connection() {
     let again = alice.join("r1").await;
     assert_eq!(again["payload"]["channel"], "r1");
     // Leaving one frees a place.
-    let leave = alice
-        .request(json!({"type": "room:leave", "channel": "r1"}))
-        .await;
+    let leave = alice.leave("r1").await;
     assert_eq!(leave["type"], "ack");
     let ack = alice.join("r3").await;
     assert_eq!(member_set(&ack), pairs(&[("bob", &bob), ("alice", &alice)]));

@@ -232,6 +232,132 @@ pub fn upgrade_request(url: &str, headers: &[(&str, &str)]) -> http::Request<()>
     request
 }
 
+/// An upgrade request for `url` with `Authorization: Bearer <token>`.
+pub fn with_bearer(url: &str, token: &str) -> http::Request<()> {
+    let bearer = format!("Bearer {token}");
+    upgrade_request(url, &[("authorization", &bearer)])
+}
+
+/// Adds an `Origin` header to an upgrade request.
+pub fn with_origin(mut request: http::Request<()>, origin: &str) -> http::Request<()> {
+    request.headers_mut().insert(
+        http::header::ORIGIN,
+        http::HeaderValue::from_str(origin).expect("origin value"),
+    );
+    request
+}
+
+/// Asserts a `Retry-After` header holding a number of seconds.
+pub fn assert_retry_after(headers: &http::HeaderMap, context: &str) {
+    let value = headers
+        .get(http::header::RETRY_AFTER)
+        .unwrap_or_else(|| panic!("{context}: no Retry-After header in {headers:?}"))
+        .to_str()
+        .expect("Retry-After is ASCII");
+    assert!(
+        value.trim().parse::<u64>().is_ok(),
+        "{context}: Retry-After `{value}` is not a number of seconds"
+    );
+}
+
+/// Attempts the upgrade and asserts it is refused with `status` and the JSON error body (and
+/// `Retry-After` on a 503).
+pub async fn refused(request: http::Request<()>, status: u16, context: &str) -> Refusal {
+    match try_upgrade(request).await {
+        Ok((_, response)) => panic!(
+            "{context}: expected {status}, but the upgrade was accepted ({})",
+            response.status()
+        ),
+        Err(refusal) => {
+            assert_eq!(refusal.status, status, "{context}: {refusal:?}");
+            assert_error_body(&refusal.body, context);
+            if status == 503 {
+                assert_retry_after(&refusal.headers, context);
+            }
+            refusal
+        }
+    }
+}
+
+/// Attempts each upgrade and asserts its refusal: `(request, status, context)`.
+pub async fn refused_each(cases: Vec<(http::Request<()>, u16, &str)>) {
+    for (request, status, context) in cases {
+        refused(request, status, context).await;
+    }
+}
+
+/// Attempts the upgrade, asserts the 101, reads the welcome and checks its user and tenant.
+pub async fn accepted(
+    request: http::Request<()>,
+    sub: &str,
+    tenant: &str,
+    context: &str,
+) -> (Client, http::Response<Option<Vec<u8>>>) {
+    match try_upgrade(request).await {
+        Ok((ws, response)) => {
+            assert_eq!(response.status().as_u16(), 101, "{context}");
+            let client = Client::from_socket(ws).await;
+            let payload = &client.welcome["payload"];
+            assert_eq!(
+                payload["userId"],
+                json!(sub),
+                "{context}: {}",
+                client.welcome
+            );
+            assert_eq!(
+                payload["tenant"],
+                json!(tenant),
+                "{context}: {}",
+                client.welcome
+            );
+            (client, response)
+        }
+        Err(refusal) => panic!("{context}: expected the upgrade to be accepted, got {refusal:?}"),
+    }
+}
+
+/// Connects as `sub`, retrying while the server still answers 503 (a freed slot is released
+/// just after the close handshake).
+pub async fn connect_when_free(server: &TestServer, tenant: &str, sub: &str) -> Client {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match try_upgrade(with_bearer(&server.ws_url(tenant), &token(sub))).await {
+            Ok((ws, _)) => return Client::from_socket(ws).await,
+            Err(refusal) => {
+                assert_eq!(
+                    refusal.status, 503,
+                    "only a full node may refuse: {refusal:?}"
+                );
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the slot was never freed"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Sends a request built by `build` from a fresh client; returns status, headers and the body
+/// parsed as JSON (`Null` when it is not JSON).
+pub async fn http_send(
+    build: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
+) -> (u16, http::HeaderMap, Value) {
+    let client = reqwest::Client::new();
+    let response = timeout(WAIT, build(&client).send())
+        .await
+        .expect("answered in time")
+        .expect("request succeeds");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body");
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
 /// The raw client socket.
 pub type WsClient = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -333,6 +459,12 @@ impl Client {
             .await;
         assert_eq!(reply["type"], "ack", "join answered: {reply}");
         reply
+    }
+
+    /// Leaves `channel` and returns the reply (an ack, or the error).
+    pub async fn leave(&mut self, channel: &str) -> Value {
+        self.request(json!({"type": "room:leave", "channel": channel}))
+            .await
     }
 
     /// Waits for the server's close frame; returns its code and reason. Panics on a text frame.

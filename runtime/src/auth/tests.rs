@@ -297,16 +297,309 @@ fn bad_key_material_is_reported() {
 #[test]
 fn origin_policy() {
     let open = OriginPolicy::new(&[]);
-    assert!(open.check(Some("https://any.example")).is_ok());
-    assert!(open.check(Some("null")).is_ok());
-    let strict = OriginPolicy::new(&["https://App.example".to_owned()]);
-    assert!(strict.check(None).is_ok());
-    assert!(strict.check(Some("https://app.example")).is_ok());
-    assert_eq!(
-        strict.check(Some("https://evil.example")),
-        Err(AuthError::OriginNotAllowed)
+    for origin in [
+        None,
+        Some("https://anything.example.org"),
+        Some("null"),
+        Some("http://127.0.0.1:9"),
+    ] {
+        assert_eq!(
+            open.check(origin),
+            Ok(()),
+            "{origin:?} without an allow-list"
+        );
+    }
+    let strict = OriginPolicy::new(&[
+        "https://App.example.com".to_owned(),
+        "http://localhost:3000".to_owned(),
+    ]);
+    let refused = Err(AuthError::OriginNotAllowed);
+    for (origin, expect) in [
+        (None, Ok(())),
+        (Some("https://app.example.com"), Ok(())),
+        (Some("https://APP.Example.COM"), Ok(())),
+        (Some("http://localhost:3000"), Ok(())),
+        (Some("null"), refused.clone()),
+        (Some("https://evil.example.com"), refused.clone()),
+        // Scheme, port and host are each part of the origin.
+        (Some("http://app.example.com"), refused.clone()),
+        (Some("https://app.example.com:8443"), refused.clone()),
+        (Some("https://app.example.com.evil.com"), refused.clone()),
+        (Some("http://localhost:3001"), refused.clone()),
+        // What the upgrade passes for a header that is not text.
+        (Some("\u{0}"), refused),
+    ] {
+        assert_eq!(strict.check(origin), expect, "{origin:?}");
+    }
+}
+
+/// A verifier built as a tenant's is: from `[tenants.jwt]` lines of a config (key paths
+/// relative to the test fixtures), with the configured defaults.
+fn configured(jwt_lines: &str) -> TokenVerifier {
+    let text = format!("[[tenants]]\nname = \"t\"\n[tenants.jwt]\n{jwt_lines}\n");
+    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    let config = crate::config::parse(&text, "unit.toml", &base)
+        .unwrap_or_else(|error| panic!("{jwt_lines}: {error}"));
+    let tenant = config.tenants.into_iter().next().expect("one tenant");
+    TokenVerifier::new(&tenant.jwt).expect("the key loads")
+}
+
+fn private_key(file: &str) -> EncodingKey {
+    let (_, pem) = fixture(file);
+    match file {
+        "rsa_private.pem" => EncodingKey::from_rsa_pem(&pem),
+        "ec_private.pem" => EncodingKey::from_ec_pem(&pem),
+        _ => EncodingKey::from_ed_pem(&pem),
+    }
+    .expect("private key")
+}
+
+fn with_kid(claims: Value, algorithm: Algorithm, key: &EncodingKey, kid: &str) -> String {
+    let mut header = Header::new(algorithm);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, &claims, key).expect("signs")
+}
+
+fn unsigned(header: &str, claims: &Value) -> String {
+    use base64_like::encode;
+    format!(
+        "{}.{}.",
+        encode(header.as_bytes()),
+        encode(claims.to_string().as_bytes())
+    )
+}
+
+/// The tokens a handshake meets, against tenants configured as operators write them: each
+/// case is a tenant's `[tenants.jwt]` lines, a token, and the user or the refusal.
+#[test]
+fn tokens_against_configured_tenants() {
+    let secret = format!(
+        "secret = \"{}\"",
+        std::str::from_utf8(SECRET).expect("ASCII")
     );
-    assert_eq!(strict.check(Some("null")), Err(AuthError::OriginNotAllowed));
+    let hs_with = |extra: &str| format!("{secret}\n{extra}");
+    let rsa_tenant = "public_key_file = \"keys/rsa_public.pem\"";
+    let ec_tenant = "public_key_file = \"keys/ec_public.pem\"";
+    let jwks_tenant = "jwks_file = \"keys/jwks.json\"";
+    let leeway_60s = hs_with("leeway = \"60s\"");
+    let leeway_1 = hs_with("leeway = 1");
+    let hs256_only = hs_with("algorithms = [\"HS256\"]");
+    let iss_aud = hs_with("issuer = \"https://issuer.example\"\naudience = \"switchboard\"");
+    let exp = now() + 3600;
+    let alice = |extra: Value| {
+        let mut claims = json!({"sub": "alice", "exp": exp});
+        if let (Some(target), Value::Object(extra)) = (claims.as_object_mut(), extra) {
+            target.extend(extra);
+        }
+        claims
+    };
+    let valid = hs(alice(json!({})));
+    let (valid_head, _) = valid.rsplit_once('.').expect("three parts");
+    let other = hs(json!({"sub": "mallory", "exp": exp + 60}));
+    let (_, other_signature) = other.rsplit_once('.').expect("three parts");
+    let (_, rsa_pem) = fixture("rsa_public.pem");
+    let rsa = private_key("rsa_private.pem");
+    let ec = private_key("ec_private.pem");
+    let hs_sized = |algorithm| {
+        sign(
+            alice(json!({})),
+            algorithm,
+            &EncodingKey::from_secret(SECRET),
+        )
+    };
+
+    let cases: Vec<(&str, String, Result<&str, AuthError>, &str)> = vec![
+        // Not a JWT, or one whose parts do not decode.
+        (&secret, "a.b.c".into(), Err(AuthError::Malformed), "a.b.c"),
+        (
+            &secret,
+            "eyJhbGciOiJIUzI1NiJ9.!!!.###".into(),
+            Err(AuthError::Malformed),
+            "bad base64",
+        ),
+        (
+            &secret,
+            valid_head.to_owned(),
+            Err(AuthError::Malformed),
+            "two parts",
+        ),
+        (
+            &secret,
+            format!("{valid_head}.{other_signature}"),
+            Err(AuthError::BadSignature),
+            "the signature of another token",
+        ),
+        // `alg: none` in any spelling, on a secret and on a public-key tenant.
+        (
+            &secret,
+            unsigned(r#"{"alg":"None","typ":"JWT"}"#, &alice(json!({}))),
+            Err(AuthError::Malformed),
+            "alg None",
+        ),
+        (
+            &secret,
+            unsigned(r#"{"alg":"NONE"}"#, &alice(json!({}))),
+            Err(AuthError::Malformed),
+            "alg NONE",
+        ),
+        (
+            rsa_tenant,
+            unsigned(r#"{"alg":"none","typ":"JWT"}"#, &alice(json!({}))),
+            Err(AuthError::Malformed),
+            "alg none, RSA tenant",
+        ),
+        // Time claims against the default 5 s leeway.
+        (
+            &secret,
+            hs(json!({"sub": "alice", "exp": now() - 10})),
+            Err(AuthError::Expired),
+            "exp 10 s ago",
+        ),
+        (
+            &secret,
+            hs(alice(json!({"nbf": now() - 60}))),
+            Ok("alice"),
+            "nbf 60 s ago",
+        ),
+        (
+            &secret,
+            hs(alice(json!({"nbf": now() + 2}))),
+            Ok("alice"),
+            "nbf in 2 s",
+        ),
+        (
+            &secret,
+            hs(alice(json!({"nbf": now() + 15}))),
+            Err(AuthError::NotYetValid),
+            "nbf in 15 s",
+        ),
+        // A configured leeway replaces the default, as a duration or as seconds.
+        (
+            &leeway_60s,
+            hs(json!({"sub": "alice", "exp": now() - 30})),
+            Ok("alice"),
+            "exp 30 s ago, leeway 60 s",
+        ),
+        (
+            &leeway_1,
+            hs(json!({"sub": "alice", "exp": now() - 3})),
+            Err(AuthError::Expired),
+            "exp 3 s ago, leeway 1 s",
+        ),
+        // An `aud` array must contain the tenant's audience.
+        (
+            &iss_aud,
+            hs(alice(
+                json!({"iss": "https://issuer.example", "aud": ["other", "switchboard"]}),
+            )),
+            Ok("alice"),
+            "aud array with ours",
+        ),
+        (
+            &iss_aud,
+            hs(alice(
+                json!({"iss": "https://issuer.example", "aud": ["other", "more"]}),
+            )),
+            Err(AuthError::WrongAudience),
+            "aud array without ours",
+        ),
+        // Algorithms: all HS sizes by default, only the configured ones when narrowed.
+        (&secret, hs_sized(Algorithm::HS384), Ok("alice"), "HS384"),
+        (
+            &hs256_only,
+            hs_sized(Algorithm::HS256),
+            Ok("alice"),
+            "HS256 on an HS256-only tenant",
+        ),
+        (
+            &hs256_only,
+            hs_sized(Algorithm::HS384),
+            Err(AuthError::WrongAlgorithm),
+            "HS384 on an HS256-only tenant",
+        ),
+        // HMAC keyed with the RSA public key (algorithm confusion), in every size.
+        (
+            rsa_tenant,
+            sign(
+                alice(json!({})),
+                Algorithm::HS384,
+                &EncodingKey::from_secret(&rsa_pem),
+            ),
+            Err(AuthError::WrongAlgorithm),
+            "HS384 keyed with the RSA PEM",
+        ),
+        (
+            rsa_tenant,
+            sign(
+                alice(json!({})),
+                Algorithm::HS512,
+                &EncodingKey::from_secret(&rsa_pem),
+            ),
+            Err(AuthError::WrongAlgorithm),
+            "HS512 keyed with the RSA PEM",
+        ),
+        // Key files named in the config, each family.
+        (
+            rsa_tenant,
+            sign(alice(json!({})), Algorithm::RS256, &rsa),
+            Ok("alice"),
+            "RS256 on an RSA tenant",
+        ),
+        (
+            ec_tenant,
+            sign(alice(json!({})), Algorithm::ES256, &ec),
+            Ok("alice"),
+            "ES256 on an EC tenant",
+        ),
+        (
+            "public_key_file = \"keys/ed_public.pem\"",
+            sign(
+                alice(json!({})),
+                Algorithm::EdDSA,
+                &private_key("ed_private.pem"),
+            ),
+            Ok("alice"),
+            "EdDSA on an Ed25519 tenant",
+        ),
+        (
+            jwks_tenant,
+            with_kid(alice(json!({})), Algorithm::RS256, &rsa, "rsa-1"),
+            Ok("alice"),
+            "RS256 with kid rsa-1",
+        ),
+        // A token of another key family.
+        (
+            ec_tenant,
+            sign(alice(json!({})), Algorithm::RS256, &rsa),
+            Err(AuthError::WrongAlgorithm),
+            "RS256 on an EC tenant",
+        ),
+        (
+            rsa_tenant,
+            sign(alice(json!({})), Algorithm::ES256, &ec),
+            Err(AuthError::WrongAlgorithm),
+            "ES256 on an RSA tenant",
+        ),
+        // A JWKS picks the key by `kid`; a `kid` naming the other family's key is refused.
+        (
+            jwks_tenant,
+            with_kid(alice(json!({})), Algorithm::ES256, &ec, "ec-1"),
+            Ok("alice"),
+            "ES256 with kid ec-1",
+        ),
+        (
+            jwks_tenant,
+            with_kid(alice(json!({})), Algorithm::RS256, &rsa, "ec-1"),
+            Err(AuthError::WrongAlgorithm),
+            "RS256 with kid ec-1",
+        ),
+    ];
+    for (jwt_lines, token, expect, context) in cases {
+        let got = configured(jwt_lines)
+            .verify(&token)
+            .map(|claims| claims.user_id);
+        assert_eq!(got, expect.map(str::to_owned), "{context}");
+    }
 }
 
 /// Unpadded base64url, enough to hand-craft a token.

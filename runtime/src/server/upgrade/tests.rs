@@ -59,6 +59,66 @@ fn the_first_present_source_decides() {
         Some("ddd"),
     );
     check(&[], None, None);
+    // A present source wins even when its token is bad and a later one is good: the bad one
+    // is verified (and refused), never skipped.
+    check(
+        &[(auth.clone(), "Bearer garbage.not.jwt")],
+        Some("token=good"),
+        Some("garbage.not.jwt"),
+    );
+    check(
+        &[(proto.clone(), "switchboard.v1, bearer.good")],
+        Some("token=garbage.not.jwt"),
+        Some("garbage.not.jwt"),
+    );
+    check(
+        &[(proto.clone(), "switchboard.v1, bearer.garbage")],
+        Some("token=good"),
+        Some("good"),
+    );
+    // Absent or empty sources are skipped.
+    check(&[(auth.clone(), "Bearer")], Some("token=bbb"), Some("bbb"));
+    check(&[(auth.clone(), "Basic dXNlcg==")], None, None);
+    check(&[], Some("x=1&token=bbb&y=2"), Some("bbb"));
+    check(
+        &[
+            (auth.clone(), "Bearer "),
+            (proto.clone(), "switchboard.v1, bearer."),
+        ],
+        Some("token="),
+        None,
+    );
+    check(
+        &[(proto.clone(), "switchboard.v1, bearer., bearer.eee")],
+        None,
+        Some("eee"),
+    );
+    check(
+        &[(proto.clone(), "bearer.fff, switchboard.v1")],
+        None,
+        Some("fff"),
+    );
+}
+
+#[test]
+fn offered_subprotocols_are_every_entry_of_every_header_in_order() {
+    let proto = header::SEC_WEBSOCKET_PROTOCOL;
+    for (pairs, expect) in [
+        (vec![], vec![]),
+        (
+            vec![(proto.clone(), "bearer.x, switchboard.v1")],
+            vec!["bearer.x", "switchboard.v1"],
+        ),
+        (
+            vec![
+                (proto.clone(), "switchboard.v1"),
+                (proto.clone(), " bearer.x ,, "),
+            ],
+            vec!["switchboard.v1", "bearer.x"],
+        ),
+    ] {
+        assert_eq!(offered_subprotocols(&headers(&pairs)), expect, "{pairs:?}");
+    }
 }
 
 #[test]
@@ -73,6 +133,8 @@ fn a_key_must_be_the_base64_of_sixteen_bytes() {
     for invalid in [
         "",
         "x",
+        "c2hvcnQ=",
+        "not a key at all",
         "not base64 at all!!!!!==",
         // 15 and 17 bytes.
         "dGhlIHNhbXBsZSBub25j",
