@@ -11,11 +11,11 @@ use serde_json::Value;
 
 use super::Rooms;
 use crate::backplane::memory::MemoryBackplane;
-use crate::backplane::{
-    Backplane, BackplaneError, ConnCommand, LocalDelivery, Publish, Recovery, RoomKey,
-};
+use crate::backplane::{Backplane, BackplaneError, ConnCommand, LocalDelivery, Publish, Recovery};
+
+use crate::conn_handle::ConnHandle;
+use crate::ids::{ConnId, RoomKey};
 use crate::protocol::{Frame, MemberInfo};
-use crate::registry::{ConnHandle, ConnId};
 use crate::tenant::{Tenant, Tenants};
 
 const CHANNEL: &str = "lobby";
