@@ -2,14 +2,12 @@
 //! and the plugin API (`/api/tenants/{tenant}/plugins`, "Plugin API"), both authenticated with
 //! the tenant's API key.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use serde_json::value::RawValue;
 
 use crate::backplane::Publish;
 use crate::ids::RoomKey;
@@ -19,7 +17,7 @@ use crate::node::Node;
 use crate::plugins::compile::{CompileError, Purpose};
 use crate::plugins::pool::{LoadError, LoadedPlugin};
 use crate::plugins::{PluginLimit, SwapError, artifact};
-use crate::protocol::{check_channel, check_type};
+use crate::protocol::api::{self, PluginInfo, PublishRequest};
 use crate::tenant::Tenant;
 
 mod error;
@@ -40,30 +38,24 @@ async fn publish_checked(
     node: &Arc<Node>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let bad_request = |message: &str| ApiError::BadRequest(message.to_owned());
+    let bad_request = |error: api::PublishError| ApiError::BadRequest(error.to_string());
     let (parts, body) = request.into_parts();
     let body = read_publish_body(node, &parts.headers, body).await?;
-    // Fields stay raw JSON so the payload is forwarded byte for byte (key order, big numbers).
-    let mut fields = serde_json::from_slice::<HashMap<String, &RawValue>>(&body)
-        .map_err(|_| bad_request("the body must be a JSON object"))?;
-    let tenant_name = fields
-        .remove("tenant")
-        .and_then(json_string)
-        .ok_or_else(|| bad_request("`tenant` (a string) is required"))?;
+    let request = PublishRequest::parse(&body).map_err(bad_request)?;
     let tenant = node
         .tenants
-        .get(&tenant_name)
+        .get(&request.tenant)
         .cloned()
         .ok_or(ApiError::UnknownTenant)?;
     authorize(&tenant, &parts.headers)?;
-    let (channel, msg_type, payload) = publish_fields(&mut fields).map_err(ApiError::BadRequest)?;
-    if payload.as_ref().map_or(0, String::len) > tenant.limits.max_message_bytes {
+    let message = request.message().map_err(bad_request)?;
+    if message.payload.map_or(0, str::len) > tenant.limits.max_message_bytes {
         return Err(ApiError::PayloadTooLarge);
     }
-    let room = RoomKey::new(&tenant.name, &channel);
+    let room = RoomKey::new(&tenant.name, &message.channel);
     let message = Publish {
-        msg_type: &msg_type,
-        payload: payload.as_deref(),
+        msg_type: &message.msg_type,
+        payload: message.payload,
         except: None,
         history: &tenant.history,
     };
@@ -76,7 +68,7 @@ async fn publish_checked(
         .metrics
         .publishes
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(json_ok(StatusCode::OK, format!(r#"{{"seq":{seq}}}"#)))
+    Ok(json_ok(StatusCode::OK, api::publish_answer(seq)))
 }
 
 /// Reads a publish body. The tenant is named in the body, so the key is checked after it; but
@@ -115,31 +107,6 @@ async fn read_publish_body(
         })
 }
 
-/// The text of a JSON string; `None` for any other JSON value.
-fn json_string(raw: &RawValue) -> Option<String> {
-    serde_json::from_str::<String>(raw.get()).ok()
-}
-
-fn publish_fields(
-    fields: &mut HashMap<String, &RawValue>,
-) -> Result<(String, String, Option<String>), String> {
-    let channel = fields
-        .remove("channel")
-        .and_then(json_string)
-        .ok_or("`channel` (a string) is required")?;
-    check_channel(&channel).map_err(|error| error.to_string())?;
-    let msg_type = fields
-        .remove("type")
-        .and_then(json_string)
-        .ok_or("`type` (a string) is required")?;
-    check_type(&msg_type).map_err(|error| error.to_string())?;
-    let payload = fields
-        .remove("payload")
-        .map(|raw| raw.get().to_owned())
-        .filter(|raw| raw != "null");
-    Ok((channel, msg_type, payload))
-}
-
 /// Compares secrets without leaking where they differ through timing.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -174,21 +141,21 @@ fn authorize(tenant: &Tenant, headers: &http::HeaderMap) -> Result<(), ApiError>
 }
 
 /// What the plugin API reports about a loaded plugin.
-fn plugin_json(plugin: &LoadedPlugin) -> serde_json::Value {
-    serde_json::json!({
-        "name": plugin.manifest.name,
-        "version": plugin.manifest.version,
-        "types": plugin.manifest.handles,
-        "sha256": plugin.sha256,
-        "path": plugin.path.display().to_string(),
-        "loadedAtMs": plugin.loaded_at_ms,
-        "compileMs": plugin.load_time.compile.as_secs_f64() * 1000.0,
-        "loadMs": plugin.load_time.total.as_secs_f64() * 1000.0,
-        "tier": plugin.tier.as_str(),
-        "calls": plugin.calls.load(std::sync::atomic::Ordering::Relaxed),
-        "errors": plugin.errors.load(std::sync::atomic::Ordering::Relaxed),
-        "yields": plugin.yields.load(std::sync::atomic::Ordering::Relaxed),
-    })
+fn plugin_info(plugin: &LoadedPlugin) -> PluginInfo<'_> {
+    PluginInfo {
+        name: &plugin.manifest.name,
+        version: &plugin.manifest.version,
+        types: &plugin.manifest.handles,
+        sha256: &plugin.sha256,
+        path: plugin.path.display().to_string(),
+        loaded_at_ms: plugin.loaded_at_ms,
+        compile_ms: plugin.load_time.compile.as_secs_f64() * 1000.0,
+        load_ms: plugin.load_time.total.as_secs_f64() * 1000.0,
+        tier: plugin.tier.as_str(),
+        calls: plugin.calls.load(std::sync::atomic::Ordering::Relaxed),
+        errors: plugin.errors.load(std::sync::atomic::Ordering::Relaxed),
+        yields: plugin.yields.load(std::sync::atomic::Ordering::Relaxed),
+    }
 }
 
 /// `/api/tenants/{tenant}/plugins[/{name}]`: list (GET) and upload (PUT) a tenant's plugins.
@@ -224,12 +191,9 @@ async fn plugins_checked(
             let list: Vec<_> = routes
                 .plugins
                 .iter()
-                .map(|plugin| plugin_json(plugin))
+                .map(|plugin| plugin_info(plugin))
                 .collect();
-            Ok(json_ok(
-                StatusCode::OK,
-                serde_json::Value::from(list).to_string(),
-            ))
+            Ok(json_ok(StatusCode::OK, api::plugin_list(&list)))
         }
         (http::Method::PUT, Some(name)) if !name.is_empty() && !name.contains('/') => {
             let name = name.to_owned();
@@ -341,7 +305,7 @@ async fn upload(
             if let Some((bytes, config)) = kept {
                 node.plugins.optimize_later(tenant, &loaded, bytes, config);
             }
-            Ok(json_ok(StatusCode::OK, plugin_json(&loaded).to_string()))
+            Ok(json_ok(StatusCode::OK, plugin_info(&loaded).to_json()))
         }
         Err(SwapError::Limit(limit)) => Err(limit_refusal(node, tenant, limit)),
         Err(error @ (SwapError::Conflict(_) | SwapError::UnknownTenant(_))) => {

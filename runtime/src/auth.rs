@@ -18,6 +18,15 @@ pub struct Claims {
     pub all: Map<String, Value>,
 }
 
+impl Claims {
+    /// Every claim as one JSON object, as plugins receive it (`conn-info.claims-json`): the
+    /// token's own payload, not a frame of the wire protocol.
+    pub fn to_json(&self) -> String {
+        // A map of JSON values always serialises.
+        serde_json::to_string(&self.all).unwrap_or_else(|_| "{}".to_owned())
+    }
+}
+
 /// Why a token or an origin was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {

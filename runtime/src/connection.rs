@@ -363,12 +363,12 @@ async fn handle_message(
 async fn dispatch(node: &Node, conn: &Arc<ConnHandle>, envelope: &Envelope<'_>) {
     let correlation_id = envelope.correlation_id.as_deref();
     let result = match envelope.msg_type.as_ref() {
-        "room:join" => match (envelope.channel.as_deref(), recovery_since(envelope)) {
+        "room:join" => match (envelope.channel.as_deref(), envelope.recovery_since()) {
             (None, _) => Err((
                 ErrorCode::BadRequest,
                 "`room:join` needs a `channel`".to_owned(),
             )),
-            (_, Err(message)) => Err((ErrorCode::BadRequest, message)),
+            (_, Err(error)) => Err((ErrorCode::BadRequest, error.to_string())),
             (Some(channel), Ok(since)) => match node.plugins.authorize_join(conn, channel).await {
                 Err(refused) => Err((ErrorCode::Forbidden, refused.to_string())),
                 Ok(()) => node
@@ -420,32 +420,6 @@ async fn route_to_plugin(node: &Node, conn: &Arc<ConnHandle>, envelope: &Envelop
     );
     if let Some(frame) = reply {
         conn.outbox.push(frame);
-    }
-}
-
-/// `payload.since` of a `room:join`: absent, or a non-negative integer. A payload that is not
-/// an object carries no `since`.
-fn recovery_since(envelope: &Envelope<'_>) -> Result<Option<u64>, String> {
-    use serde_json::error::Category;
-    let Some(payload) = envelope.payload else {
-        return Ok(None);
-    };
-    // Only the top level is read: `since` itself stays raw, however deep it nests.
-    let fields = match serde_json::from_str::<
-        std::collections::HashMap<std::borrow::Cow<'_, str>, &serde_json::value::RawValue>,
-    >(payload.get())
-    {
-        Ok(fields) => fields,
-        Err(error) if error.classify() == Category::Data => return Ok(None),
-        // The envelope parser checked the syntax: what fails here is the nesting limit.
-        Err(_) => return Err("the `room:join` payload nests too deeply".to_owned()),
-    };
-    match fields.get("since") {
-        None => Ok(None),
-        Some(raw) if raw.get() == "null" => Ok(None),
-        Some(raw) => serde_json::from_str::<u64>(raw.get())
-            .map(Some)
-            .map_err(|_| "`since` must be a non-negative integer".to_owned()),
     }
 }
 

@@ -1,14 +1,17 @@
 //! The wire protocol (docs/protocol.md): the client envelope, its validation, the frames the
-//! server sends, error codes and close codes. The only module that knows the JSON shape of the
-//! wire.
+//! server sends, error codes and close codes; `api` holds the HTTP API's bodies. The only
+//! module that knows the JSON shape of the wire: every other module calls a typed function here.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde::Deserialize;
 use serde::Serialize;
+use serde_json::error::Category;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+pub mod api;
 
 /// The subprotocol the server selects when a client offers it.
 pub const SUBPROTOCOL: &str = "switchboard.v1";
@@ -97,6 +100,56 @@ impl<'a> Envelope<'a> {
             correlation_id: wire.correlation_id,
         })
     }
+}
+
+/// Why the `since` of a `room:join` payload was refused (a `bad_request` reply).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinceError {
+    /// The payload nests past what the parser reads.
+    #[error("the `room:join` payload nests too deeply")]
+    TooDeep,
+    /// `since` is present but not a non-negative integer.
+    #[error("`since` must be a non-negative integer")]
+    NotASeq,
+}
+
+impl Envelope<'_> {
+    /// `payload.since` of a `room:join`: absent, or a non-negative integer. A payload that is
+    /// not an object carries no `since`.
+    pub fn recovery_since(&self) -> Result<Option<u64>, SinceError> {
+        let Some(payload) = self.payload else {
+            return Ok(None);
+        };
+        // Only the top level is read: `since` itself stays raw, however deep it nests.
+        let fields = match serde_json::from_str::<std::collections::HashMap<Cow<'_, str>, &RawValue>>(
+            payload.get(),
+        ) {
+            Ok(fields) => fields,
+            Err(error) if error.classify() == Category::Data => return Ok(None),
+            // The envelope parser checked the syntax: what fails here is the nesting limit.
+            Err(_) => return Err(SinceError::TooDeep),
+        };
+        match fields.get("since") {
+            None => Ok(None),
+            Some(raw) if raw.get() == "null" => Ok(None),
+            Some(raw) => serde_json::from_str::<u64>(raw.get())
+                .map(Some)
+                .map_err(|_| SinceError::NotASeq),
+        }
+    }
+}
+
+/// Why a payload given as JSON text (a plugin's reply, `send` or `broadcast`) was refused: the
+/// parser's own description.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotJson(String);
+
+/// Checks that `text` is one JSON value, as a frame's `payload` must be.
+pub fn validate_payload(text: &str) -> Result<(), NotJson> {
+    serde_json::from_str::<&RawValue>(text)
+        .map(|_| ())
+        .map_err(|error| NotJson(error.to_string()))
 }
 
 fn check_length(field: &'static str, value: &str, max: usize) -> Result<(), EnvelopeError> {
@@ -350,8 +403,9 @@ pub fn channel_message(msg_type: &str, channel: &str, payload: Option<&str>, seq
     Frame::from_string(out)
 }
 
-/// A channel message up to its `seq` value: what a cluster-wide sequencer completes with the
-/// number and a closing brace.
+/// A channel message up to its `seq` value (it always ends with `,"seq":`): what a cluster-wide
+/// sequencer stores and passes on as opaque text next to the `seq` it assigned, and
+/// `channel_message_from_head` completes.
 pub fn channel_message_head(msg_type: &str, channel: &str, payload: Option<&str>) -> String {
     let payload = payload.unwrap_or("null");
     let mut out = String::with_capacity(48 + msg_type.len() + channel.len() + payload.len());
@@ -361,8 +415,27 @@ pub fn channel_message_head(msg_type: &str, channel: &str, payload: Option<&str>
     json_string(&mut out, channel);
     out.push_str(r#","payload":"#);
     out.push_str(payload);
-    out.push_str(r#","seq":"#);
+    out.push_str(SEQ_KEY);
     out
+}
+
+/// How every channel message head ends.
+const SEQ_KEY: &str = r#","seq":"#;
+
+/// The channel message of a head from `channel_message_head` and its `seq`, in one allocation.
+///
+/// A complete frame (what builds before the head and the `seq` were kept apart stored in
+/// history, and published) is taken as it is: a head ends with `"seq":`, a frame with `}`.
+pub fn channel_message_from_head(head: &str, seq: u64) -> Frame {
+    if !head.ends_with(SEQ_KEY) {
+        return Frame::from_string(head.to_owned());
+    }
+    // `u64::MAX` has 20 digits, then the closing brace.
+    let mut out = String::with_capacity(head.len() + 21);
+    out.push_str(head);
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{seq}}}");
+    Frame::from_string(out)
 }
 
 /// An unsequenced message to one connection (`send` from a plugin); `payload` is raw JSON.

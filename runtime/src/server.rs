@@ -9,7 +9,7 @@ pub mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +28,7 @@ use crate::listener::body::closing;
 use crate::listener::heads::HeadRefusal;
 use crate::listener::response::json_ok;
 use crate::node::Node;
+use crate::protocol::{self, api};
 use crate::tenant::Tenants;
 use io::NodeIo;
 use permit::SocketPermit;
@@ -39,8 +40,16 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a connection answered from the refusal reserve may take to send its head.
 const REFUSAL_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
-/// A 503 written without reading the request, when even the refusal reserve is spent.
-const SHED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 68\r\nretry-after: 1\r\nconnection: close\r\n\r\n{\"error\":\"unavailable\",\"message\":\"node at its open socket capacity\"}";
+/// A 503 written without reading the request, when even the refusal reserve is spent; built
+/// once, so shedding allocates nothing.
+static SHED_RESPONSE: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let body = protocol::http_error_body("unavailable", "node at its open socket capacity");
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+});
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +180,7 @@ async fn accept_loop(listener: TcpListener, node: Arc<Node>) {
         } else {
             node.http.sockets.shed();
             // Best effort and without waiting: the socket is closed at once.
-            let _ = stream.try_write(SHED_RESPONSE);
+            let _ = stream.try_write(&SHED_RESPONSE);
         }
     }
 }
@@ -238,10 +247,10 @@ fn route_refusal(node: &Arc<Node>, request: Request<Incoming>) -> Response<Full<
 /// `/healthz`, `/readyz` and `/metrics`.
 fn basic_route(node: &Node, path: &str) -> Response<Full<Bytes>> {
     match path {
-        "/healthz" => json_ok(StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),
+        "/healthz" => json_ok(StatusCode::OK, api::status_body("ok")),
         "/readyz" => {
             if node.is_ready() {
-                json_ok(StatusCode::OK, r#"{"status":"ready"}"#.to_owned())
+                json_ok(StatusCode::OK, api::status_body("ready"))
             } else if node.is_draining() {
                 RouteError::Draining.response()
             } else {

@@ -700,6 +700,55 @@ async fn a_gap_in_delivery_is_refilled_from_history_in_order() {
 }
 
 #[tokio::test]
+async fn redis_holds_frame_heads_and_the_receiving_node_completes_them() {
+    let redis = RedisServer::start().await;
+    let config = node_config(&redis.url(), "");
+    let node = start_node(&config).await;
+    let mut alice = Client::connect(&node, "default", "alice").await;
+    alice.join("feed").await;
+    assert_eq!(
+        publish_ok(node.addr, "feed", json!({"text": "a\tb"})).await,
+        1
+    );
+    let frame = next_of(&mut alice, "news").await;
+    assert_eq!(
+        frame,
+        json!({"type": "news", "channel": "feed", "payload": {"text": "a\tb"}, "seq": 1})
+    );
+    // The publish script stored the head as opaque text: no `seq`, no closing brace.
+    let history = "switchboard:r:{default:feed}:h";
+    let stored = redis.command(&["LRANGE", history, "0", "-1"]).await;
+    let fields: Vec<&str> = stored.splitn(3, '\t').collect();
+    assert_eq!(fields.len(), 3, "{stored}");
+    assert_eq!(fields[0], "1", "{stored}");
+    assert!(fields[1].parse::<u64>().is_ok(), "{stored}");
+    assert_eq!(
+        fields[2],
+        r#"{"type":"news","channel":"feed","payload":{"text":"a\tb"},"seq":"#
+    );
+    // A joiner recovering from 0 gets the stored head back as a whole frame.
+    let mut bob = Client::connect(&node, "default", "bob").await;
+    let ack = join_since(&mut bob, "feed", 0).await;
+    assert_eq!(ack["payload"]["recovered"], true, "{ack}");
+    assert_eq!(next_of(&mut bob, "news").await, frame);
+    // A node of an older build publishes complete frames; they are delivered as they are.
+    let epoch = redis
+        .command(&["HGET", "switchboard:r:{default:feed}:m", "epoch"])
+        .await;
+    redis
+        .command(&["HSET", "switchboard:r:{default:feed}:m", "seq", "2"])
+        .await;
+    let old = format!(
+        "m\t{epoch}\t2\t\t{{\"type\":\"news\",\"channel\":\"feed\",\"payload\":2,\"seq\":2}}"
+    );
+    redis
+        .command(&["PUBLISH", "switchboard:r:{default:feed}", &old])
+        .await;
+    assert_eq!(news(&mut alice, 1).await, vec![(2, json!(2))]);
+    assert_eq!(news(&mut bob, 1).await, vec![(2, json!(2))]);
+}
+
+#[tokio::test]
 async fn a_three_master_redis_cluster_carries_rooms_on_sharded_pubsub() {
     let cluster = RedisCluster::start().await;
     let nodes: Vec<String> = cluster

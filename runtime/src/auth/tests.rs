@@ -623,3 +623,24 @@ mod base64_like {
         out
     }
 }
+
+#[test]
+fn claims_reach_plugins_as_one_json_object() {
+    let all = json!({"sub": "alice", "roles": ["a", "b\"c"], "exp": 1_700_000_000_u64, "n": null});
+    let Value::Object(all) = all else {
+        panic!("an object");
+    };
+    let claims = super::Claims {
+        user_id: "alice".to_owned(),
+        all,
+    };
+    assert_eq!(
+        claims.to_json(),
+        r#"{"exp":1700000000,"n":null,"roles":["a","b\"c"],"sub":"alice"}"#
+    );
+    let none = super::Claims {
+        user_id: "bob".to_owned(),
+        all: serde_json::Map::new(),
+    };
+    assert_eq!(none.to_json(), "{}");
+}

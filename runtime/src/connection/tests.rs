@@ -181,51 +181,6 @@ async fn a_peer_that_stops_reading_is_closed_as_a_slow_consumer_when_its_queue_o
     );
     drop(harness.from_server);
 }
-
-fn since_of(payload: &str) -> Result<Option<u64>, String> {
-    let text = format!(r#"{{"type":"room:join","channel":"lobby","payload":{payload}}}"#);
-    let envelope = crate::protocol::Envelope::parse(&text).expect("a valid envelope");
-    super::recovery_since(&envelope)
-}
-
-#[test]
-fn since_is_read_from_the_join_payload() {
-    assert_eq!(since_of(r#"{"since":7}"#), Ok(Some(7)));
-    assert_eq!(since_of(r#"{"since":0,"other":[1,2]}"#), Ok(Some(0)));
-    assert_eq!(since_of(r#"{"since":null}"#), Ok(None));
-    assert_eq!(since_of(r#"{"other":1}"#), Ok(None));
-    assert_eq!(since_of(r#"[1,2]"#), Ok(None));
-    assert_eq!(since_of("null"), Ok(None));
-    for bad in [
-        r#""7""#,
-        "-1",
-        "1.5",
-        "18446744073709551616",
-        "[7]",
-        r#"{"n":7}"#,
-    ] {
-        assert!(since_of(&format!(r#"{{"since":{bad}}}"#)).is_err(), "{bad}");
-    }
-}
-
-#[test]
-fn a_deeply_nested_since_is_a_bad_request_not_ignored() {
-    // As deep as the envelope parser lets through: the payload's own parse must not give up
-    // silently and treat the join as one without recovery.
-    let mut depth = 200;
-    let text = loop {
-        let since = format!("{}7{}", "[".repeat(depth), "]".repeat(depth));
-        let text =
-            format!(r#"{{"type":"room:join","channel":"lobby","payload":{{"since":{since}}}}}"#);
-        if crate::protocol::Envelope::parse(&text).is_ok() {
-            break text;
-        }
-        depth -= 1;
-    };
-    let envelope = crate::protocol::Envelope::parse(&text).expect("a valid envelope");
-    assert!(super::recovery_since(&envelope).is_err(), "depth {depth}");
-}
-
 /// What one connection wrote, in short (`pong <id>`, `close <code> <reason>`, `<type>`), and
 /// how it ended, after `inputs` were sent and the client stopped sending.
 async fn drive(harness: Harness, inputs: Vec<Message>) -> (Vec<String>, Ending) {

@@ -46,10 +46,7 @@ impl Routed {
                         ErrorCode::HandlerFailed,
                         "the plugin's reply is over the message size limit",
                     ),
-                    Some(payload)
-                        if serde_json::from_str::<&serde_json::value::RawValue>(payload)
-                            .is_err() =>
-                    {
+                    Some(payload) if protocol::validate_payload(payload).is_err() => {
                         failure(ErrorCode::HandlerFailed, "the plugin's reply is not JSON")
                     }
                     Some(payload) => Some(protocol::ack(correlation_id, Some(payload))),

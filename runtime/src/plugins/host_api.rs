@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::value::RawValue;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -131,8 +130,7 @@ impl HostState {
         if payload_json.len() > self.env.tenant.limits.max_message_bytes {
             return Err(HostError::TooLarge);
         }
-        serde_json::from_str::<&RawValue>(payload_json)
-            .map(|_| ())
+        protocol::validate_payload(payload_json)
             .map_err(|error| HostError::Invalid(format!("payload is not JSON: {error}")))
     }
 }

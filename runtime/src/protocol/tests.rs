@@ -211,3 +211,302 @@ fn close_reasons_map_to_codes_and_fit_a_close_frame() {
     let long = CloseReason::InvalidEnvelope("é".repeat(100)).reason();
     assert!(long.len() <= 123 && long.starts_with("invalid envelope: "));
 }
+
+/// The `since` of a `room:join` envelope with this payload.
+fn since_of(payload: &str) -> Result<Option<u64>, SinceError> {
+    let text = format!(r#"{{"type":"room:join","channel":"lobby","payload":{payload}}}"#);
+    let envelope = Envelope::parse(&text).expect("a valid envelope");
+    envelope.recovery_since()
+}
+
+#[test]
+fn since_is_read_from_the_join_payload() {
+    assert_eq!(since_of(r#"{"since":7}"#), Ok(Some(7)));
+    assert_eq!(since_of(r#"{"since":0,"other":[1,2]}"#), Ok(Some(0)));
+    assert_eq!(
+        since_of(r#"{"since":18446744073709551615}"#),
+        Ok(Some(u64::MAX))
+    );
+    assert_eq!(since_of(r#"{"since":null}"#), Ok(None));
+    assert_eq!(since_of(r#"{"other":1}"#), Ok(None));
+    assert_eq!(since_of(r#"[1,2]"#), Ok(None));
+    assert_eq!(since_of(r#""7""#), Ok(None));
+    assert_eq!(since_of("null"), Ok(None));
+    for bad in [
+        r#""7""#,
+        "-1",
+        "1.5",
+        "18446744073709551616",
+        "[7]",
+        r#"{"n":7}"#,
+    ] {
+        let got = since_of(&format!(r#"{{"since":{bad}}}"#));
+        assert_eq!(got, Err(SinceError::NotASeq), "{bad}");
+    }
+    assert_eq!(
+        SinceError::NotASeq.to_string(),
+        "`since` must be a non-negative integer"
+    );
+}
+
+#[test]
+fn a_deeply_nested_since_is_a_bad_request_not_ignored() {
+    // As deep as the envelope parser lets through: the payload's own parse must not give up
+    // silently and treat the join as one without recovery.
+    let mut depth = 200;
+    let text = loop {
+        let since = format!("{}7{}", "[".repeat(depth), "]".repeat(depth));
+        let text =
+            format!(r#"{{"type":"room:join","channel":"lobby","payload":{{"since":{since}}}}}"#);
+        if Envelope::parse(&text).is_ok() {
+            break text;
+        }
+        depth -= 1;
+    };
+    let envelope = Envelope::parse(&text).expect("a valid envelope");
+    assert!(envelope.recovery_since().is_err(), "depth {depth}");
+    assert_eq!(
+        SinceError::TooDeep.to_string(),
+        "the `room:join` payload nests too deeply"
+    );
+}
+
+#[test]
+fn payloads_must_be_one_json_value() {
+    for good in [
+        "null",
+        "1",
+        r#""s""#,
+        r#"{"a":[1,{"b":null}]}"#,
+        " [1] ",
+        "123456789012345678901234567890",
+    ] {
+        assert_eq!(validate_payload(good), Ok(()), "{good}");
+    }
+    // The parser's own words, position included (a plugin author reads them in its error).
+    let cases = [
+        ("", "EOF while parsing a value at line 1 column 0"),
+        ("{", "EOF while parsing an object at line 1 column 1"),
+        ("1 2", "trailing characters at line 1 column 3"),
+        ("{'a':1}", "key must be a string at line 1 column 2"),
+        ("nul", "EOF while parsing a value at line 1 column 3"),
+    ];
+    for (bad, message) in cases {
+        let error = validate_payload(bad).expect_err(bad);
+        assert_eq!(error.to_string(), message, "{bad:?}");
+    }
+}
+
+#[test]
+fn a_head_and_its_seq_make_the_channel_message() {
+    let cases: [(&str, &str, Option<&str>, u64); 4] = [
+        ("news", "lo\"bby", Some(r#"{"a":1}"#), 9),
+        ("news", "c", None, 1),
+        ("t", "tab\there", Some(r#""x\ty""#), 0),
+        ("t", "c", Some("[]"), u64::MAX),
+    ];
+    for (msg_type, channel, payload, seq) in cases {
+        let head = channel_message_head(msg_type, channel, payload);
+        assert!(head.ends_with(r#","seq":"#), "{head}");
+        let frame = channel_message_from_head(&head, seq);
+        assert_eq!(frame, channel_message(msg_type, channel, payload, seq));
+        let parsed: serde_json::Value = serde_json::from_str(frame.as_str()).expect("json");
+        assert_eq!(parsed["seq"], seq, "{}", frame.as_str());
+    }
+}
+
+#[test]
+fn a_complete_frame_of_an_older_build_is_taken_as_it_is() {
+    let frame = r#"{"type":"news","channel":"c","payload":{"seq":1},"seq":12}"#;
+    assert_eq!(channel_message_from_head(frame, 12).as_str(), frame);
+    // The seq given alongside does not rewrite what the frame says.
+    assert_eq!(channel_message_from_head(frame, 13).as_str(), frame);
+}
+
+mod api {
+    //! The HTTP API bodies.
+
+    use super::super::api::*;
+    use super::super::http_error_body;
+
+    /// Parses a publish body in both steps; `Ok` is `(tenant, channel, type, payload)`, `Err`
+    /// the 400's message.
+    fn publish(body: &str) -> Result<(String, String, String, Option<String>), String> {
+        let request = PublishRequest::parse(body.as_bytes()).map_err(|error| error.to_string())?;
+        let tenant = request.tenant.clone();
+        let message = request.message().map_err(|error| error.to_string())?;
+        Ok((
+            tenant,
+            message.channel,
+            message.msg_type,
+            message.payload.map(str::to_owned),
+        ))
+    }
+
+    fn ok(
+        tenant: &str,
+        channel: &str,
+        msg_type: &str,
+        payload: Option<&str>,
+    ) -> Result<(String, String, String, Option<String>), String> {
+        Ok((
+            tenant.to_owned(),
+            channel.to_owned(),
+            msg_type.to_owned(),
+            payload.map(str::to_owned),
+        ))
+    }
+
+    #[test]
+    fn publish_bodies_parse_with_the_payload_byte_for_byte() {
+        let cases = [
+            (
+                r#"{"tenant":"t","channel":"c","type":"news","payload":{"b":1,"a":2}}"#,
+                ok("t", "c", "news", Some(r#"{"b":1,"a":2}"#)),
+            ),
+            (
+                r#"{"payload":123456789012345678901234567890,"type":"n","channel":"c","tenant":"t"}"#,
+                ok("t", "c", "n", Some("123456789012345678901234567890")),
+            ),
+            (
+                r#"{"tenant":"t","channel":"c","type":"n","payload":[ 1 , 2 ]}"#,
+                ok("t", "c", "n", Some("[ 1 , 2 ]")),
+            ),
+            (
+                r#"{"tenant":"t","channel":"c","type":"n","payload":null}"#,
+                ok("t", "c", "n", None),
+            ),
+            (
+                r#"{"tenant":"t","channel":"c","type":"n"}"#,
+                ok("t", "c", "n", None),
+            ),
+            (
+                r#"{"tenant":"t","channel":"caf\u00e9","type":"n","extra":{"x":1}}"#,
+                ok("t", "café", "n", None),
+            ),
+        ];
+        for (body, expect) in cases {
+            assert_eq!(publish(body), expect, "{body}");
+        }
+    }
+
+    #[test]
+    fn publish_bodies_are_refused_with_the_api_messages_in_order() {
+        let not_an_object = Err("the body must be a JSON object".to_owned());
+        let tenant = Err("`tenant` (a string) is required".to_owned());
+        let channel = Err("`channel` (a string) is required".to_owned());
+        let msg_type = Err("`type` (a string) is required".to_owned());
+        let channel_length = Err("`channel` must be 1..256 bytes".to_owned());
+        let type_length = Err("`type` must be 1..128 bytes".to_owned());
+        let long_channel = format!(
+            r#"{{"tenant":"t","channel":"{}","type":"n"}}"#,
+            "c".repeat(257)
+        );
+        let long_type = format!(
+            r#"{{"tenant":"t","channel":"c","type":"{}"}}"#,
+            "t".repeat(129)
+        );
+        let cases = [
+            ("", not_an_object.clone()),
+            ("{", not_an_object.clone()),
+            ("[]", not_an_object.clone()),
+            (r#""text""#, not_an_object.clone()),
+            (r#"{"tenant":"t"} x"#, not_an_object.clone()),
+            ("{}", tenant.clone()),
+            (r#"{"tenant":5,"channel":"c","type":"n"}"#, tenant.clone()),
+            (r#"{"tenant":null}"#, tenant.clone()),
+            // The tenant is read first: every other field may be wrong as well.
+            (r#"{"channel":"","type":5}"#, tenant),
+            (r#"{"tenant":"t"}"#, channel.clone()),
+            (r#"{"tenant":"t","channel":["c"],"type":"n"}"#, channel),
+            (
+                r#"{"tenant":"t","channel":"","type":"n"}"#,
+                channel_length.clone(),
+            ),
+            (&long_channel, channel_length.clone()),
+            // The channel is checked before the type.
+            (r#"{"tenant":"t","channel":""}"#, channel_length),
+            (r#"{"tenant":"t","channel":"c"}"#, msg_type.clone()),
+            (r#"{"tenant":"t","channel":"c","type":{}}"#, msg_type),
+            (
+                r#"{"tenant":"t","channel":"c","type":""}"#,
+                type_length.clone(),
+            ),
+            (&long_type, type_length),
+        ];
+        for (body, expect) in cases {
+            assert_eq!(publish(body), expect, "{body}");
+        }
+        // The bytes of a body that is not UTF-8 are not an object either.
+        assert_eq!(
+            PublishRequest::parse(b"{\"tenant\":\"\xff\"}").map(|request| request.tenant),
+            Err(PublishError::NotAnObject)
+        );
+    }
+
+    #[test]
+    fn a_publish_is_answered_with_its_seq() {
+        assert_eq!(publish_answer(1), r#"{"seq":1}"#);
+        assert_eq!(publish_answer(u64::MAX), r#"{"seq":18446744073709551615}"#);
+    }
+
+    fn plugin<'a>(types: &'a [String]) -> PluginInfo<'a> {
+        PluginInfo {
+            calls: 3,
+            compile_ms: 12.5,
+            errors: 1,
+            load_ms: 20.0,
+            loaded_at_ms: 1_700_000_000_000,
+            name: "chat",
+            path: "upload:chat".to_owned(),
+            sha256: "ab12",
+            tier: "baseline",
+            types,
+            version: "1.2.0",
+            yields: 0,
+        }
+    }
+
+    #[test]
+    fn plugins_are_described_as_the_api_always_did() {
+        let types = ["chat:send".to_owned(), "chat:\"typing\"".to_owned()];
+        let info = plugin(&types);
+        // What the API answered before this type existed: a `serde_json` map, keys sorted.
+        let before = serde_json::json!({
+            "name": "chat",
+            "version": "1.2.0",
+            "types": types,
+            "sha256": "ab12",
+            "path": "upload:chat",
+            "loadedAtMs": 1_700_000_000_000_u64,
+            "compileMs": 12.5,
+            "loadMs": 20.0,
+            "tier": "baseline",
+            "calls": 3,
+            "errors": 1,
+            "yields": 0,
+        });
+        assert_eq!(info.to_json(), before.to_string());
+        assert_eq!(
+            info.to_json(),
+            r#"{"calls":3,"compileMs":12.5,"errors":1,"loadMs":20.0,"loadedAtMs":1700000000000,"name":"chat","path":"upload:chat","sha256":"ab12","tier":"baseline","types":["chat:send","chat:\"typing\""],"version":"1.2.0","yields":0}"#
+        );
+        let list = [info.clone(), info];
+        assert_eq!(
+            plugin_list(&list),
+            serde_json::Value::from(vec![before.clone(), before]).to_string()
+        );
+        assert_eq!(plugin_list(&[]), "[]");
+    }
+
+    #[test]
+    fn health_and_refusal_bodies() {
+        assert_eq!(status_body("ok"), r#"{"status":"ok"}"#);
+        assert_eq!(status_body("ready"), r#"{"status":"ready"}"#);
+        // The body the listener sheds with when even its refusal reserve is spent.
+        assert_eq!(
+            http_error_body("unavailable", "node at its open socket capacity"),
+            r#"{"error":"unavailable","message":"node at its open socket capacity"}"#
+        );
+    }
+}

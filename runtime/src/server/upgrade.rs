@@ -110,9 +110,9 @@ fn accept(
     let accepted = Accepted {
         node: node.clone(),
         tenant: tenant.clone(),
-        user_id: Arc::from(claims.user_id),
         // Serialised now: the claims map itself would otherwise live as long as the connection.
-        claims_json: serde_json::to_string(&claims.all).unwrap_or_else(|_| "{}".to_owned()),
+        claims_json: claims.to_json(),
+        user_id: Arc::from(claims.user_id),
         slots: (node_slot, tenant_slot),
     };
     tokio::spawn(async move {

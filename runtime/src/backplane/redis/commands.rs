@@ -104,7 +104,10 @@ impl Shared {
             .await?;
         Ok(History {
             last: last.parse().unwrap_or(0),
-            retained: entries.into_iter().filter_map(history_entry).collect(),
+            retained: entries
+                .iter()
+                .filter_map(|entry| history_entry(entry))
+                .collect(),
             epoch: (!epoch.is_empty()).then(|| Arc::from(epoch)),
         })
     }

@@ -14,7 +14,7 @@ use super::wire::{self, Wire};
 use crate::backplane::{ConnCommand, recovery};
 use crate::ids::ConnId;
 use crate::ids::RoomKey;
-use crate::protocol::Frame;
+use crate::protocol::{self, Frame};
 
 /// Runs until stopped or the link is gone.
 pub(super) async fn run(
@@ -63,8 +63,8 @@ async fn handle_push(shared: &Shared, push: PushInfo) {
             epoch,
             seq,
             except,
-            frame,
-        } => room_message(shared, channel, epoch, seq, except, frame).await,
+            head,
+        } => room_message(shared, channel, epoch, seq, except, head).await,
         Wire::Signal { except, frame } => {
             let room = shared
                 .tracks
@@ -166,7 +166,7 @@ async fn room_message(
     epoch: &str,
     seq: u64,
     except: Option<&str>,
-    frame: &str,
+    head: &str,
 ) {
     let verdict = {
         let mut tracks = shared.tracks.lock();
@@ -202,7 +202,7 @@ async fn room_message(
             room
         }
     };
-    let frame = Frame::encoded(frame.to_owned());
+    let frame = protocol::channel_message_from_head(head, seq);
     let except = except.map(ConnId::from);
     {
         let mut tracks = shared.tracks.lock();

@@ -1,16 +1,18 @@
 //! The text formats of the values the backplane stores in Redis (what travels over pub/sub is
-//! in `wire`): history entries `seq<TAB>millis<TAB>frame`, written by `scripts::PUBLISH`, and
+//! in `wire`): history entries `seq<TAB>millis<TAB>head`, written by `scripts::PUBLISH`, and
 //! presence values `node<TAB>user`.
 
-use crate::protocol::Frame;
+use crate::protocol::{self, Frame};
 
-/// A history entry: `seq<TAB>millis<TAB>frame`.
-pub(super) fn history_entry(entry: String) -> Option<(u64, Frame)> {
+/// A history entry, `seq<TAB>millis<TAB>head`, as its frame. The head is the message without
+/// its `seq` (`protocol::channel_message_head`); an entry written by an older build holds the
+/// complete frame instead, which is taken as it is.
+pub(super) fn history_entry(entry: &str) -> Option<(u64, Frame)> {
     let mut fields = entry.splitn(3, '\t');
     let seq = fields.next()?.parse().ok()?;
     fields.next()?;
-    let frame = fields.next()?.to_owned();
-    Some((seq, Frame::encoded(frame)))
+    let head = fields.next()?;
+    Some((seq, protocol::channel_message_from_head(head, seq)))
 }
 
 /// The presence value of a member of `node`: `node<TAB>user`.

@@ -7,8 +7,14 @@ use redis::Script;
 /// Sequences, records and publishes one channel message.
 ///
 /// KEYS: meta hash, history list, pub/sub channel.
-/// ARGV: frame without its `seq` and closing brace, the `except` connection (or ""), history
-/// size, history TTL (ms), meta TTL (ms), floor, a fresh epoch, the publish command, base.
+/// ARGV: the message's head (`protocol::channel_message_head`: opaque text here, the frame
+/// without its `seq`), the `except` connection (or ""), history size, history TTL (ms), meta
+/// TTL (ms), floor, a fresh epoch, the publish command, base.
+///
+/// The script never looks inside the head: it stores it in history as
+/// `seq<TAB>millis<TAB>head` and publishes `m<TAB>epoch<TAB>seq<TAB>except<TAB>head` (see
+/// `wire`), and the receiving node completes the frame with the `seq`
+/// (`protocol::channel_message_from_head`). The frame format lives in Rust alone.
 ///
 /// The floor is the highest `seq` the publishing node has delivered on this channel. A
 /// counter below it means Redis lost the channel's state (a restart without persistence or a
@@ -43,16 +49,15 @@ end
 seq = seq + 1
 redis.call('HSET', KEYS[1], 'seq', string.format('%d', seq), 'ttl', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-local frame = ARGV[1] .. string.format('%d', seq) .. '}'
 local size = tonumber(ARGV[3])
 if size > 0 then
   local now = redis.call('TIME')
   local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  redis.call('RPUSH', KEYS[2], string.format('%d', seq) .. '\t' .. string.format('%d', ms) .. '\t' .. frame)
+  redis.call('RPUSH', KEYS[2], string.format('%d', seq) .. '\t' .. string.format('%d', ms) .. '\t' .. ARGV[1])
   redis.call('LTRIM', KEYS[2], -size, -1)
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
-redis.call(ARGV[8], KEYS[3], 'm\t' .. epoch .. '\t' .. string.format('%d', seq) .. '\t' .. ARGV[2] .. '\t' .. frame)
+redis.call(ARGV[8], KEYS[3], 'm\t' .. epoch .. '\t' .. string.format('%d', seq) .. '\t' .. ARGV[2] .. '\t' .. ARGV[1])
 return {seq, epoch}
 ",
     )
@@ -121,7 +126,8 @@ return {id, base}
 /// The channel's last `seq`, its epoch and its history entries younger than the history TTL.
 ///
 /// KEYS: meta hash, history list. Returns `{last_seq, {entry...}, epoch}`, each entry
-/// `seq<TAB>millis<TAB>frame`; the epoch is "" for a channel never published to.
+/// `seq<TAB>millis<TAB>head` as `PUBLISH` stored it (`entries::history_entry` reads it); the
+/// epoch is "" for a channel never published to.
 pub static HISTORY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"

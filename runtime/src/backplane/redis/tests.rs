@@ -7,7 +7,7 @@ use super::entries::history_entry;
 use super::supervisor::backoff;
 use crate::backplane::recovery;
 use crate::config::MIN_RECONNECT_DELAY;
-use crate::protocol::Frame;
+use crate::protocol::{self, Frame};
 
 fn retained(seqs: &[u64]) -> Vec<(u64, Frame)> {
     seqs.iter()
@@ -41,12 +41,25 @@ fn recovery_is_honest_about_what_it_cannot_cover() {
 
 #[test]
 fn history_entries_parse_and_malformed_ones_are_skipped() {
-    let (seq, frame) =
-        history_entry("12\t1700000000000\t{\"a\":\"x\ty\"}".to_owned()).expect("an entry");
+    // As `scripts::PUBLISH` stores it: the head, and the `seq` as the first field.
+    let head = protocol::channel_message_head("news", "c", Some("{\"a\":\"x\ty\"}"));
+    let (seq, frame) = history_entry(&format!("12\t1700000000000\t{head}")).expect("an entry");
     assert_eq!(seq, 12);
-    assert_eq!(frame.as_str(), "{\"a\":\"x\ty\"}");
-    assert!(history_entry("x\t1\t{}".to_owned()).is_none());
-    assert!(history_entry("12".to_owned()).is_none());
+    assert_eq!(
+        frame.as_str(),
+        "{\"type\":\"news\",\"channel\":\"c\",\"payload\":{\"a\":\"x\ty\"},\"seq\":12}"
+    );
+    assert!(history_entry("x\t1\t{}").is_none());
+    assert!(history_entry("12").is_none());
+    assert!(history_entry("12\t1").is_none());
+}
+
+#[test]
+fn history_entries_of_an_older_build_hold_complete_frames() {
+    let old = "{\"type\":\"news\",\"channel\":\"c\",\"payload\":{\"a\":\"x\ty\"},\"seq\":12}";
+    let (seq, frame) = history_entry(&format!("12\t1700000000000\t{old}")).expect("an entry");
+    assert_eq!(seq, 12);
+    assert_eq!(frame.as_str(), old);
 }
 
 #[test]

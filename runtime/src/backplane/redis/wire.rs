@@ -1,12 +1,16 @@
 //! What travels over Redis pub/sub: a one-letter kind, tab-separated header fields, and the
 //! frame's JSON text last (it may contain tabs; header fields never do, or are length-prefixed).
+//! A sequenced room message carries the frame's head (all but the `seq`) and the `seq` as
+//! separate fields, so the publish script never builds JSON: the receiver completes the frame
+//! with `protocol::channel_message_from_head`.
 
 use std::fmt::Write as _;
 
 /// A message received on a room channel or a node inbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wire<'a> {
-    /// A sequenced channel message (written by the publish script).
+    /// A sequenced channel message (written by the publish script):
+    /// `m<TAB>epoch<TAB>seq<TAB>except<TAB>head`.
     Room {
         /// The channel's epoch when it was sequenced.
         epoch: &'a str,
@@ -14,8 +18,9 @@ pub enum Wire<'a> {
         seq: u64,
         /// A connection that should not receive it.
         except: Option<&'a str>,
-        /// The encoded frame, `seq` included.
-        frame: &'a str,
+        /// The frame without its `seq` (`protocol::channel_message_head`); from a node of an
+        /// older build, the complete frame.
+        head: &'a str,
     },
     /// An unsequenced room frame (presence events).
     Signal {
@@ -159,12 +164,12 @@ impl<'a> Wire<'a> {
                     .and_then(|seq| seq.parse().ok())
                     .ok_or(WireError("bad seq"))?;
                 let except = optional(fields.next().ok_or(missing.clone())?);
-                let frame = fields.next().ok_or(missing)?;
+                let head = fields.next().ok_or(missing)?;
                 Ok(Wire::Room {
                     epoch,
                     seq,
                     except,
-                    frame,
+                    head,
                 })
             }
             "s" => {

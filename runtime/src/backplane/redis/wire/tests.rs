@@ -2,25 +2,47 @@
 
 use super::*;
 
-/// The header of a room message before its frame, as `scripts::PUBLISH` writes it.
+/// The header of a room message before its head, as `scripts::PUBLISH` writes it.
 fn room_header(epoch: &str, seq: u64, except: Option<&str>) -> String {
     format!("m\t{epoch}\t{seq}\t{}\t", except.unwrap_or(""))
 }
 
 #[test]
+fn a_room_message_carries_the_head_and_the_receiver_completes_the_frame() {
+    use crate::protocol::{channel_message, channel_message_from_head, channel_message_head};
+    let head = channel_message_head("news", "lo\tbby", Some("{\"a\":\"x\\ty\"}"));
+    let published = format!("{}{head}", room_header("e1", 7, None));
+    let Ok(Wire::Room { seq, head, .. }) = Wire::parse(&published) else {
+        panic!("not a room message: {published}");
+    };
+    assert_eq!(
+        channel_message_from_head(head, seq),
+        channel_message("news", "lo\tbby", Some("{\"a\":\"x\\ty\"}"), 7)
+    );
+    // A node of an older build publishes the complete frame: it is delivered as it is.
+    let frame = channel_message("news", "c", None, 8);
+    let published = format!("{}{}", room_header("e1", 8, None), frame.as_str());
+    let Ok(Wire::Room { seq, head, .. }) = Wire::parse(&published) else {
+        panic!("not a room message: {published}");
+    };
+    assert_eq!(channel_message_from_head(head, seq), frame);
+}
+
+#[test]
 fn every_kind_round_trips() {
     let frame = "{\"type\":\"t\",\"payload\":{\"a\":\t1}}";
-    let room = format!("{}{frame}", room_header("e1", 42, Some("n-1")));
+    let head = "{\"type\":\"t\",\"channel\":\"c\",\"payload\":{\"a\":\t1},\"seq\":";
+    let room = format!("{}{head}", room_header("e1", 42, Some("n-1")));
     assert_eq!(
         Wire::parse(&room),
         Ok(Wire::Room {
             epoch: "e1",
             seq: 42,
             except: Some("n-1"),
-            frame
+            head
         })
     );
-    let no_except = format!("{}{frame}", room_header("e1", 1, None));
+    let no_except = format!("{}{head}", room_header("e1", 1, None));
     assert!(matches!(
         Wire::parse(&no_except),
         Ok(Wire::Room { except: None, .. })

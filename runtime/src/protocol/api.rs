@@ -1,0 +1,160 @@
+//! The JSON bodies of the HTTP API (docs/protocol.md, "Publish API" and "Plugin API"): the
+//! publish request and its answer, the plugin descriptions, the health answers. Error bodies
+//! are `protocol::http_error_body`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::{EnvelopeError, check_channel, check_type};
+
+/// Why a publish body was refused (a 400; the text is the answer's `message`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The body is not a JSON object.
+    #[error("the body must be a JSON object")]
+    NotAnObject,
+    /// `tenant` is missing or not a string.
+    #[error("`tenant` (a string) is required")]
+    MissingTenant,
+    /// `channel` is missing or not a string.
+    #[error("`channel` (a string) is required")]
+    MissingChannel,
+    /// `type` is missing or not a string.
+    #[error("`type` (a string) is required")]
+    MissingType,
+    /// `channel` or `type` is outside its length range.
+    #[error("{0}")]
+    Field(EnvelopeError),
+}
+
+/// A `POST /api/publish` body, read in two steps so its refusals come in the documented order:
+/// the tenant first (the API key is checked against it), then the message fields.
+#[derive(Debug)]
+pub struct PublishRequest<'a> {
+    /// The tenant named in the body.
+    pub tenant: String,
+    /// The other top-level fields, still raw, so the payload is forwarded byte for byte (key
+    /// order, big numbers).
+    fields: HashMap<String, &'a RawValue>,
+}
+
+/// The message of a publish body, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishMessage<'a> {
+    /// The channel to publish on.
+    pub channel: String,
+    /// The message type.
+    pub msg_type: String,
+    /// The payload as raw JSON; `None` when absent or `null`.
+    pub payload: Option<&'a str>,
+}
+
+impl<'a> PublishRequest<'a> {
+    /// Reads the body as a JSON object and takes its `tenant`.
+    pub fn parse(body: &'a [u8]) -> Result<Self, PublishError> {
+        let mut fields = serde_json::from_slice::<HashMap<String, &'a RawValue>>(body)
+            .map_err(|_| PublishError::NotAnObject)?;
+        let tenant = fields
+            .remove("tenant")
+            .and_then(json_string)
+            .ok_or(PublishError::MissingTenant)?;
+        Ok(PublishRequest { tenant, fields })
+    }
+
+    /// Checks `channel`, `type` and `payload`, in that order.
+    pub fn message(mut self) -> Result<PublishMessage<'a>, PublishError> {
+        let channel = self
+            .fields
+            .remove("channel")
+            .and_then(json_string)
+            .ok_or(PublishError::MissingChannel)?;
+        check_channel(&channel).map_err(PublishError::Field)?;
+        let msg_type = self
+            .fields
+            .remove("type")
+            .and_then(json_string)
+            .ok_or(PublishError::MissingType)?;
+        check_type(&msg_type).map_err(PublishError::Field)?;
+        let payload = self
+            .fields
+            .remove("payload")
+            .map(RawValue::get)
+            .filter(|raw| *raw != "null");
+        Ok(PublishMessage {
+            channel,
+            msg_type,
+            payload,
+        })
+    }
+}
+
+/// The text of a JSON string; `None` for any other JSON value.
+fn json_string(raw: &RawValue) -> Option<String> {
+    serde_json::from_str::<String>(raw.get()).ok()
+}
+
+/// The body of a successful publish: `{"seq":N}`.
+pub fn publish_answer(seq: u64) -> String {
+    let mut out = String::with_capacity(28);
+    // Writing to a String cannot fail.
+    let _ = write!(out, r#"{{"seq":{seq}}}"#);
+    out
+}
+
+/// What the plugin API reports about a loaded plugin.
+///
+/// The fields are declared in byte order of their names: the order the API has always
+/// answered with (it was a `serde_json::Value` map, which sorts its keys).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginInfo<'a> {
+    /// Calls made.
+    pub calls: u64,
+    /// Compile time in milliseconds.
+    pub compile_ms: f64,
+    /// Calls that trapped or timed out.
+    pub errors: u64,
+    /// The whole load (compile, link, validate) in milliseconds.
+    pub load_ms: f64,
+    /// When it was loaded (Unix milliseconds).
+    pub loaded_at_ms: u64,
+    /// The plugin's name, as `describe` declared it.
+    pub name: &'a str,
+    /// Where it came from (a file, or `upload:{name}`).
+    pub path: String,
+    /// Hex SHA-256 of the component bytes.
+    pub sha256: &'a str,
+    /// Which compiler made its code: `baseline` or `optimized`.
+    pub tier: &'static str,
+    /// The message types it handles.
+    pub types: &'a [String],
+    /// The version it declares.
+    pub version: &'a str,
+    /// Times a call gave up its worker thread at an epoch tick.
+    pub yields: u64,
+}
+
+impl PluginInfo<'_> {
+    /// The body describing one plugin (the answer to an upload).
+    pub fn to_json(&self) -> String {
+        // Serialising plain fields into a String cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+}
+
+/// The body listing a tenant's plugins: a JSON array of `PluginInfo`.
+pub fn plugin_list(plugins: &[PluginInfo<'_>]) -> String {
+    // Serialising plain fields into a String cannot fail.
+    serde_json::to_string(plugins).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The body of `/healthz` and of a ready `/readyz`: `{"status":...}`.
+pub fn status_body(status: &str) -> String {
+    let mut out = String::from(r#"{"status":"#);
+    super::json_string(&mut out, status);
+    out.push('}');
+    out
+}
