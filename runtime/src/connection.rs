@@ -171,7 +171,12 @@ where
                     };
                     match step {
                         Step::Continue => {}
-                        Step::Close(reason) => return close(socket, reason).await,
+                        // Through the outbox: the replies to the messages handled before the
+                        // fault are written first, then the close; nothing after it is read.
+                        Step::Close(reason) => {
+                            conn.outbox.close(reason);
+                            break;
+                        }
                         Step::PeerClosed(code) => {
                             finish_close_handshake(socket).await;
                             return Ending::ClosedByClient(code);

@@ -218,14 +218,15 @@ async fn drive(harness: Harness, inputs: Vec<Message>) -> (Vec<String>, Ending) 
 
 #[tokio::test(start_paused = true)]
 async fn each_inbound_fault_closes_with_its_code_and_nothing_after_it_is_handled() {
-    // `(limits, inputs, the last frame written, a reply that must never be written, ending)`.
-    // Replies to requests handled in the same read batch as the fault are not asserted: the
-    // loop closes without writing them, which these cases do not pin down either way.
-    let cases: Vec<(&str, Vec<Message>, &str, &str, Ending)> = vec![
+    // `(limits, inputs, the replies before the close, the close, a reply that must never be
+    // written, ending)`. The messages handled before the fault in the same read batch are
+    // answered, in order, before the close frame.
+    let cases: Vec<(&str, Vec<Message>, Vec<&str>, &str, &str, Ending)> = vec![
         // The third message is over the rate (burst 2) and closes with 1008.
         (
             "messages_per_second = 1\nburst = 2",
             vec![ping(1), ping(2), ping(3), ping(4)],
+            vec!["pong 1", "pong 2"],
             "close 1008 rate limit exceeded",
             "pong 3",
             Ending::ClosedByServer(1008),
@@ -234,6 +235,7 @@ async fn each_inbound_fault_closes_with_its_code_and_nothing_after_it_is_handled
         (
             "",
             vec![ping(1), Message::text("not json"), ping(2)],
+            vec!["pong 1"],
             "close 1008 invalid envelope",
             "pong 2",
             Ending::ClosedByServer(1008),
@@ -242,14 +244,21 @@ async fn each_inbound_fault_closes_with_its_code_and_nothing_after_it_is_handled
         (
             "",
             vec![ping(1), Message::binary(vec![1, 2, 3]), ping(2)],
+            vec!["pong 1"],
             "close 1003",
             "pong 2",
             Ending::ClosedByServer(1003),
         ),
     ];
-    for (limits, inputs, last, never, ending) in cases {
+    for (limits, inputs, replies, last, never, ending) in cases {
         let (written, got) = drive(harness(limits), inputs).await;
         assert_eq!(got, ending, "{limits:?}: {written:?}");
+        let before_close: Vec<&str> = written
+            .iter()
+            .map(String::as_str)
+            .filter(|line| line.starts_with("pong"))
+            .collect();
+        assert_eq!(before_close, replies, "{limits:?}: {written:?}");
         let final_frame = written.last().map(String::as_str).unwrap_or("");
         assert!(
             final_frame.starts_with(last),
