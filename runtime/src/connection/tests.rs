@@ -221,7 +221,15 @@ async fn each_inbound_fault_closes_with_its_code_and_nothing_after_it_is_handled
     // `(limits, inputs, the replies before the close, the close, a reply that must never be
     // written, ending)`. The messages handled before the fault in the same read batch are
     // answered, in order, before the close frame.
-    let cases: Vec<(&str, Vec<Message>, Vec<&str>, &str, &str, Ending)> = vec![
+    type Case = (
+        &'static str,
+        Vec<Message>,
+        Vec<&'static str>,
+        &'static str,
+        &'static str,
+        Ending,
+    );
+    let cases: Vec<Case> = vec![
         // The third message is over the rate (burst 2) and closes with 1008.
         (
             "messages_per_second = 1\nburst = 2",
