@@ -14,8 +14,7 @@ use parking_lot::Mutex;
 
 use crate::backplane::{Backplane, BackplaneError};
 use crate::conn_handle::ConnHandle;
-use crate::ids::ConnId;
-use crate::ids::RoomKey;
+use crate::ids::{ConnId, RoomKey};
 use crate::protocol::{self, ErrorCode, Frame, JoinAck, MemberInfo, PresenceChange};
 
 #[derive(Debug)]

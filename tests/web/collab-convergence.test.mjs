@@ -193,6 +193,21 @@ function withDeliveryDelays(client, rng) {
  * One round: every client opens `channel`, makes random edits with random pauses (while
  * `disturb` runs alongside), then all must settle on the server's text and revision.
  */
+/**
+ * A request that a cut connection may reject with `disconnected` (the last cut can land just as
+ * it is sent): asked again once the client is back, at most 5 times.
+ */
+async function requestThroughCuts(client, type, payload) {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await client.request(type, payload);
+    } catch (error) {
+      if (error?.code !== "disconnected" || attempt === 5) throw error;
+      await sleep(100);
+    }
+  }
+}
+
 async function convergeOnce(clients, channel, round, disturb = async () => {}) {
   const where = `seed ${SEED}, round ${round} (rerun: COLLAB_SEED=${SEED})`;
   const rngs = clients.map((_, index) => generator(SEED * 31 + round * 7 + index));
@@ -232,7 +247,7 @@ async function convergeOnce(clients, channel, round, disturb = async () => {}) {
       what: `${where}: the clients to settle (revs ${sessions.map((s) => s.rev)}, states ${sessions.map((s) => s.doc.state)})`,
     },
   );
-  const server = await clients[0].request("collab:snapshot", { channel });
+  const server = await requestThroughCuts(clients[0], "collab:snapshot", { channel });
   for (const [index, session] of sessions.entries()) {
     assert.equal(session.text, server.text, `${where}: client ${index}'s text differs from the server's`);
     assert.equal(session.rev, server.rev, `${where}: client ${index}'s revision differs from the server's`);

@@ -8,8 +8,7 @@ use parking_lot::Mutex;
 use super::MemoryBackplane;
 use crate::backplane::{Backplane, ConnCommand, LocalDelivery, Publish};
 use crate::config::HistoryConfig;
-use crate::ids::ConnId;
-use crate::ids::RoomKey;
+use crate::ids::{ConnId, RoomKey};
 use crate::protocol::{Frame, MemberInfo, pong};
 
 /// A room delivery: room, frame text, seq, except.

@@ -14,8 +14,7 @@ use super::scripts;
 use super::shared::Shared;
 use super::wire;
 use crate::backplane::{BackplaneError, ConnCommand, Publish};
-use crate::ids::ConnId;
-use crate::ids::RoomKey;
+use crate::ids::{ConnId, RoomKey};
 use crate::protocol::{self, Frame, MemberInfo};
 
 /// A duration as the milliseconds of a Redis TTL argument.

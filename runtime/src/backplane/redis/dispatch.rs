@@ -12,8 +12,7 @@ use tokio::sync::{mpsc, watch};
 use super::shared::{Control, Shared};
 use super::wire::{self, Wire};
 use crate::backplane::{ConnCommand, recovery};
-use crate::ids::ConnId;
-use crate::ids::RoomKey;
+use crate::ids::{ConnId, RoomKey};
 use crate::protocol::{self, Frame};
 
 /// Runs until stopped or the link is gone.

@@ -13,8 +13,7 @@ use super::keys::Keys;
 use super::link::{Link, LinkEvents};
 use crate::backplane::{BackplaneError, LocalDelivery, Publish};
 use crate::config::RedisConfig;
-use crate::ids::ConnId;
-use crate::ids::RoomKey;
+use crate::ids::{ConnId, RoomKey};
 use crate::metrics::backplane::RedisFigures;
 use crate::protocol::{self, Frame};
 
