@@ -52,16 +52,7 @@ async fn greeter_server(global: &str) -> TestServer {
 }
 
 async fn put_plugin(server: &TestServer, name: &str, body: Vec<u8>) -> (u16, Value) {
-    let request = reqwest::Client::new()
-        .put(server.http_url(&format!("/api/tenants/default/plugins/{name}")))
-        .bearer_auth(api_key("default"))
-        .body(body);
-    let response = tokio::time::timeout(Duration::from_secs(60), request.send())
-        .await
-        .expect("answered in time")
-        .expect("request succeeds");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON body"))
+    crate::support::put_plugin(server, name, Some(&api_key("default")), body).await
 }
 
 async fn listed(server: &TestServer, name: &str) -> Value {
@@ -259,16 +250,14 @@ async fn a_watched_artifact_file_is_reloaded_and_a_foreign_one_is_refused() {
     assert_eq!(listed(&server, "greeter").await["tier"], "optimized");
 
     // One signed with another key is refused and counted; version 2 keeps serving.
-    deploy(
+    crate::support::deploy_refused(
+        &server,
+        &mut client,
         &path,
         &precompiled("greeter-v1", "another-key-for-tests-0123456789abcdef"),
-    );
-    crate::support::wait_for_metric(
-        &server,
-        "switchboard_plugin_load_failures_total{tenant=\"default\"} 1",
         "the foreign artifact",
+        2,
     )
     .await;
-    assert_eq!(greet_version(&mut client).await, 2);
     let _ = std::fs::remove_dir_all(&folder);
 }

@@ -77,6 +77,30 @@ async fn next_event(
     found.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
+/// The next presence event: a join when `join`, else a leave.
+async fn next_presence(events: &mut broadcast::Receiver<Event>, what: &str, join: bool) -> Event {
+    next_event(events, what, |event| match event {
+        Event::Presence { change, .. } => matches!(change, PresenceChange::Join(_)) == join,
+        _ => false,
+    })
+    .await
+}
+
+/// Waits for the next `rejoined` event and checks its channel and `recovered`.
+async fn expect_rejoin(events: &mut broadcast::Receiver<Event>, channel: &str, recovered: bool) {
+    let rejoined = next_event(events, "the rejoin", |event| {
+        matches!(event, Event::Rejoined { .. })
+    })
+    .await;
+    assert_eq!(
+        rejoined,
+        Event::Rejoined {
+            channel: channel.to_owned(),
+            recovered
+        }
+    );
+}
+
 /// Every event that arrives within `window`.
 async fn events_within(events: &mut broadcast::Receiver<Event>, window: Duration) -> Vec<Event> {
     let deadline = Instant::now() + window;
@@ -391,16 +415,7 @@ async fn presence_is_tracked_per_room_across_two_clients() {
     listed.sort();
     assert_eq!(listed, both);
 
-    let event = next_event(&mut alice_events, "bob's presence:join", |event| {
-        matches!(
-            event,
-            Event::Presence {
-                change: PresenceChange::Join(_),
-                ..
-            }
-        )
-    })
-    .await;
+    let event = next_presence(&mut alice_events, "bob's presence:join", true).await;
     assert_eq!(
         event,
         Event::Presence {
@@ -416,16 +431,7 @@ async fn presence_is_tracked_per_room_across_two_clients() {
 
     let bob_member = member_of(&bob);
     bob.close().await;
-    let event = next_event(&mut alice_events, "bob's presence:leave", |event| {
-        matches!(
-            event,
-            Event::Presence {
-                change: PresenceChange::Leave(_),
-                ..
-            }
-        )
-    })
-    .await;
+    let event = next_presence(&mut alice_events, "bob's presence:leave", false).await;
     assert_eq!(
         event,
         Event::Presence {
@@ -494,17 +500,7 @@ async fn after_a_network_cut_the_client_backs_off_reconnects_and_recovers_what_i
     );
     proxy.refuse(false);
 
-    let rejoined = next_event(&mut events, "the rejoin", |event| {
-        matches!(event, Event::Rejoined { .. })
-    })
-    .await;
-    assert_eq!(
-        rejoined,
-        Event::Rejoined {
-            channel: "feed".to_owned(),
-            recovered: true
-        }
-    );
+    expect_rejoin(&mut events, "feed", true).await;
     assert_eq!(client.state(), State::Open);
     let connection = client.welcome().expect("connected again").connection_id;
     assert_ne!(connection, first_connection, "a new connection");
@@ -557,17 +553,7 @@ async fn after_a_server_restart_on_the_same_port_the_client_rejoins_unrecovered(
     assert_eq!(restarted.addr, addr);
 
     // The new server has no history: the rejoin says so, and its numbering starts over.
-    let rejoined = next_event(&mut events, "the rejoin", |event| {
-        matches!(event, Event::Rejoined { .. })
-    })
-    .await;
-    assert_eq!(
-        rejoined,
-        Event::Rejoined {
-            channel: "feed".to_owned(),
-            recovered: false
-        }
-    );
+    expect_rejoin(&mut events, "feed", false).await;
     let renumbered = publish(&restarted, "default", "feed", json!("after")).await;
     assert!(renumbered <= first, "seq {renumbered} after {first}");
     assert_eq!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::support::{Client, TestServer, config, deploy, greet_version, tenant};
+use crate::support::{Client, TestServer, config, deploy, greet_version, put_plugin, tenant};
 
 /// A compiled plugin from `plugins/`.
 fn wasm(name: &str) -> String {
@@ -523,26 +523,6 @@ async fn others_keep_getting_answers_while_a_plugin_spins() {
     assert_eq!(hostile["yields"].as_u64(), Some(99), "{hostile}");
 }
 
-async fn put_plugin(
-    server: &TestServer,
-    name: &str,
-    key: Option<&str>,
-    body: Vec<u8>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .put(server.http_url(&format!("/api/tenants/default/plugins/{name}")))
-        .body(body);
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    let response = tokio::time::timeout(Duration::from_secs(60), request.send())
-        .await
-        .expect("answered in time")
-        .expect("request succeeds");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON body"))
-}
-
 async fn list_plugins(server: &TestServer, key: Option<&str>) -> (u16, Value) {
     let mut request = reqwest::Client::new().get(server.http_url("/api/tenants/default/plugins"));
     if let Some(key) = key {
@@ -877,14 +857,15 @@ async fn a_changed_plugin_file_is_reloaded_and_a_broken_one_is_refused() {
     }
 
     // A broken file is refused and counted; version 2 keeps serving.
-    deploy(&path, b"this is not a component");
-    crate::support::wait_for_metric(
+    crate::support::deploy_refused(
         &server,
-        "switchboard_plugin_load_failures_total{tenant=\"default\"} 1",
+        &mut client,
+        &path,
+        b"this is not a component",
         "the broken file",
+        2,
     )
     .await;
-    assert_eq!(greet_version(&mut client).await, 2);
 
     // Reading the file changes nothing: an upload made since stays in place.
     deploy(&path, &wasm_bytes("greeter-v2"));

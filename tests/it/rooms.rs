@@ -76,6 +76,25 @@ async fn joined(server: &TestServer, user: &str, channel: &str) -> Client {
     client
 }
 
+/// Alice and then Bob in `lobby` of `default`, Alice past Bob's `presence:join`.
+async fn two_in_lobby(server: &TestServer) -> (Client, Client) {
+    let mut alice = joined(server, "alice", "lobby").await;
+    let bob = joined(server, "bob", "lobby").await;
+    assert_eq!(alice.recv().await["type"], "presence:join");
+    (alice, bob)
+}
+
+/// Bob leaves `lobby`: his reply is an ack, and Alice sees his `presence:leave`.
+async fn bob_leaves(bob: &mut Client, alice: &mut Client) -> Value {
+    let leave = bob.leave("lobby").await;
+    assert_eq!(leave["type"], "ack", "reply: {leave}");
+    assert_eq!(
+        alice.recv().await,
+        presence("presence:leave", "lobby", "bob", bob)
+    );
+    leave
+}
+
 // ---- join, leave, presence ----
 
 #[tokio::test]
@@ -138,9 +157,7 @@ async fn presence_stays_within_its_room() {
 #[tokio::test]
 async fn joining_again_is_acked_again_without_a_second_presence_event() {
     let server = TestServer::default().await;
-    let mut alice = joined(&server, "alice", "lobby").await;
-    let mut bob = joined(&server, "bob", "lobby").await;
-    assert_eq!(alice.recv().await["type"], "presence:join");
+    let (mut alice, mut bob) = two_in_lobby(&server).await;
 
     let again = bob.join("lobby").await;
     assert_eq!(again["payload"]["channel"], "lobby");
@@ -152,12 +169,7 @@ async fn joining_again_is_acked_again_without_a_second_presence_event() {
     bob.expect_silence(QUIET).await;
 
     // Membership is a set: one leave is enough, a second is not_member.
-    let leave = bob.leave("lobby").await;
-    assert_eq!(leave["type"], "ack");
-    assert_eq!(
-        alice.recv().await,
-        presence("presence:leave", "lobby", "bob", &bob)
-    );
+    bob_leaves(&mut bob, &mut alice).await;
     let second = bob.leave("lobby").await;
     assert_eq!(second["type"], "error");
     assert_eq!(second["payload"]["code"], "not_member");
@@ -171,17 +183,10 @@ async fn joining_again_is_acked_again_without_a_second_presence_event() {
 #[tokio::test]
 async fn leave_is_acked_and_others_see_presence_leave() {
     let server = TestServer::default().await;
-    let mut alice = joined(&server, "alice", "lobby").await;
-    let mut bob = joined(&server, "bob", "lobby").await;
-    assert_eq!(alice.recv().await["type"], "presence:join");
+    let (mut alice, mut bob) = two_in_lobby(&server).await;
 
-    let leave = bob.leave("lobby").await;
-    assert_eq!(leave["type"], "ack", "reply: {leave}");
+    let leave = bob_leaves(&mut bob, &mut alice).await;
     assert!(leave["correlationId"].is_string());
-    assert_eq!(
-        alice.recv().await,
-        presence("presence:leave", "lobby", "bob", &bob)
-    );
     bob.expect_silence(QUIET).await;
 
     // Bob no longer receives the room's messages, and is no longer listed.
@@ -458,19 +463,24 @@ async fn presence_disabled_by_pattern() {
 
 // ---- seq ----
 
-#[tokio::test]
-async fn seq_is_increasing_shared_by_subscribers_and_matches_the_publish_reply() {
-    let server = TestServer::default().await;
+/// Three clients in `ticker`, past the presence events of the later joiners.
+async fn ticker_subscribers(server: &TestServer) -> Vec<Client> {
     let mut subscribers = Vec::new();
     for user in ["a", "b", "c"] {
-        let mut client = Client::connect(&server, "default", user).await;
+        let mut client = Client::connect(server, "default", user).await;
         client.join("ticker").await;
         subscribers.push(client);
     }
     for client in &mut subscribers {
-        // Drain presence events of the later joiners.
         frames_until_silence(client, Duration::from_millis(150)).await;
     }
+    subscribers
+}
+
+#[tokio::test]
+async fn seq_is_increasing_shared_by_subscribers_and_matches_the_publish_reply() {
+    let server = TestServer::default().await;
+    let mut subscribers = ticker_subscribers(&server).await;
     let mut published = Vec::new();
     for index in 0..40 {
         published.push((
@@ -494,15 +504,7 @@ async fn seq_is_increasing_shared_by_subscribers_and_matches_the_publish_reply()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn seq_order_holds_under_concurrent_publishers() {
     let server = TestServer::default().await;
-    let mut subscribers = Vec::new();
-    for user in ["a", "b", "c"] {
-        let mut client = Client::connect(&server, "default", user).await;
-        client.join("ticker").await;
-        subscribers.push(client);
-    }
-    for client in &mut subscribers {
-        frames_until_silence(client, Duration::from_millis(150)).await;
-    }
+    let mut subscribers = ticker_subscribers(&server).await;
     let publisher = |name: &'static str| {
         let server = &server;
         async move {

@@ -597,6 +597,48 @@ pub fn deploy(path: &std::path::Path, bytes: &[u8]) {
     std::fs::rename(&staging, path).expect("renamed into place");
 }
 
+/// Deploys `bytes` the node must refuse to load: waits until the tenant `default` has its first
+/// load failure counted, then checks that the `greeter` version before still answers.
+pub async fn deploy_refused(
+    server: &TestServer,
+    client: &mut Client,
+    path: &std::path::Path,
+    bytes: &[u8],
+    what: &str,
+    serving: u64,
+) {
+    deploy(path, bytes);
+    wait_for_metric(
+        server,
+        "switchboard_plugin_load_failures_total{tenant=\"default\"} 1",
+        what,
+    )
+    .await;
+    assert_eq!(greet_version(client).await, serving, "after {what}");
+}
+
+/// `PUT /api/tenants/default/plugins/{name}` with `body` (and `key`, when given): the status and
+/// the JSON answer, within 60 s.
+pub async fn put_plugin(
+    server: &TestServer,
+    name: &str,
+    key: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .put(server.http_url(&format!("/api/tenants/default/plugins/{name}")))
+        .body(body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = tokio::time::timeout(Duration::from_secs(60), request.send())
+        .await
+        .expect("answered in time")
+        .expect("request succeeds");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
 /// The version the `greeter` fixture plugin answers with.
 pub async fn greet_version(client: &mut Client) -> Value {
     client.request(json!({"type": "greet"})).await["payload"]["version"].clone()
