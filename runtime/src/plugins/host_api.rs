@@ -212,15 +212,16 @@ impl realtime::Host for HostState {
     ) -> wasmtime::Result<Result<u32, HostError>> {
         refuse_on_err!(check_type(&msg_type).map_err(invalid));
         refuse_on_err!(self.check_payload(&payload_json));
-        let node = self.services();
+        let services = self.services();
         let tenant = self.env.tenant.name.clone();
-        let reach = node.registry.of_user(&tenant, &user_id).len();
+        let reach = services.registry.of_user(&tenant, &user_id).len();
         refuse_on_err!(
             self.spend_send(payload_json.len(), u32::try_from(reach).unwrap_or(u32::MAX))
         );
         let frame = protocol::message(&msg_type, None, &payload_json);
         let delivered = refuse_on_err!(
-            node.backplane
+            services
+                .backplane
                 .send_to_user(&tenant, &user_id, frame)
                 .await
                 .map_err(|_| HostError::Unavailable)
@@ -239,7 +240,7 @@ impl realtime::Host for HostState {
         refuse_on_err!(check_type(&msg_type).map_err(invalid));
         refuse_on_err!(self.check_payload(&payload_json));
         refuse_on_err!(self.spend_send(payload_json.len(), 1));
-        let node = self.services();
+        let services = self.services();
         let tenant = self.env.tenant.clone();
         let room = RoomKey::new(&tenant.name, &channel);
         let except = except.map(|id| ConnId::from(id.as_str()));
@@ -249,7 +250,7 @@ impl realtime::Host for HostState {
             except: except.as_ref(),
             history: &tenant.history,
         };
-        Ok(node
+        Ok(services
             .backplane
             .publish(&room, message)
             .await
@@ -262,7 +263,7 @@ impl realtime::Host for HostState {
         channel: String,
     ) -> wasmtime::Result<Result<(), HostError>> {
         refuse_on_err!(check_channel(&channel).map_err(invalid));
-        let node = self.services();
+        let services = self.services();
         let Ok(conn) = self.connection(&who) else {
             // Another node's connection joins there; its refusals are not reported back.
             return Ok(command(
@@ -273,7 +274,7 @@ impl realtime::Host for HostState {
             )
             .await);
         };
-        Ok(node
+        Ok(services
             .rooms
             .join(&conn, &channel, None, None)
             .await
@@ -285,7 +286,7 @@ impl realtime::Host for HostState {
         who: String,
         channel: String,
     ) -> wasmtime::Result<Result<(), HostError>> {
-        let node = self.services();
+        let services = self.services();
         let Ok(conn) = self.connection(&who) else {
             return Ok(command(
                 self.services(),
@@ -295,7 +296,7 @@ impl realtime::Host for HostState {
             )
             .await);
         };
-        Ok(node
+        Ok(services
             .rooms
             .leave(&conn, &channel, None)
             .await
@@ -344,10 +345,11 @@ impl realtime::Host for HostState {
         channel: String,
     ) -> wasmtime::Result<Result<Vec<(String, String)>, HostError>> {
         refuse_on_err!(check_channel(&channel).map_err(invalid));
-        let node = self.services();
+        let services = self.services();
         let room = RoomKey::new(&self.env.tenant.name.clone(), &channel);
         let members = refuse_on_err!(
-            node.backplane
+            services
+                .backplane
                 .presence_members(&room)
                 .await
                 .map_err(|_| HostError::Unavailable)
@@ -382,9 +384,9 @@ fn count_too_large<T>(env: &PluginEnv, written: Result<T, KvError>) -> Result<T,
 impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, HostError>> {
         refuse_on_err!(self.spend_kv());
-        let node = self.services();
+        let services = self.services();
         let env = self.env.clone();
-        Ok(node
+        Ok(services
             .kv
             .get(&env.tenant.name, &env.plugin, &key)
             .await
@@ -398,9 +400,9 @@ impl kv::Host for HostState {
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<(), HostError>> {
         refuse_on_err!(self.spend_kv());
-        let node = self.services();
+        let services = self.services();
         let env = self.env.clone();
-        let written = node
+        let written = services
             .kv
             .set(
                 &env.tenant.name,
@@ -416,9 +418,9 @@ impl kv::Host for HostState {
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, HostError>> {
         refuse_on_err!(self.spend_kv());
-        let node = self.services();
+        let services = self.services();
         let env = self.env.clone();
-        Ok(node
+        Ok(services
             .kv
             .delete(&env.tenant.name, &env.plugin, &key)
             .await
@@ -427,9 +429,9 @@ impl kv::Host for HostState {
 
     async fn incr(&mut self, key: String, delta: i64) -> wasmtime::Result<Result<i64, HostError>> {
         refuse_on_err!(self.spend_kv());
-        let node = self.services();
+        let services = self.services();
         let env = self.env.clone();
-        let written = node
+        let written = services
             .kv
             .incr(
                 &env.tenant.name,
