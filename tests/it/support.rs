@@ -582,10 +582,12 @@ pub async fn wait_for_metric(server: &TestServer, line: &str, what: &str) {
         if metrics.contains(line) {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} was never reported ({line})"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            // The series of the same name that were reported say what happened instead.
+            let name = line.split(['{', ' ']).next().unwrap_or(line);
+            let reported: Vec<&str> = metrics.lines().filter(|l| l.starts_with(name)).collect();
+            panic!("{what} was never reported ({line}); reported instead: {reported:#?}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
