@@ -8,13 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Reconnect;
+use crate::tls::Tls;
 
 /// A client's settings. Start from [`Config::new`] and change the public fields.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// The WebSocket URL: `ws://host:port/ws` for the `default` tenant, `/ws/{tenant}` otherwise.
+    /// The WebSocket URL: `ws://host:port/ws` (or `wss://` through TLS) for the `default`
+    /// tenant, `/ws/{tenant}` otherwise.
     pub url: String,
+    /// The certificate authorities trusted for a `wss://` URL: the public web's by default.
+    pub tls: Tls,
     /// Where each connection attempt gets its token.
     pub token: TokenSource,
     /// How the token travels in the upgrade request.
@@ -34,12 +38,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// Settings for `url` with `token` and the defaults: header transport, reconnect with
+    /// Settings for `url` with `token` and the defaults: the public web's certificate
+    /// authorities for `wss://`, header transport, reconnect with
     /// backoff from 250 ms to 10 s and no attempt limit, 10 s request and connect timeouts,
     /// a ping after 20 s of silence answered within 10 s, room for 1024 pending events.
     pub fn new(url: impl Into<String>, token: impl Into<TokenSource>) -> Config {
         Config {
             url: url.into(),
+            tls: Tls::default(),
             token: token.into(),
             transport: TokenTransport::Header,
             reconnect: Some(Reconnect::default()),

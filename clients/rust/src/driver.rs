@@ -16,13 +16,14 @@ use tokio_tungstenite::tungstenite::http::{self, HeaderValue, header};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::backoff::Jitter;
 use crate::config::{Config, Liveness, TokenTransport};
 use crate::error::ClientError;
 use crate::event::{Event, JoinInfo, PresenceChange, State, Welcome};
 use crate::rooms::Rooms;
+use crate::tls;
 use crate::wire::{self, Incoming, Outcome, Outgoing};
 
 /// The subprotocol the client offers (docs/protocol.md, "Handshake").
@@ -662,7 +663,14 @@ impl Driver {
 async fn open(config: Arc<Config>) -> Result<(Socket, Welcome), ClientError> {
     let token = config.token.fetch().await.map_err(ClientError::Token)?;
     let request = upgrade_request(&config, &token)?;
-    let (mut socket, _response) = match tokio_tungstenite::connect_async(request).await {
+    let host = request.uri().host().unwrap_or_default().to_owned();
+    let connector = match request.uri().scheme_str() {
+        Some("wss") => Some(Connector::Rustls(config.tls.client_config()?)),
+        _ => None,
+    };
+    let opened =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await;
+    let (mut socket, _response) = match opened {
         Ok(opened) => opened,
         Err(tungstenite::Error::Http(response)) => return Err(refusal(&response)),
         Err(tungstenite::Error::Url(error)) => {
@@ -670,6 +678,16 @@ async fn open(config: Arc<Config>) -> Result<(Socket, Welcome), ClientError> {
                 "url `{}`: {error}",
                 config.url
             )));
+        }
+        Err(tungstenite::Error::Tls(error)) => {
+            return Err(ClientError::Config(format!(
+                "url `{}`: {error}",
+                config.url
+            )));
+        }
+        Err(tungstenite::Error::Io(error)) => {
+            return Err(tls::handshake_failure(&host, &error)
+                .unwrap_or_else(|| ClientError::Connect(error.to_string())));
         }
         Err(error) => return Err(ClientError::Connect(error.to_string())),
     };

@@ -38,6 +38,11 @@ pub enum ClientError {
     /// this is what `connect` returns when reconnecting is off or out of attempts.
     #[error("connecting failed: {0}")]
     Connect(String),
+    /// The server's TLS certificate was refused (expired, for another name, signed by an
+    /// authority the client does not trust). Never retried: a reconnect would meet the same
+    /// certificate.
+    #[error("{0}")]
+    Certificate(String),
     /// The token source failed.
     #[error("the token source failed: {0}")]
     Token(String),
@@ -49,6 +54,9 @@ pub enum ClientError {
 impl ClientError {
     /// Whether retrying cannot help, so the client stops instead of reconnecting.
     pub(crate) fn is_fatal(&self) -> bool {
-        matches!(self, ClientError::Auth { .. } | ClientError::Config(_))
+        matches!(
+            self,
+            ClientError::Auth { .. } | ClientError::Certificate(_) | ClientError::Config(_)
+        )
     }
 }

@@ -3,6 +3,7 @@
 //! Modules in reading order:
 //! - `client`: the [`Client`] handle, the public API;
 //! - `config`: [`Config`], [`TokenSource`], [`TokenTransport`], [`Liveness`];
+//! - `tls`: [`Tls`], the certificate authorities trusted for `wss://`;
 //! - `backoff`: the [`Reconnect`] policy (exponential backoff with full jitter);
 //! - `event`: [`Event`], [`State`] and the value types they carry;
 //! - `error`: [`ClientError`];
@@ -20,10 +21,12 @@ mod driver;
 mod error;
 mod event;
 mod rooms;
+mod tls;
 mod wire;
 
 pub use backoff::Reconnect;
 pub use client::Client;
 pub use config::{Config, Liveness, TokenSource, TokenTransport};
 pub use error::ClientError;
+pub use tls::Tls;
 pub use event::{Event, JoinInfo, Member, PresenceChange, State, Welcome};
