@@ -37,7 +37,7 @@ async fn server_with(plugins: &[&str]) -> TestServer {
 
 /// Client settings for tests: quick reconnects, every wait bounded by `WAIT`, liveness off
 /// unless a test turns it on.
-fn settings(url: String, token: impl Into<TokenSource>) -> Config {
+pub(crate) fn settings(url: String, token: impl Into<TokenSource>) -> Config {
     let mut settings = Config::new(url, token);
     settings.reconnect = Some(Reconnect {
         base: Duration::from_millis(50),
@@ -50,7 +50,7 @@ fn settings(url: String, token: impl Into<TokenSource>) -> Config {
     settings
 }
 
-async fn connect(settings: Config) -> Client {
+pub(crate) async fn connect(settings: Config) -> Client {
     timeout(WAIT, Client::connect(settings))
         .await
         .expect("connected in time")
@@ -87,7 +87,11 @@ async fn next_presence(events: &mut broadcast::Receiver<Event>, what: &str, join
 }
 
 /// Waits for the next `rejoined` event and checks its channel and `recovered`.
-async fn expect_rejoin(events: &mut broadcast::Receiver<Event>, channel: &str, recovered: bool) {
+pub(crate) async fn expect_rejoin(
+    events: &mut broadcast::Receiver<Event>,
+    channel: &str,
+    recovered: bool,
+) {
     let rejoined = next_event(events, "the rejoin", |event| {
         matches!(event, Event::Rejoined { .. })
     })
@@ -112,7 +116,10 @@ async fn events_within(events: &mut broadcast::Receiver<Event>, window: Duration
 }
 
 /// The next channel message on `channel` (as `(seq, payload)`).
-async fn next_message(events: &mut broadcast::Receiver<Event>, channel: &str) -> (u64, Value) {
+pub(crate) async fn next_message(
+    events: &mut broadcast::Receiver<Event>,
+    channel: &str,
+) -> (u64, Value) {
     let event = next_event(events, &format!("a message on {channel}"), |event| {
         matches!(event, Event::Message(envelope) if envelope["channel"] == channel
             && envelope.get("seq").is_some())

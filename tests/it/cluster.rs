@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::external::{Nginx, RedisCluster, RedisServer};
+use crate::external::{ClusterExample, Nginx, RedisCluster, RedisServer};
 use crate::support::{BinaryServer, Client, TestServer, WAIT, api_key, http_get, tenant};
 
 /// Liveness timing short enough for tests: a dead node's members leave within ~1.5 s.
@@ -906,26 +906,6 @@ async fn tenants_stay_apart_across_nodes_even_for_a_hostile_plugin() {
     );
 }
 
-/// The example's script, stopped with SIGTERM (so its trap stops every process it started)
-/// even when the test fails.
-struct Example(tokio::process::Child);
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let Some(pid) = self.0.id() else { return };
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::time::Instant::now() < deadline {
-            if !matches!(self.0.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
 /// A client of the example's `default` tenant, with a token from its development secret.
 async fn example_client(front: SocketAddr, sub: &str) -> Client {
     use crate::support::{claims, sign, try_upgrade, upgrade_request, ws_url};
@@ -943,35 +923,8 @@ async fn example_client(front: SocketAddr, sub: &str) -> Client {
 
 #[tokio::test]
 async fn the_cluster_example_runs_three_nodes_behind_nginx() {
-    use crate::external::free_port;
-    use tokio::io::{AsyncBufReadExt, BufReader};
-
-    let front = free_port();
-    let nodes = [free_port(), free_port(), free_port()];
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut run = tokio::process::Command::new(root.join("examples/cluster/run"))
-        .env("SWITCHBOARD_BINARY", crate::support::binary())
-        .env("FRONT_PORT", front.to_string())
-        .env("REDIS_PORT", free_port().to_string())
-        .env("NODE_PORTS", nodes.map(|port| port.to_string()).join(" "))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("the example starts");
-    let stdout = run.stdout.take().expect("stdout");
-    let mut example = Example(run);
-    let mut lines = BufReader::new(stdout).lines();
-    timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.expect("readable") {
-            if line.starts_with("cluster ready") {
-                return;
-            }
-        }
-        panic!("the example exited before it was ready");
-    })
-    .await
-    .expect("ready in time");
-
-    let front: SocketAddr = ([127, 0, 0, 1], front).into();
+    let mut example = ClusterExample::start().await;
+    let front: SocketAddr = ([127, 0, 0, 1], example.front_port).into();
     let mut alice = example_client(front, "alice").await;
     let mut bob = example_client(front, "bob").await;
     alice.join("lobby").await;
@@ -993,20 +946,10 @@ async fn the_cluster_example_runs_three_nodes_behind_nginx() {
         assert_eq!(news(client, 1).await, vec![(seq, json!("hello"))]);
     }
 
-    let pid = example.0.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let exit = timeout(Duration::from_secs(20), example.0.wait())
-        .await
-        .expect("the example stopped in time")
-        .expect("wait");
-    assert!(exit.success(), "the example exits cleanly: {exit:?}");
-    for port in nodes {
+    example.stop().await.expect("the example exits cleanly");
+    for (port, _) in &example.nodes {
         assert!(
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
+            tokio::net::TcpStream::connect(("127.0.0.1", *port))
                 .await
                 .is_err(),
             "node {port} stopped with the example"

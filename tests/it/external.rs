@@ -19,6 +19,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout};
 
+use crate::certs::{Ca, ServerCertificate, Validity};
+
 /// How long a process may take to answer after it was started.
 const START: Duration = Duration::from_secs(10);
 /// How long a new cluster may take to report `cluster_state:ok` on every node.
@@ -448,10 +450,15 @@ impl RedisCluster {
     }
 }
 
-/// `nginx` running `examples/cluster/nginx.conf` on a free port, proxying to given ports.
+/// `nginx` running `examples/cluster/nginx.conf` on a free port (and TLS on another),
+/// proxying to given ports.
 pub struct Nginx {
-    /// Where it listens.
+    /// Where it listens in plain HTTP.
     pub port: u16,
+    /// Where it listens with TLS.
+    pub tls_port: u16,
+    /// The private CA that signed its certificate (PEM), unless the test brought its own.
+    pub ca_pem: Option<String>,
     /// `None` once stopped.
     child: Option<Child>,
     /// Its prefix: the rendered `nginx.conf`, `nginx.pid`, logs, temp folders.
@@ -461,21 +468,27 @@ pub struct Nginx {
 /// The line of `examples/cluster/nginx.conf` (as a whole, indentation aside) that `Nginx`
 /// replaces with its own port.
 const NGINX_LISTEN: &str = "listen 127.0.0.1:8080;";
+/// The TLS line `Nginx` replaces with its own TLS port.
+const NGINX_TLS_LISTEN: &str = "listen 127.0.0.1:8443 ssl;";
 /// The lines of `examples/cluster/nginx.conf` around the upstream `server` lines, which
 /// `Nginx` replaces with its own.
 const NGINX_BEGIN: &str = "# BEGIN upstream servers";
 const NGINX_END: &str = "# END upstream servers";
 
-/// `template` listening on `port` and proxying to `upstream_ports`.
-fn render_nginx_conf(template: &str, port: u16, upstream_ports: &[u16]) -> String {
+/// `template` listening on `port` and `tls_port` and proxying to `upstream_ports`.
+fn render_nginx_conf(template: &str, port: u16, tls_port: u16, upstream_ports: &[u16]) -> String {
     let mut rendered = String::new();
-    let (mut listens, mut begun, mut ended) = (0, false, false);
+    let (mut listens, mut tls_listens, mut begun, mut ended) = (0, 0, false, false);
     for line in template.lines() {
         let indent = &line[..line.len() - line.trim_start().len()];
         match line.trim() {
             NGINX_LISTEN => {
                 listens += 1;
                 rendered.push_str(&format!("{indent}listen 127.0.0.1:{port};\n"));
+            }
+            NGINX_TLS_LISTEN => {
+                tls_listens += 1;
+                rendered.push_str(&format!("{indent}listen 127.0.0.1:{tls_port} ssl;\n"));
             }
             NGINX_BEGIN if !begun => {
                 begun = true;
@@ -502,6 +515,10 @@ fn render_nginx_conf(template: &str, port: u16, upstream_ports: &[u16]) -> Strin
         listens, 1,
         "examples/cluster/nginx.conf must hold the line `{NGINX_LISTEN}` exactly once"
     );
+    assert_eq!(
+        tls_listens, 1,
+        "examples/cluster/nginx.conf must hold the line `{NGINX_TLS_LISTEN}` exactly once"
+    );
     assert!(
         begun && ended,
         "examples/cluster/nginx.conf must hold the lines `{NGINX_BEGIN}` and then `{NGINX_END}`"
@@ -510,18 +527,37 @@ fn render_nginx_conf(template: &str, port: u16, upstream_ports: &[u16]) -> Strin
 }
 
 impl Nginx {
-    /// Renders `examples/cluster/nginx.conf` for a free port and `upstream_ports`, runs nginx
-    /// on it (its prefix a temp folder) and waits until it listens.
+    /// Renders `examples/cluster/nginx.conf` for free ports and `upstream_ports`, runs nginx
+    /// on it (its prefix a temp folder) and waits until it listens. Its TLS port serves a
+    /// certificate for `localhost` and 127.0.0.1 from a fresh private CA (`ca_pem`).
     pub async fn start(upstream_ports: &[u16]) -> Nginx {
+        let ca = Ca::new("Switchboard test CA");
+        let certificate = ca.server(&["localhost", "127.0.0.1"], Validity::Current);
+        let mut nginx = Nginx::start_with_certificate(upstream_ports, &certificate).await;
+        nginx.ca_pem = Some(ca.pem());
+        nginx
+    }
+
+    /// As [`Nginx::start`], with `certificate` on the TLS port.
+    pub async fn start_with_certificate(
+        upstream_ports: &[u16],
+        certificate: &ServerCertificate,
+    ) -> Nginx {
         assert!(!upstream_ports.is_empty(), "nginx needs an upstream");
-        let port = free_port();
+        let (port, tls_port) = (free_port(), free_port());
         let dir = TempDir::new("nginx", port);
         let template_path = repo_root().join("examples/cluster/nginx.conf");
         let template = std::fs::read_to_string(&template_path)
             .unwrap_or_else(|error| panic!("reading {}: {error}", template_path.display()));
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, render_nginx_conf(&template, port, upstream_ports))
-            .expect("nginx.conf written");
+        std::fs::write(
+            &conf,
+            render_nginx_conf(&template, port, tls_port, upstream_ports),
+        )
+        .expect("nginx.conf written");
+        std::fs::create_dir_all(dir.join("tls")).expect("tls folder");
+        std::fs::write(dir.join("tls/cert.pem"), &certificate.cert_pem).expect("cert written");
+        std::fs::write(dir.join("tls/key.pem"), &certificate.key_pem).expect("key written");
         let (stdout, stderr) = log_handles(&dir.join("stderr.log"));
         // The conf sets `pid nginx.pid;` (under the prefix), so `-g` must not set it again.
         let child = Command::new(program("nginx"))
@@ -539,6 +575,8 @@ impl Nginx {
             .unwrap_or_else(|error| panic!("nginx did not start: {error}"));
         let mut nginx = Nginx {
             port,
+            tls_port,
+            ca_pem: None,
             child: Some(child),
             dir,
         };
@@ -554,6 +592,11 @@ impl Nginx {
     /// `ws://127.0.0.1:PORT{path}`.
     pub fn ws_url(&self, path: &str) -> String {
         format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `wss://localhost:TLS_PORT{path}`.
+    pub fn wss_url(&self, path: &str) -> String {
+        format!("wss://localhost:{}{path}", self.tls_port)
     }
 
     /// Its error log and what it wrote to stderr.
@@ -628,6 +671,127 @@ impl Drop for Nginx {
             if !exited_within_blocking(&mut child, REAP) {
                 kill_blocking(&mut child, "nginx");
             }
+        }
+    }
+}
+
+/// `examples/cluster/run` on free ports: Redis, three nodes and nginx (plain and TLS), its CA
+/// and certificate in a temp folder. Stopped with SIGTERM (so the script's trap stops every
+/// process it started) when dropped, even after a failure.
+pub struct ClusterExample {
+    /// The script; `None` once it exited.
+    script: Option<tokio::process::Child>,
+    /// The plain front door.
+    pub front_port: u16,
+    /// The TLS front door (`wss://localhost:PORT`).
+    pub tls_port: u16,
+    /// Each node's port and process id.
+    pub nodes: Vec<(u16, u32)>,
+    /// `TLS_DIR`: the CA (`ca.pem`), certificate and key the script made.
+    tls: TempDir,
+}
+
+impl ClusterExample {
+    /// Runs the script and waits (bounded) for its `cluster ready` line.
+    pub async fn start() -> ClusterExample {
+        let (front_port, tls_port) = (free_port(), free_port());
+        let node_ports = [free_port(), free_port(), free_port()];
+        let tls = TempDir::new("cluster-tls", tls_port);
+        let mut script = tokio::process::Command::new(repo_root().join("examples/cluster/run"))
+            .env("SWITCHBOARD_BINARY", crate::support::binary())
+            .env("FRONT_PORT", front_port.to_string())
+            .env("FRONT_TLS_PORT", tls_port.to_string())
+            .env("REDIS_PORT", free_port().to_string())
+            .env(
+                "NODE_PORTS",
+                node_ports.map(|port| port.to_string()).join(" "),
+            )
+            .env("TLS_DIR", &tls.0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the example starts");
+        let stdout = script.stdout.take().expect("stdout");
+        let mut example = ClusterExample {
+            script: Some(script),
+            front_port,
+            tls_port,
+            nodes: Vec::new(),
+            tls,
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let nodes = timeout(Duration::from_secs(60), async {
+            let mut nodes = Vec::new();
+            while let Some(line) = lines.next_line().await.expect("readable") {
+                if line.starts_with("cluster ready") {
+                    return nodes;
+                }
+                // `node 127.0.0.1:PORT pid PID`
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if let ["node", addr, "pid", pid] = words[..] {
+                    let port = addr.rsplit(':').next().and_then(|port| port.parse().ok());
+                    nodes.push((port.expect("a node port"), pid.parse().expect("a pid")));
+                }
+            }
+            panic!("the example exited before it was ready");
+        })
+        .await
+        .expect("ready in time");
+        assert_eq!(nodes.len(), 3, "three nodes: {nodes:?}");
+        example.nodes = nodes;
+        example
+    }
+
+    /// The private CA the script made (PEM).
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.tls.join("ca.pem")).expect("the script made ca.pem")
+    }
+
+    /// The private CA's file.
+    pub fn ca_path(&self) -> PathBuf {
+        self.tls.join("ca.pem")
+    }
+
+    /// Sends the script SIGTERM and waits for it: `Ok` when it exited with status 0.
+    pub async fn stop(&mut self) -> Result<(), String> {
+        let Some(mut script) = self.script.take() else {
+            return Err("already stopped".to_owned());
+        };
+        if let Some(pid) = script.id() {
+            signal(pid, "-TERM");
+        }
+        match timeout(Duration::from_secs(20), script.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(format!("the example exited with {status}")),
+            Ok(Err(error)) => Err(format!("waiting for the example: {error}")),
+            Err(_) => Err("the example did not stop within 20 s".to_owned()),
+        }
+    }
+}
+
+/// `kill SIGNAL pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+impl Drop for ClusterExample {
+    fn drop(&mut self) {
+        let Some(mut script) = self.script.take() else {
+            return;
+        };
+        let Some(pid) = script.id() else { return };
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if !matches!(script.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

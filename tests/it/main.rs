@@ -2,6 +2,7 @@
 //! One module per subsystem; `support` holds the harness.
 
 mod artifacts;
+mod certs;
 mod client;
 mod closes;
 mod cluster;
@@ -21,3 +22,4 @@ mod rooms;
 mod shutdown;
 mod support;
 mod tidy;
+mod tls;

@@ -28,5 +28,5 @@ pub use backoff::Reconnect;
 pub use client::Client;
 pub use config::{Config, Liveness, TokenSource, TokenTransport};
 pub use error::ClientError;
-pub use tls::Tls;
 pub use event::{Event, JoinInfo, Member, PresenceChange, State, Welcome};
+pub use tls::Tls;

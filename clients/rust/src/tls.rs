@@ -157,7 +157,11 @@ mod tests {
 
     #[test]
     fn text_without_a_certificate_is_a_configuration_error() {
-        for pem in [&b""[..], b"hello", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"] {
+        for pem in [
+            &b""[..],
+            b"hello",
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        ] {
             let error = Tls::default().add_ca_pem(pem).expect_err("refused");
             assert!(matches!(error, ClientError::Config(_)), "{error:?}");
         }
