@@ -10,7 +10,9 @@
 //   ... after(() => Promise.all([browser.close(), site.stop(), switchboard.stop()]));
 
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -80,7 +82,7 @@ for (const [signal, number] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]]) 
  * Spawns a process and resolves once a stdout line matches `ready`, with the match, a `stop()`
  * and the tail of its stderr for error messages.
  */
-function spawnUntilReady(command, args, { ready, env, what }) {
+function spawnUntilReady(command, args, { ready, env, what, onLine = () => {} }) {
   const child = spawn(command, args, {
     cwd: repoRoot,
     env: { ...process.env, ...env },
@@ -117,6 +119,7 @@ function spawnUntilReady(command, args, { ready, env, what }) {
       while ((newline = buffer.indexOf("\n")) >= 0) {
         const line = buffer.slice(0, newline);
         buffer = buffer.slice(newline + 1);
+        onLine(line);
         const match = ready.exec(line);
         if (match) resolve(match);
       }
@@ -237,6 +240,61 @@ export async function startDevServer({ dir, wsUrl, secret, tenant = "default" })
   return { url: server.match[1], port: Number(server.match[2]), stop: server.stop, stderr: server.stderr };
 }
 
+/** A port on 127.0.0.1 that was free a moment ago. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts examples/cluster/run (Redis, three nodes, nginx with TLS) on free ports, with its
+ * private CA and certificate in a temp folder. Resolves once it is ready, to
+ * {tlsPort, frontPort, nodes: [{port, pid}], caPath, certPath, stop()}.
+ */
+export async function startClusterExample() {
+  ensurePlugins();
+  const [frontPort, tlsPort, redisPort, ...nodePorts] = await Promise.all(
+    Array.from({ length: 6 }, () => freePort()),
+  );
+  const tlsDir = mkdtempSync(path.join(os.tmpdir(), "switchboard-web-tls-"));
+  const nodes = [];
+  const cluster = await spawnUntilReady(path.join(repoRoot, "examples", "cluster", "run"), [], {
+    ready: /^cluster ready/,
+    env: {
+      SWITCHBOARD_BINARY: switchboardBinary(),
+      FRONT_PORT: String(frontPort),
+      FRONT_TLS_PORT: String(tlsPort),
+      REDIS_PORT: String(redisPort),
+      NODE_PORTS: nodePorts.join(" "),
+      TLS_DIR: tlsDir,
+    },
+    what: "examples/cluster/run",
+    onLine: (line) => {
+      const node = /^node 127\.0\.0\.1:(\d+) pid (\d+)$/.exec(line);
+      if (node) nodes.push({ port: Number(node[1]), pid: Number(node[2]) });
+    },
+  });
+  return {
+    frontPort,
+    tlsPort,
+    nodes,
+    caPath: path.join(tlsDir, "ca.pem"),
+    certPath: path.join(tlsDir, "cert.pem"),
+    stop: async () => {
+      const exit = await cluster.stop();
+      rmSync(tlsDir, { recursive: true, force: true });
+      return exit;
+    },
+    stderr: cluster.stderr,
+  };
+}
+
 // ---- the browser ---------------------------------------------------------------------------
 
 /** The Chromium the tests drive: env CHROMIUM_PATH, else Debian's /usr/bin/chromium. */
@@ -257,7 +315,7 @@ const chromiumFlags = [
  * Launches headless Chromium (a fresh temporary profile, removed on close) and resolves to a
  * playwright `Browser`. Close it in an `after` hook.
  */
-export async function launchBrowser() {
+export async function launchBrowser({ args = [] } = {}) {
   if (!existsSync(chromiumPath)) {
     throw new Error(`no Chromium at ${chromiumPath}: run scripts/setup (installs Debian's chromium) or set CHROMIUM_PATH`);
   }
@@ -271,7 +329,7 @@ export async function launchBrowser() {
   return chromium.launch({
     executablePath: chromiumPath,
     headless: true,
-    args: chromiumFlags,
+    args: [...chromiumFlags, ...args],
     timeout: 30_000,
   });
 }
