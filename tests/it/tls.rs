@@ -1,7 +1,8 @@
 //! TLS at the edge: the Rust client through nginx terminating TLS with the cluster example's
 //! own `nginx.conf`. It connects, reconnects and recovers across the example's three nodes when
 //! the node holding its connection dies; a certificate it must not trust fails `connect` at
-//! once (no reconnect loop) and says what was wrong.
+//! once (no reconnect loop) and says what was wrong. Behind the proxy, the Origin check sees
+//! the page's origin.
 
 use std::time::Duration;
 
@@ -12,7 +13,10 @@ use tokio::time::{Instant, timeout};
 use crate::certs::{Ca, Validity};
 use crate::client::{connect, expect_rejoin, next_message, settings};
 use crate::external::{ClusterExample, Nginx, signal};
-use crate::support::{TestServer, WAIT, claims, default_config, http_get, sign, token};
+use crate::support::{
+    TestServer, WAIT, claims, config, default_config, http_get, sign, tenant, token, try_upgrade,
+    upgrade_request,
+};
 
 /// A token for the cluster example's `default` tenant, signed with its development secret.
 fn example_token(sub: &str) -> String {
@@ -170,4 +174,34 @@ async fn the_same_certificate_is_accepted_once_its_ca_is_trusted() {
     let info = client.join("lobby").await.expect("joined over TLS");
     assert_eq!(info.members.len(), 1);
     client.close().await;
+}
+
+#[tokio::test]
+async fn behind_the_proxy_the_origin_check_sees_the_page_origin() {
+    let tenant = tenant(
+        "default",
+        "allowed_origins = [\"https://app.example.com\"]",
+        "",
+    );
+    let server = TestServer::start(&config("", &[tenant])).await;
+    let nginx = Nginx::start(&[server.addr.port()]).await;
+    let bearer = format!("Bearer {}", token("alice"));
+    let upgrade = |origin: &'static str| {
+        upgrade_request(
+            &nginx.ws_url("/ws"),
+            &[("authorization", &bearer), ("origin", origin)],
+        )
+    };
+    // nginx passes Origin on unchanged: the node compares the page's origin, never the
+    // proxy's address or its own.
+    let (ws, response) = try_upgrade(upgrade("https://app.example.com"))
+        .await
+        .unwrap_or_else(|refusal| panic!("the allowed origin was refused: {refusal:?}"));
+    assert_eq!(response.status().as_u16(), 101);
+    drop(ws);
+    let refusal = try_upgrade(upgrade("https://evil.example.com"))
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a foreign origin upgraded through the proxy"));
+    assert_eq!(refusal.status, 403, "{refusal:?}");
 }
