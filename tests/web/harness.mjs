@@ -255,7 +255,7 @@ export function freePort() {
 /**
  * Starts examples/cluster/run (Redis, three nodes, nginx with TLS) on free ports, with its
  * private CA and certificate in a temp folder. Resolves once it is ready, to
- * {tlsPort, frontPort, nodes: [{port, pid}], caPath, certPath, stop()}.
+ * {tlsPort, frontPort, nodes: [{port, pid}], caPath, stop(), stderr()}.
  */
 export async function startClusterExample() {
   ensurePlugins();
@@ -285,7 +285,6 @@ export async function startClusterExample() {
     tlsPort,
     nodes,
     caPath: path.join(tlsDir, "ca.pem"),
-    certPath: path.join(tlsDir, "cert.pem"),
     stop: async () => {
       const exit = await cluster.stop();
       rmSync(tlsDir, { recursive: true, force: true });
@@ -316,6 +315,7 @@ const chromiumFlags = [
  * playwright `Browser`. Close it in an `after` hook.
  */
 export async function launchBrowser({ args = [] } = {}) {
+  // `args`: extra Chromium flags for this launch.
   if (!existsSync(chromiumPath)) {
     throw new Error(`no Chromium at ${chromiumPath}: run scripts/setup (installs Debian's chromium) or set CHROMIUM_PATH`);
   }
