@@ -12,8 +12,19 @@
 
 import { CollabClient, TextOperation, diff } from "./ot.js";
 
-/** Codes after which sending the same operation again may succeed. */
-const RETRYABLE = new Set(["overloaded", "timeout", "handler_timeout", "handler_failed", "host_error"]);
+/**
+ * Codes after which sending the same operation again may succeed: the host's, and the plugin's
+ * refused host calls (`unavailable`, `rate_limited`; `host_error` from plugins built before).
+ */
+const RETRYABLE = new Set([
+  "overloaded",
+  "timeout",
+  "handler_timeout",
+  "handler_failed",
+  "unavailable",
+  "rate_limited",
+  "host_error",
+]);
 /** Codes that mean "not connected now"; the rejoin after the reconnect resends. */
 const OFFLINE = new Set(["disconnected", "not_connected"]);
 /** A revision missing this long while later ones arrived is fetched with `collab:ops`. */

@@ -421,7 +421,7 @@ async fn route_to_plugin(node: &Node, conn: &Arc<ConnHandle>, envelope: &Envelop
     let reply = routed.reply(
         &envelope.msg_type,
         envelope.correlation_id.as_deref(),
-        conn.tenant.limits.max_message_bytes,
+        conn.tenant.plugin_limits.expose_panics,
     );
     if let Some(frame) = reply {
         conn.outbox.push(frame);

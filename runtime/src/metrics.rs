@@ -38,6 +38,8 @@ pub struct TenantMetrics {
     pub plugin_cpu_throttled: AtomicU64,
     /// Key-value writes refused as too large (the value, or the namespace at its limit).
     pub kv_too_large: AtomicU64,
+    /// Its plugins' call counters, by plugin name.
+    pub plugins: plugins::PluginSeries,
 }
 
 impl TenantMetrics {

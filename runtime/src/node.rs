@@ -232,6 +232,11 @@ impl Node {
         self.backplane.render_metrics(&mut text);
         self.http.render(&mut text, self.config.max_connections);
         self.plugins.render_metrics(&mut text);
+        let calls: Vec<(&str, &metrics::plugins::PluginSeries)> = tenants
+            .iter()
+            .map(|tenant| (&*tenant.name, &tenant.metrics.plugins))
+            .collect();
+        metrics::plugins::render_calls(&mut text, &calls);
         text
     }
 }

@@ -10,15 +10,16 @@
 //!   client gets for a routed message;
 //! - `ticks`: the `on-tick` tasks of the routed versions;
 //! - `services`: what the host API reaches of the node;
-//! - `artifact`, `code_cache`, `compile`, `engine`, `host_api`, `pool`, `watch`: precompiled
-//!   artifacts, Cranelift's incremental cache, compiling in a worker process, the engines and
-//!   their epoch ticker, the imports plugins call, one loaded version's instances, and hot
-//!   reload from disk.
+//! - `artifact`, `code_cache`, `compile`, `engine`, `hint`, `host_api`, `pool`, `watch`:
+//!   precompiled artifacts, Cranelift's incremental cache, compiling in a worker process, the
+//!   engines and their epoch ticker, what to do about a plugin that does not load, the imports
+//!   plugins call, one loaded version's instances, and hot reload from disk.
 
 pub mod artifact;
 pub mod code_cache;
 pub mod compile;
 pub mod engine;
+pub mod hint;
 pub mod hooks;
 pub mod host_api;
 pub mod linker;

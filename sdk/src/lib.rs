@@ -132,9 +132,31 @@ impl HandlerError {
     }
 }
 
+/// A refused host call passed on with `?` becomes the error the client gets: a code for each
+/// kind (`not_found`, `forbidden`, `rate_limited`, `too_large`, `unavailable`, `invalid`; the
+/// list in docs/protocol.md) and a sentence, never Rust's `Debug` text.
 impl From<HostError> for HandlerError {
     fn from(error: HostError) -> Self {
-        HandlerError::new("host_error", format!("{error:?}"))
+        match error {
+            HostError::NotFound => {
+                HandlerError::new("not_found", "the connection or key does not exist")
+            }
+            HostError::Forbidden => {
+                HandlerError::new("forbidden", "the host refused the call for this tenant")
+            }
+            HostError::RateLimited => HandlerError::new(
+                "rate_limited",
+                "the call used up a per-call quota (sends, fan-out, bytes or key-value operations)",
+            ),
+            HostError::TooLarge => {
+                HandlerError::new("too_large", "a value or a message is over its size limit")
+            }
+            HostError::Unavailable => HandlerError::new(
+                "unavailable",
+                "the backplane or the key-value store is unavailable; retry later",
+            ),
+            HostError::Invalid(why) => HandlerError::new("invalid", why),
+        }
     }
 }
 
@@ -205,4 +227,34 @@ macro_rules! export_plugin {
             $crate::__bindings::export!(__SwitchboardPluginExport with_types_in $crate::__bindings);
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_host_call_becomes_a_documented_code_with_a_sentence() {
+        let cases = [
+            (HostError::NotFound, "not_found"),
+            (HostError::Forbidden, "forbidden"),
+            (HostError::RateLimited, "rate_limited"),
+            (HostError::TooLarge, "too_large"),
+            (HostError::Unavailable, "unavailable"),
+            (HostError::Invalid("bad key".to_owned()), "invalid"),
+        ];
+        for (host, code) in cases {
+            let error = HandlerError::from(host);
+            assert_eq!(error.code, code);
+            assert!(
+                !error.message.contains("RateLimited") && error.message.len() > 5,
+                "{}",
+                error.message
+            );
+        }
+        assert_eq!(
+            HandlerError::from(HostError::Invalid("bad key".to_owned())).message,
+            "bad key"
+        );
+    }
 }

@@ -7,6 +7,7 @@ mod client;
 mod closes;
 mod cluster;
 mod compile;
+mod diagnostics;
 mod exhaustion;
 mod external;
 mod frames;

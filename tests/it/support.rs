@@ -653,6 +653,8 @@ pub struct BinaryServer {
     /// Where it listens.
     pub addr: SocketAddr,
     _config: TempFile,
+    /// Where its stderr goes, when the test reads its log.
+    log: Option<TempFile>,
 }
 
 /// A file removed on drop.
@@ -722,6 +724,27 @@ impl BinaryServer {
         BinaryServer::spawn(command, config).await
     }
 
+    /// Like `start`, with its log (stderr) kept for [`BinaryServer::log`].
+    pub async fn start_logged(config_text: &str) -> BinaryServer {
+        let config = temp_file("config", config_text);
+        let log = temp_file("log", "");
+        let file = std::fs::File::create(&log.0).expect("log file");
+        let mut command = Command::new(binary());
+        command
+            .args(["serve", "--config"])
+            .arg(&config.0)
+            .stderr(Stdio::from(file));
+        let mut server = BinaryServer::spawn(command, config).await;
+        server.log = Some(log);
+        server
+    }
+
+    /// What it has logged so far (only after `start_logged`).
+    pub fn log(&self) -> String {
+        let log = self.log.as_ref().expect("started with start_logged");
+        std::fs::read_to_string(&log.0).expect("the log reads")
+    }
+
     /// Like `start`, with the process's open-files limit (soft and hard) set to `open_files`.
     pub async fn start_with_open_files(config_text: &str, open_files: u64) -> BinaryServer {
         let config = temp_file("config", config_text);
@@ -737,9 +760,9 @@ impl BinaryServer {
     }
 
     async fn spawn(mut command: Command, config: TempFile) -> BinaryServer {
+        // stderr is inherited unless the caller chose a file.
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .expect("the binary starts");
@@ -759,6 +782,7 @@ impl BinaryServer {
             child,
             addr,
             _config: config,
+            log: None,
         }
     }
 

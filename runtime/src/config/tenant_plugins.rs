@@ -53,6 +53,9 @@ pub struct PluginLimits {
     pub max_plugins: usize,
     /// Bytes of this tenant's loaded plugin files (as uploaded).
     pub max_plugin_bytes: usize,
+    /// Development only: a client whose message trapped a plugin gets the plugin's panic
+    /// message instead of the trap's.
+    pub expose_panics: bool,
 }
 
 /// The default `plugin_limits.memory_bytes`.
@@ -121,6 +124,7 @@ pub(super) struct RawPluginLimits {
     compile_queue: Option<i64>,
     max_plugins: Option<i64>,
     max_plugin_bytes: Option<i64>,
+    expose_panics: Option<bool>,
 }
 
 impl Validator<'_> {
@@ -257,6 +261,7 @@ impl Validator<'_> {
                 raw.max_plugin_bytes,
                 DEFAULT_TENANT_MAX_PLUGIN_BYTES,
             ),
+            expose_panics: raw.expose_panics.unwrap_or(false),
         }
     }
 }

@@ -1,7 +1,14 @@
-//! The plugins' series: what each tenant holds loaded, and the compiles (outcomes, refusals,
-//! running and waiting).
+//! The plugins' series: what each tenant holds loaded, the compiles (outcomes, refusals,
+//! running and waiting), and the calls of each plugin (counts, failures by kind, durations,
+//! instances, reloads).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use super::{escape, header};
 
@@ -101,5 +108,224 @@ pub fn render_compiles(out: &mut String, figures: &CompileFigures) {
     ] {
         header(out, name, "gauge", help);
         let _ = writeln!(out, "{name} {value}");
+    }
+}
+
+/// Upper bounds (seconds) of the `switchboard_plugin_call_duration_seconds` buckets.
+pub const CALL_DURATION_BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+];
+
+/// How a plugin call failed, the `kind` of `switchboard_plugin_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallFailure {
+    /// The guest trapped: a panic, its memory cap, a stack overflow.
+    Trap,
+    /// It ran past its CPU budget.
+    Timeout,
+    /// It returned an error of its own (`HandlerError`).
+    HandlerError,
+    /// Its reply was not JSON, or over the message size limit.
+    BadReply,
+    /// It was not called: every instance busy, or its tenant past its CPU share.
+    Overloaded,
+}
+
+impl CallFailure {
+    const ALL: [CallFailure; 5] = [
+        CallFailure::Trap,
+        CallFailure::Timeout,
+        CallFailure::HandlerError,
+        CallFailure::BadReply,
+        CallFailure::Overloaded,
+    ];
+
+    /// The `kind` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CallFailure::Trap => "trap",
+            CallFailure::Timeout => "timeout",
+            CallFailure::HandlerError => "handler_error",
+            CallFailure::BadReply => "bad_reply",
+            CallFailure::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// The counters of one plugin (by name) of one tenant. Every loaded version of the plugin
+/// shares them, so they run on across reloads.
+#[derive(Debug, Default)]
+pub struct PluginCalls {
+    calls: AtomicU64,
+    failures: [AtomicU64; CallFailure::ALL.len()],
+    /// Calls per duration bucket (not cumulative); the last slot is past the last bound.
+    buckets: [AtomicU64; CALL_DURATION_BUCKETS.len() + 1],
+    duration_ns: AtomicU64,
+    instances: AtomicU64,
+    reloads: AtomicU64,
+}
+
+impl PluginCalls {
+    /// Counts a call asked for (whether or not it ran).
+    pub fn called(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how long a call that ran took, from entering the guest to its answer.
+    pub fn ran(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = CALL_DURATION_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(CALL_DURATION_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.duration_ns.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Counts a failed call.
+    pub fn failed(&self, failure: CallFailure) {
+        let index = CallFailure::ALL
+            .iter()
+            .position(|kind| *kind == failure)
+            .unwrap_or_default();
+        self.failures[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a new version swapped in for the one serving.
+    pub fn reloaded(&self) {
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a live instance until the guard drops.
+    pub fn instance(self: &Arc<Self>) -> InstanceGuard {
+        self.instances.fetch_add(1, Ordering::Relaxed);
+        InstanceGuard(self.clone())
+    }
+}
+
+/// Keeps an instance counted in `switchboard_plugin_instances` while it lives.
+#[derive(Debug)]
+pub struct InstanceGuard(Arc<PluginCalls>);
+
+impl Drop for InstanceGuard {
+    fn drop(&mut self) {
+        self.0.instances.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A tenant's plugin counters by plugin name.
+#[derive(Debug, Default)]
+pub struct PluginSeries(Mutex<BTreeMap<String, Arc<PluginCalls>>>);
+
+impl PluginSeries {
+    /// The counters of plugin `name`, made on its first load.
+    pub fn of(&self, name: &str) -> Arc<PluginCalls> {
+        let mut plugins = self.0.lock();
+        if let Some(calls) = plugins.get(name) {
+            return calls.clone();
+        }
+        let calls = Arc::new(PluginCalls::default());
+        plugins.insert(name.to_owned(), calls.clone());
+        calls
+    }
+
+    /// Forgets the plugins no loaded version holds any more, so the series of every name a
+    /// tenant ever loaded do not pile up: they are bounded by the versions loaded.
+    fn forget_unloaded(&self) {
+        self.0
+            .lock()
+            .retain(|_, calls| Arc::strong_count(calls) > 1);
+    }
+}
+
+/// A series with one value per plugin: name, type, help text, and how to read it.
+type SimpleSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&PluginCalls) -> u64,
+);
+
+/// Renders the call series of every tenant's plugins: rows of (tenant, its plugins).
+pub fn render_calls(out: &mut String, tenants: &[(&str, &PluginSeries)]) {
+    let mut rows: Vec<(String, String, Arc<PluginCalls>)> = Vec::new();
+    for (tenant, series) in tenants {
+        series.forget_unloaded();
+        for (plugin, calls) in series.0.lock().iter() {
+            rows.push((escape(tenant), escape(plugin), calls.clone()));
+        }
+    }
+    rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let simple: [SimpleSeries; 3] = [
+        (
+            "switchboard_plugin_calls_total",
+            "counter",
+            "Plugin calls asked for (messages and hooks), across the plugin's versions.",
+            |calls| calls.calls.load(Ordering::Relaxed),
+        ),
+        (
+            "switchboard_plugin_instances",
+            "gauge",
+            "Live instances of the plugin (warm in the pool or running a call).",
+            |calls| calls.instances.load(Ordering::Relaxed),
+        ),
+        (
+            "switchboard_plugin_reloads_total",
+            "counter",
+            "New versions of the plugin swapped in for the one serving.",
+            |calls| calls.reloads.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, kind, help, read) in simple {
+        header(out, name, kind, help);
+        for (tenant, plugin, calls) in &rows {
+            let _ = writeln!(
+                out,
+                "{name}{{tenant=\"{tenant}\",plugin=\"{plugin}\"}} {}",
+                read(calls)
+            );
+        }
+    }
+    header(
+        out,
+        "switchboard_plugin_errors_total",
+        "counter",
+        "Failed plugin calls by kind (trap, timeout, handler_error, bad_reply, overloaded).",
+    );
+    for (tenant, plugin, calls) in &rows {
+        for (failure, count) in CallFailure::ALL.iter().zip(&calls.failures) {
+            let _ = writeln!(
+                out,
+                "switchboard_plugin_errors_total{{tenant=\"{tenant}\",plugin=\"{plugin}\",kind=\"{}\"}} {}",
+                failure.label(),
+                count.load(Ordering::Relaxed)
+            );
+        }
+    }
+    let name = "switchboard_plugin_call_duration_seconds";
+    header(
+        out,
+        name,
+        "histogram",
+        "Time from entering the plugin to its answer, for calls that ran.",
+    );
+    for (tenant, plugin, calls) in &rows {
+        let mut cumulative = 0;
+        for (bound, count) in CALL_DURATION_BUCKETS.iter().zip(&calls.buckets) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{tenant=\"{tenant}\",plugin=\"{plugin}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        if let Some(past) = calls.buckets.last() {
+            cumulative += past.load(Ordering::Relaxed);
+        }
+        let labels = format!("tenant=\"{tenant}\",plugin=\"{plugin}\"");
+        let seconds = calls.duration_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {seconds}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
     }
 }

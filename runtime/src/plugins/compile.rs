@@ -446,7 +446,9 @@ impl Compiler {
         let session = async {
             match answered.await {
                 Ok(Ok(sealed)) => Ok(sealed),
-                Ok(Err(Said::Failed(message))) => Err(Some(CompileError::Invalid(message))),
+                Ok(Err(Said::Failed(message))) => {
+                    Err(Some(CompileError::Invalid(super::hint::with_hint(message))))
+                }
                 Ok(Err(Said::OutOfMemory)) => Err(Some(CompileError::MemoryLimit(memory_bytes))),
                 Ok(Err(Said::Nothing)) | Err(_) => Err(None),
             }

@@ -5,6 +5,7 @@
 use super::Plugins;
 use super::pool::{Answer, Call, CallError};
 use crate::conn_handle::ConnHandle;
+use crate::metrics::plugins::CallFailure;
 use crate::protocol::{self, ErrorCode, Frame};
 use crate::wit::{HandlerError, Hooks, Message};
 
@@ -15,6 +16,8 @@ pub enum Routed {
     Unrouted,
     /// The plugin answered (or returned an error of its own).
     Answered(Result<Option<String>, HandlerError>),
+    /// The plugin's reply cannot be sent: why.
+    BadReply(&'static str),
     /// The call failed.
     Failed(CallError),
 }
@@ -23,13 +26,14 @@ impl Routed {
     /// The one reply the client gets for a message of `msg_type`: an `ack` (only when the
     /// message had a `correlationId`), the plugin's own error, or the host's error for a
     /// failure: `unknown_type` (no plugin), `overloaded` (no instance free), `handler_timeout`
-    /// (past the CPU budget), `handler_failed` (a trap, or a reply over `max_reply_bytes` or
-    /// not JSON). `None`: nothing to send.
+    /// (past the CPU budget), `handler_failed` (a trap, or a reply over the message size limit
+    /// or not JSON). With `expose_panics` (the tenant's `plugin_limits.expose_panics`, for
+    /// development) a trap's message is the plugin's panic message. `None`: nothing to send.
     pub fn reply(
         self,
         msg_type: &str,
         correlation_id: Option<&str>,
-        max_reply_bytes: usize,
+        expose_panics: bool,
     ) -> Option<Frame> {
         let failure =
             |code: ErrorCode, message: &str| Some(protocol::error(correlation_id, code, message));
@@ -38,25 +42,13 @@ impl Routed {
                 ErrorCode::UnknownType,
                 &format!("no handler for type `{msg_type}`"),
             ),
-            Routed::Answered(Ok(reply)) => {
-                let correlation_id = correlation_id?;
-                match reply.as_deref() {
-                    None => Some(protocol::ack(correlation_id, None)),
-                    Some(payload) if payload.len() > max_reply_bytes => failure(
-                        ErrorCode::HandlerFailed,
-                        "the plugin's reply is over the message size limit",
-                    ),
-                    Some(payload) if protocol::validate_payload(payload).is_err() => {
-                        failure(ErrorCode::HandlerFailed, "the plugin's reply is not JSON")
-                    }
-                    Some(payload) => Some(protocol::ack(correlation_id, Some(payload))),
-                }
-            }
+            Routed::Answered(Ok(reply)) => Some(protocol::ack(correlation_id?, reply.as_deref())),
             Routed::Answered(Err(error)) => Some(protocol::error_with_code(
                 correlation_id,
                 &error.code,
                 &error.message,
             )),
+            Routed::BadReply(why) => failure(ErrorCode::HandlerFailed, why),
             Routed::Failed(CallError::Overloaded) => failure(
                 ErrorCode::Overloaded,
                 "the handler is at capacity; retry later",
@@ -65,11 +57,28 @@ impl Routed {
                 ErrorCode::HandlerTimeout,
                 "the handler ran past its CPU budget",
             ),
-            Routed::Failed(CallError::Trapped(detail)) => failure(
+            Routed::Failed(CallError::Trapped {
+                panic: Some(panic), ..
+            }) if expose_panics => failure(
                 ErrorCode::HandlerFailed,
-                &format!("the handler failed: {detail}"),
+                &format!("the handler panicked: {panic}"),
+            ),
+            Routed::Failed(CallError::Trapped { trap, .. }) => failure(
+                ErrorCode::HandlerFailed,
+                &format!("the handler failed: {trap}"),
             ),
         }
+    }
+}
+
+/// Why a reply the plugin returned cannot go to the client, if it cannot.
+fn bad_reply(reply: &str, max_reply_bytes: usize) -> Option<&'static str> {
+    if reply.len() > max_reply_bytes {
+        Some("the plugin's reply is over the message size limit")
+    } else if protocol::validate_payload(reply).is_err() {
+        Some("the plugin's reply is not JSON")
+    } else {
+        None
     }
 }
 
@@ -96,8 +105,27 @@ impl Plugins {
         };
         let info = conn.plugin_view();
         match plugin.call(Call::Message(&info, &message), false).await {
+            Ok(Answer::Message(Ok(Some(reply)))) => {
+                match bad_reply(&reply, conn.tenant.limits.max_message_bytes) {
+                    Some(why) => {
+                        plugin.series.failed(CallFailure::BadReply);
+                        tracing::warn!(
+                            tenant = %conn.tenant.name,
+                            plugin = %plugin.name(),
+                            version = %plugin.manifest.version,
+                            msg_type = %message.msg_type,
+                            connection = %info.id,
+                            correlation_id = message.correlation_id.as_deref(),
+                            bytes = reply.len(),
+                            "{why}"
+                        );
+                        Routed::BadReply(why)
+                    }
+                    None => Routed::Answered(Ok(Some(reply))),
+                }
+            }
             Ok(Answer::Message(result)) => Routed::Answered(result),
-            Ok(_) => Routed::Failed(CallError::Trapped("unexpected answer".to_owned())),
+            Ok(_) => Routed::Failed(CallError::trapped("unexpected answer")),
             Err(error) => Routed::Failed(error),
         }
     }

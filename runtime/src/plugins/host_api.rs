@@ -66,6 +66,9 @@ pub struct HostState {
     pub ticks_run: u64,
     /// Running time of the call in progress, charged to the tenant's CPU share.
     pub clock: Arc<RunClock>,
+    /// The panic message the guest reported in the call in progress (the SDK's panic hook
+    /// logs it just before the trap); the call's failure line carries it.
+    pub panic: Option<String>,
 }
 
 impl HostState {
@@ -85,6 +88,7 @@ impl HostState {
             yields: 0,
             ticks_run: 0,
             clock: Arc::default(),
+            panic: None,
         }
     }
 
@@ -445,6 +449,12 @@ impl kv::Host for HostState {
     }
 }
 
+/// The longest log message (and panic message) kept from a plugin.
+const MAX_LOG_BYTES: usize = 4096;
+
+/// How the SDK's panic hook starts the message it logs (`sdk/src/lib.rs`).
+const PANIC_PREFIX: &str = "plugin panicked: ";
+
 impl logging::Host for HostState {
     async fn log(
         &mut self,
@@ -452,13 +462,20 @@ impl logging::Host for HostState {
         message: String,
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
-        let tenant = &*self.env.tenant.name;
-        let plugin = &*self.env.plugin;
-        let message = if message.len() > 4096 {
-            &message[..message.floor_char_boundary(4096)]
+        let message = if message.len() > MAX_LOG_BYTES {
+            &message[..message.floor_char_boundary(MAX_LOG_BYTES)]
         } else {
             message.as_str()
         };
+        if matches!(level, LogLevel::Error)
+            && let Some(panic) = message.strip_prefix(PANIC_PREFIX)
+        {
+            // Kept for the failure line that follows the trap, instead of a line of its own.
+            self.panic = Some(panic.to_owned());
+            return Ok(());
+        }
+        let tenant = &*self.env.tenant.name;
+        let plugin = &*self.env.plugin;
         let fields = format!("{fields:?}");
         match level {
             LogLevel::Trace => tracing::trace!(tenant, plugin, fields, "{message}"),

@@ -16,6 +16,7 @@ use super::artifact::{Verified, deserialize};
 use super::compile::CompileError;
 use super::engine::{EPOCH_TICK, Tier, ticks_for};
 use super::host_api::{HostState, PluginEnv};
+use crate::metrics::plugins::{CallFailure, InstanceGuard, PluginCalls};
 use crate::tenant::Tenant;
 use crate::wit::{ConnInfo, HandlerError, Manifest, Message, Plugin, PluginPre};
 
@@ -81,9 +82,57 @@ pub enum CallError {
     /// Every instance slot is busy.
     Overloaded,
     /// The guest trapped (panic, out of memory, stack overflow, host failure).
-    Trapped(String),
+    Trapped {
+        /// What wasmtime said.
+        trap: String,
+        /// The panic message the guest's panic hook reported before the trap, if any.
+        panic: Option<String>,
+    },
     /// The call ran past its CPU budget.
     Timeout,
+}
+
+impl CallError {
+    /// A trap without a panic message.
+    pub fn trapped(trap: impl Into<String>) -> CallError {
+        CallError::Trapped {
+            trap: trap.into(),
+            panic: None,
+        }
+    }
+
+    /// The `kind` it is counted as.
+    fn failure(&self) -> CallFailure {
+        match self {
+            CallError::Overloaded => CallFailure::Overloaded,
+            CallError::Trapped { .. } => CallFailure::Trap,
+            CallError::Timeout => CallFailure::Timeout,
+        }
+    }
+}
+
+impl Call<'_> {
+    /// The export it calls, for logs.
+    fn export(&self) -> &'static str {
+        match self {
+            Call::Message(..) => "on-message",
+            Call::Connect(_) => "on-connect",
+            Call::Disconnect(..) => "on-disconnect",
+            Call::AuthorizeJoin(..) => "authorize-join",
+            Call::Tick(_) => "on-tick",
+        }
+    }
+
+    /// The connection it is about, if any.
+    fn connection(&self) -> Option<&str> {
+        match self {
+            Call::Message(conn, _)
+            | Call::Connect(conn)
+            | Call::Disconnect(conn, _)
+            | Call::AuthorizeJoin(conn, _) => Some(&conn.id),
+            Call::Tick(_) => None,
+        }
+    }
 }
 
 /// A call into a plugin.
@@ -116,6 +165,8 @@ struct Instance {
     store: Store<HostState>,
     plugin: Plugin,
     calls: u64,
+    /// Counted in `switchboard_plugin_instances` while it lives.
+    _counted: InstanceGuard,
 }
 
 /// A loaded, validated plugin version.
@@ -140,6 +191,8 @@ pub struct LoadedPlugin {
     pub errors: AtomicU64,
     /// Times a call gave up its worker thread at an epoch tick (it ran longer than a tick).
     pub yields: AtomicU64,
+    /// The counters of the plugin's name, shared with its other versions (`/metrics`).
+    pub series: Arc<PluginCalls>,
     engine: Engine,
     pre: PluginPre<HostState>,
     env: Arc<PluginEnv>,
@@ -212,6 +265,7 @@ fn arm(store: &mut Store<HostState>) {
     state.ticks_run = 0;
     state.yields = 0;
     state.usage = Default::default();
+    state.panic = None;
     state.clock.reset();
     store.set_epoch_deadline(1);
 }
@@ -271,7 +325,7 @@ impl LoadedPlugin {
         let shown = path.display().to_string();
         let invalid = |error: wasmtime::Error| LoadError::Invalid {
             path: shown.clone(),
-            message: format!("{error:#}"),
+            message: super::hint::with_hint(format!("{error:#}")),
         };
         let (started, compiled_in) = (std::time::Instant::now(), source.compiled_in);
         let sha256 = source.build.source_sha256();
@@ -304,6 +358,7 @@ impl LoadedPlugin {
             path: shown.clone(),
             message,
         })?;
+        let series = provisional.tenant.metrics.plugins.of(&manifest.name);
         let env = Arc::new(PluginEnv {
             plugin: Arc::from(manifest.name.as_str()),
             services: provisional.services.clone(),
@@ -345,7 +400,9 @@ impl LoadedPlugin {
                 store,
                 plugin,
                 calls: 0,
+                _counted: series.instance(),
             }]),
+            series,
             permits,
         })
     }
@@ -361,7 +418,7 @@ impl LoadedPlugin {
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|error| classify(&error))?;
+            .map_err(|error| classify(&error, None))?;
         match plugin
             .switchboard_plugin_handler()
             .call_init(&mut store)
@@ -371,15 +428,60 @@ impl LoadedPlugin {
                 store,
                 plugin,
                 calls: 0,
+                _counted: self.series.instance(),
             }),
-            Ok(Err(message)) => Err(CallError::Trapped(format!("init refused: {message}"))),
-            Err(error) => Err(classify(&error)),
+            Ok(Err(message)) => Err(CallError::trapped(format!("init refused: {message}"))),
+            Err(error) => Err(classify(&error, store.data_mut().panic.take())),
         }
     }
 
     /// Runs one call on a warm (or fresh) instance. `wait` lets lifecycle hooks queue for a
     /// slot instead of being refused; messages never wait.
     pub async fn call(&self, call: Call<'_>, wait: bool) -> Result<Answer, CallError> {
+        self.series.called();
+        let result = self.run(&call, wait).await;
+        match &result {
+            Ok(Answer::Message(Err(_))) => self.series.failed(CallFailure::HandlerError),
+            Ok(_) => {}
+            Err(error) => {
+                self.series.failed(error.failure());
+                if *error != CallError::Overloaded {
+                    self.log_failure(&call, error);
+                }
+            }
+        }
+        result
+    }
+
+    /// One line per failed call, with everything needed to find it again.
+    fn log_failure(&self, call: &Call<'_>, error: &CallError) {
+        let (msg_type, correlation_id) = match call {
+            Call::Message(_, message) => (
+                Some(message.msg_type.as_str()),
+                message.correlation_id.as_deref(),
+            ),
+            _ => (None, None),
+        };
+        let (trap, panic) = match error {
+            CallError::Trapped { trap, panic } => (trap.as_str(), panic.as_deref()),
+            CallError::Timeout => ("ran past its CPU budget", None),
+            CallError::Overloaded => ("overloaded", None),
+        };
+        tracing::warn!(
+            tenant = %self.env.tenant.name,
+            plugin = %self.manifest.name,
+            version = %self.manifest.version,
+            export = call.export(),
+            msg_type,
+            connection = call.connection(),
+            correlation_id,
+            trap,
+            panic,
+            "plugin call failed"
+        );
+    }
+
+    async fn run(&self, call: &Call<'_>, wait: bool) -> Result<Answer, CallError> {
         let _permit = if wait {
             self.permits
                 .clone()
@@ -410,12 +512,13 @@ impl LoadedPlugin {
             },
         };
         arm(&mut instance.store);
+        let started = Instant::now();
         let clock = instance.store.data().clock.clone();
         let handler = instance.plugin.switchboard_plugin_handler();
         let store = &mut instance.store;
         let result = clock
             .run(async {
-                match call {
+                match *call {
                     Call::Message(conn, message) => handler
                         .call_on_message(&mut *store, conn, message)
                         .await
@@ -439,6 +542,7 @@ impl LoadedPlugin {
                 }
             })
             .await;
+        self.series.ran(started.elapsed());
         let used = clock.uncharged();
         tenant
             .metrics
@@ -449,8 +553,18 @@ impl LoadedPlugin {
         if yields > 0 {
             self.yields.fetch_add(yields, Ordering::Relaxed);
         }
+        let panic = instance.store.data_mut().panic.take();
         match result {
             Ok(answer) => {
+                if let Some(panic) = panic {
+                    // Reported, yet the call answered: say so rather than lose it.
+                    tracing::error!(
+                        tenant = %self.env.tenant.name,
+                        plugin = %self.manifest.name,
+                        panic,
+                        "plugin reported a panic and went on"
+                    );
+                }
                 instance.calls += 1;
                 if instance.calls < self.env.limits.recycle_after {
                     self.idle.lock().push(instance);
@@ -460,23 +574,19 @@ impl LoadedPlugin {
             Err(error) => {
                 // A trapped store refuses further calls: the instance is dropped here.
                 self.errors.fetch_add(1, Ordering::Relaxed);
-                let error = classify(&error);
-                tracing::warn!(
-                    tenant = %self.env.tenant.name,
-                    plugin = %self.manifest.name,
-                    ?error,
-                    "plugin call failed"
-                );
-                Err(error)
+                Err(classify(&error, panic))
             }
         }
     }
 }
 
-fn classify(error: &wasmtime::Error) -> CallError {
+fn classify(error: &wasmtime::Error, panic: Option<String>) -> CallError {
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::Timeout,
-        _ => CallError::Trapped(format!("{}", error.root_cause())),
+        _ => CallError::Trapped {
+            trap: format!("{}", error.root_cause()),
+            panic,
+        },
     }
 }
 

@@ -224,6 +224,8 @@ impl Plugins {
         tenant: &Tenant,
         plugin: Arc<LoadedPlugin>,
     ) -> Result<(), SwapError> {
+        // Whether the swap that landed replaced a version (the last attempt's answer).
+        let replaced = std::cell::Cell::new(false);
         self.update(&tenant.name, |current| {
             self.room_in(tenant, current, Some(plugin.name()), plugin.file_bytes)
                 .map_err(SwapError::Limit)?;
@@ -233,10 +235,14 @@ impl Plugins {
                 .filter(|existing| existing.name() != plugin.name())
                 .cloned()
                 .collect();
+            replaced.set(plugins.len() < current.plugins.len());
             plugins.push(plugin.clone());
             Routes::new(plugins).map(Some).map_err(SwapError::Conflict)
-        })
-        .map(|_| ())
+        })?;
+        if replaced.get() {
+            plugin.series.reloaded();
+        }
+        Ok(())
     }
 
     /// Swaps `optimized` in for `baseline` if `baseline` is still the routed version (a newer

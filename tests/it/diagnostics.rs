@@ -1,0 +1,212 @@
+//! A plugin's failures as an operator and a developer see them: one log line per failed call
+//! with what is needed to find it, the panic message for the client only when the tenant asks
+//! for it, per-plugin series in `/metrics` that run on across versions, and load errors that
+//! say what to do.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::plugins::{plugin_tables, wasm_bytes};
+use crate::support::{
+    BinaryServer, Client, TestServer, api_key, config, greet_version, http_get, put_plugin, tenant,
+};
+
+/// The value of the series `line` starts with (labels included) in `metrics`, or 0.
+fn value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The connection id the client's welcome named.
+fn connection_of(client: &Client) -> String {
+    client.welcome["payload"]["connectionId"]
+        .as_str()
+        .expect("a connection id")
+        .to_owned()
+}
+
+async fn metrics_of(addr: std::net::SocketAddr) -> String {
+    http_get(&format!("http://{addr}/metrics")).await.2
+}
+
+/// The `hostile` test plugin for tenant `name`, panic messages exposed or not.
+fn hostile_tenant(name: &str, expose_panics: bool) -> String {
+    let limits = format!("[tenants.plugin_limits]\nexpose_panics = {expose_panics}\n");
+    tenant(name, "", &plugin_tables(&["hostile"], &limits))
+}
+
+#[tokio::test]
+async fn a_panic_is_one_log_line_with_its_context_and_reaches_the_client_only_when_asked() {
+    let server = BinaryServer::start_logged(&config(
+        "",
+        &[hostile_tenant("dev", true), hostile_tenant("prod", false)],
+    ))
+    .await;
+    let mut dev = Client::connect_addr(server.addr, "dev", "alice").await;
+    let mut prod = Client::connect_addr(server.addr, "prod", "bob").await;
+    let told = dev.request(json!({"type": "hostile:panic"})).await;
+    assert_eq!(told["payload"]["code"], "handler_failed", "{told}");
+    let message = told["payload"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("the handler panicked: ")
+            && message.contains("hostile plugin panics on purpose"),
+        "{told}"
+    );
+    let hidden = prod.request(json!({"type": "hostile:panic"})).await;
+    assert_eq!(hidden["payload"]["code"], "handler_failed", "{hidden}");
+    assert!(
+        !hidden.to_string().contains("on purpose"),
+        "the panic message reached a client of a tenant that did not ask: {hidden}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let failures = loop {
+        let log = server.log();
+        let failures: Vec<String> = log
+            .lines()
+            .filter(|line| line.contains("plugin call failed"))
+            .map(str::to_owned)
+            .collect();
+        if failures.len() >= 2 {
+            assert!(
+                !log.contains("plugin panicked"),
+                "the panic has a line of its own:\n{log}"
+            );
+            break failures;
+        }
+        assert!(Instant::now() < deadline, "no failure lines:\n{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(failures.len(), 2, "{failures:#?}");
+    for (line, tenant, connection) in [
+        (&failures[0], "dev", connection_of(&dev)),
+        (&failures[1], "prod", connection_of(&prod)),
+    ] {
+        for field in [
+            format!("tenant={tenant}"),
+            "plugin=hostile".to_owned(),
+            "version=".to_owned(),
+            "export=\"on-message\"".to_owned(),
+            "msg_type=\"hostile:panic\"".to_owned(),
+            format!("connection=\"{connection}\""),
+            "correlation_id=\"c".to_owned(),
+            "trap=".to_owned(),
+            "hostile plugin panics on purpose".to_owned(),
+        ] {
+            assert!(line.contains(&field), "`{field}` missing from {line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_plugin_failure_is_counted_by_kind_with_the_calls_and_their_durations() {
+    let server = TestServer::start(&config("", &[hostile_tenant("default", false)])).await;
+    let mut client = Client::connect(&server, "default", "mallory").await;
+    let cases = [
+        ("hostile:ok", json!(null), None),
+        ("hostile:panic", json!(null), Some("trap")),
+        ("hostile:loop", json!(null), Some("timeout")),
+        ("hostile:huge-reply", json!(null), Some("bad_reply")),
+        // Its payload must be a string: the plugin answers `bad_request` on its own.
+        ("hostile:poke", json!(7), Some("handler_error")),
+    ];
+    for (msg_type, payload, _) in &cases {
+        let reply = client
+            .request(json!({"type": msg_type, "payload": payload}))
+            .await;
+        assert!(
+            reply["type"] == "ack" || reply["type"] == "error",
+            "{reply}"
+        );
+    }
+    let metrics = metrics_of(server.addr).await;
+    let labels = r#"tenant="default",plugin="hostile""#;
+    assert_eq!(
+        value(
+            &metrics,
+            &format!("switchboard_plugin_calls_total{{{labels}}}")
+        ),
+        cases.len() as f64,
+        "{metrics}"
+    );
+    for kind in ["trap", "timeout", "bad_reply", "handler_error"] {
+        let series = format!("switchboard_plugin_errors_total{{{labels},kind=\"{kind}\"}}");
+        assert_eq!(value(&metrics, &series), 1.0, "{series}\n{metrics}");
+    }
+    let overloaded = format!("switchboard_plugin_errors_total{{{labels},kind=\"overloaded\"}}");
+    assert_eq!(value(&metrics, &overloaded), 0.0, "{metrics}");
+    let count = format!("switchboard_plugin_call_duration_seconds_count{{{labels}}}");
+    assert_eq!(value(&metrics, &count), cases.len() as f64, "{metrics}");
+    let all = format!("switchboard_plugin_call_duration_seconds_bucket{{{labels},le=\"+Inf\"}}");
+    assert_eq!(value(&metrics, &all), cases.len() as f64, "{metrics}");
+    // The loop ran for its whole CPU budget (100 ms).
+    let sum = format!("switchboard_plugin_call_duration_seconds_sum{{{labels}}}");
+    assert!(value(&metrics, &sum) >= 0.09, "{metrics}");
+    let instances = format!("switchboard_plugin_instances{{{labels}}}");
+    assert!(value(&metrics, &instances) >= 1.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn a_plugins_series_run_on_across_its_versions_and_count_its_reloads() {
+    let server = TestServer::start(&config(
+        "",
+        &[tenant("default", "", &plugin_tables(&["greeter-v1"], ""))],
+    ))
+    .await;
+    let mut client = Client::connect(&server, "default", "alice").await;
+    for _ in 0..3 {
+        assert_eq!(greet_version(&mut client).await, 1);
+    }
+    let key = api_key("default");
+    let (status, body) = put_plugin(&server, "greeter", Some(&key), wasm_bytes("greeter-v2")).await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..2 {
+        assert_eq!(greet_version(&mut client).await, 2);
+    }
+    let metrics = metrics_of(server.addr).await;
+    let labels = r#"tenant="default",plugin="greeter""#;
+    assert_eq!(
+        value(
+            &metrics,
+            &format!("switchboard_plugin_calls_total{{{labels}}}")
+        ),
+        5.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            &format!("switchboard_plugin_reloads_total{{{labels}}}")
+        ),
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_core_module_upload_is_refused_with_how_to_build_a_component() {
+    let server = TestServer::start(&config(
+        "",
+        &[tenant("default", "", &plugin_tables(&["greeter-v1"], ""))],
+    ))
+    .await;
+    let key = api_key("default");
+    // The smallest core module: the magic number and version 1.
+    let core = b"\0asm\x01\0\0\0".to_vec();
+    let (status, body) = put_plugin(&server, "greeter", Some(&key), core).await;
+    assert_eq!(status, 422, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("wasm32-wasip2"), "{body}");
+    let (status, body) = put_plugin(&server, "greeter", Some(&key), b"hello".to_vec()).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("not a WebAssembly file")),
+        "{body}"
+    );
+}
