@@ -27,6 +27,9 @@
 //!
 //! Off wasm32 (in `cargo test`), the host functions talk to a [`mock`] host instead, so a
 //! plugin's logic can be unit-tested natively.
+//!
+//! For typed handlers (a function per message type, payload and reply as serde types, the
+//! manifest's type list made from them), see [`Router`].
 
 #![deny(missing_docs)]
 
@@ -48,12 +51,14 @@ pub mod log;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mock;
 pub mod realtime;
+pub mod router;
 
 use __bindings::exports::switchboard::plugin::handler as exported;
 
 pub use __bindings::switchboard::plugin::types::{
     ConnInfo, HandlerError, Hooks, HostError, LogLevel, Manifest, Message,
 };
+pub use router::{Request, Router};
 
 /// A plugin: message handling plus optional lifecycle hooks. Every hook has a default that does
 /// nothing, so a plugin implements only what it declared in its [`Manifest`].
@@ -129,6 +134,27 @@ impl HandlerError {
     /// The `forbidden` error.
     pub fn forbidden(message: impl Into<String>) -> Self {
         HandlerError::new("forbidden", message)
+    }
+
+    /// The `not_found` error: what the request names does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        HandlerError::new("not_found", message)
+    }
+
+    /// The `conflict` error: the request lost a race (a version changed meanwhile); the client
+    /// may read again and retry.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        HandlerError::new("conflict", message)
+    }
+
+    /// The `unavailable` error: something the plugin needs is down; retry with backoff.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        HandlerError::new("unavailable", message)
+    }
+
+    /// The `internal` error: a bug in the plugin, not in the request.
+    pub fn internal(message: impl Into<String>) -> Self {
+        HandlerError::new("internal", message)
     }
 }
 

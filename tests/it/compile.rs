@@ -533,7 +533,10 @@ async fn a_compile_that_waits_too_long_for_a_slot_is_refused() {
 
 #[tokio::test]
 async fn what_a_tenant_and_the_node_hold_is_bounded_before_compiling() {
-    let greeter = wasm_bytes("greeter-v1").len();
+    // Room for either greeter version (the larger is swapped in below) and echo.
+    let greeter = wasm_bytes("greeter-v1")
+        .len()
+        .max(wasm_bytes("greeter-v2").len());
     let echo = wasm_bytes("echo").len();
     let server = TestServer::start(&config(
         "[plugins]\nmax_plugins = 3\n",
