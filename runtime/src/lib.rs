@@ -11,7 +11,8 @@
 //! - `backplane`: what crosses nodes (in memory for one node);
 //! - `plugins`: WASM plugins (host API, pooled instances, limits, reload);
 //! - `admin`: the publish and plugin APIs; `metrics`: Prometheus text; `node`: the shared
-//!   state; `clock`: Unix milliseconds.
+//!   state; `clock`: Unix milliseconds;
+//! - `scaffold`: `switchboard plugin new`, a plugin crate to start from.
 
 pub mod admin;
 pub mod auth;
@@ -33,6 +34,7 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod registry;
 pub mod rooms;
+pub mod scaffold;
 pub mod server;
 pub mod tenant;
 pub mod wit;

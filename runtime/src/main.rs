@@ -74,6 +74,11 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Plugin authoring.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Compiles one plugin for a running node: the component on stdin, the sealed build on
     /// stdout. `serve` starts it; not for people.
     #[command(name = "compile-worker", hide = true)]
@@ -90,6 +95,22 @@ enum Command {
         /// Someone waits for the build: keep the node's priority for a moment.
         #[arg(long)]
         urgent: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Make a plugin crate (typed handlers, a native test) that builds and tests as it is.
+    New {
+        /// The plugin's name (also the crate's and the folder's): a-z 0-9 - _.
+        name: String,
+        /// Where to make it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The `sdk` folder of a Switchboard checkout (default: the one this binary was built
+        /// from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
 }
 
@@ -122,6 +143,9 @@ fn main() -> ExitCode {
             wasm,
             output,
         } => precompile(&config, &wasm, output),
+        Command::Plugin {
+            command: PluginCommand::New { name, dir, sdk },
+        } => new_plugin(&name, dir, sdk),
         Command::CompileWorker {
             tier,
             memory_bytes,
@@ -144,6 +168,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn new_plugin(name: &str, dir: Option<PathBuf>, sdk: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    let sdk = sdk.unwrap_or_else(switchboard::scaffold::built_in_sdk);
+    let written = switchboard::scaffold::new_plugin(name, &dir, &sdk)?;
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    let file = switchboard::scaffold::component_file(name);
+    println!(
+        "next: cd {dir} && cargo test && cargo build --release --target wasm32-wasip2 \
+         (the component: target/wasm32-wasip2/release/{file})",
+        dir = dir.display()
+    );
+    Ok(())
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
