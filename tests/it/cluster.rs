@@ -930,18 +930,7 @@ async fn the_cluster_example_runs_three_nodes_behind_nginx() {
     alice.join("lobby").await;
     let ack = bob.join("lobby").await;
     assert_eq!(member_ids(&ack).len(), 2);
-    let body = json!({"tenant": "default", "channel": "lobby", "type": "news", "payload": "hello"});
-    let reply: Value = reqwest::Client::new()
-        .post(format!("http://{front}/api/publish"))
-        .bearer_auth("dev-api-key")
-        .json(&body)
-        .send()
-        .await
-        .expect("published")
-        .json()
-        .await
-        .expect("JSON");
-    let seq = reply["seq"].as_u64().expect("seq");
+    let seq = ClusterExample::publish_through(example.front_port, "lobby", json!("hello")).await;
     for client in [&mut alice, &mut bob] {
         assert_eq!(news(client, 1).await, vec![(seq, json!("hello"))]);
     }

@@ -751,6 +751,27 @@ impl ClusterExample {
         self.tls.join("ca.pem")
     }
 
+    /// Publishes `payload` (type `news`) to `channel` of the example's `default` tenant
+    /// through `port` (a node's, or the plain front door's); returns its `seq`.
+    pub async fn publish_through(port: u16, channel: &str, payload: serde_json::Value) -> u64 {
+        let body = serde_json::json!({
+            "tenant": "default", "channel": channel, "type": "news", "payload": payload
+        });
+        let reply: serde_json::Value = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/api/publish"))
+            .bearer_auth("dev-api-key")
+            .json(&body)
+            .send()
+            .await
+            .expect("published")
+            .json()
+            .await
+            .expect("JSON");
+        reply["seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no seq in {reply}"))
+    }
+
     /// Sends the script SIGTERM and waits for it: `Ok` when it exited with status 0.
     pub async fn stop(&mut self) -> Result<(), String> {
         let Some(mut script) = self.script.take() else {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use switchboard_client::{Client, ClientError, Tls};
 use tokio::time::{Instant, timeout};
 
@@ -26,24 +26,6 @@ fn example_token(sub: &str) -> String {
         jsonwebtoken::Algorithm::HS256,
         &key,
     )
-}
-
-/// Publishes `payload` to `channel` of the example's `default` tenant through node `port`.
-async fn publish_through(port: u16, channel: &str, payload: Value) -> u64 {
-    let body = json!({"tenant": "default", "channel": channel, "type": "news", "payload": payload});
-    let reply: Value = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/api/publish"))
-        .bearer_auth("dev-api-key")
-        .json(&body)
-        .send()
-        .await
-        .expect("published")
-        .json()
-        .await
-        .expect("JSON");
-    reply["seq"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no seq in {reply}"))
 }
 
 /// The node (port, pid) whose `/metrics` counts one connection of the `default` tenant.
@@ -80,7 +62,7 @@ async fn the_rust_client_connects_reconnects_and_recovers_through_the_tls_front_
     let mut events = client.events();
     client.join("lobby").await.expect("joined");
     let first_node = example.nodes[0].0;
-    let seq = publish_through(first_node, "lobby", json!("before")).await;
+    let seq = ClusterExample::publish_through(first_node, "lobby", json!("before")).await;
     assert_eq!(
         next_message(&mut events, "lobby").await,
         (seq, json!("before"))
@@ -99,7 +81,10 @@ async fn the_rust_client_connects_reconnects_and_recovers_through_the_tls_front_
         .expect("a surviving node");
     let mut published = Vec::new();
     for n in 1..=3 {
-        published.push((publish_through(survivor, "lobby", json!(n)).await, json!(n)));
+        published.push((
+            ClusterExample::publish_through(survivor, "lobby", json!(n)).await,
+            json!(n),
+        ));
     }
     expect_rejoin(&mut events, "lobby", true).await;
     let mut received = Vec::new();
