@@ -105,7 +105,8 @@ impl Plugins {
         };
         let info = conn.plugin_view();
         match plugin.call(Call::Message(&info, &message), false).await {
-            Ok(Answer::Message(Ok(Some(reply)))) => {
+            // A reply goes out only to a correlated message; the others' are dropped unread.
+            Ok(Answer::Message(Ok(Some(reply)))) if message.correlation_id.is_some() => {
                 match bad_reply(&reply, conn.tenant.limits.max_message_bytes) {
                     Some(why) => {
                         plugin.series.failed(CallFailure::BadReply);
