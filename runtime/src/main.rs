@@ -2,6 +2,8 @@
 //! `compile-worker` that `serve` runs). Thin: parse flags, load the config, set up logging,
 //! hand over to the library.
 
+mod dev_loop;
+
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +75,15 @@ enum Command {
         /// Where to write the artifact (default: the component's path with `.cwasm`).
         #[arg(long, short)]
         output: Option<PathBuf>,
+    },
+    /// Build the plugin crate in a folder, serve it locally, rebuild and swap it on every change.
+    Dev {
+        /// The plugin crate's folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The local server's port.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
     },
     /// Plugin authoring.
     Plugin {
@@ -146,6 +157,7 @@ fn main() -> ExitCode {
         Command::Plugin {
             command: PluginCommand::New { name, dir, sdk },
         } => new_plugin(&name, dir, sdk),
+        Command::Dev { dir, port } => dev_loop::run(&dir, port),
         Command::CompileWorker {
             tier,
             memory_bytes,

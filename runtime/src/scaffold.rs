@@ -208,6 +208,7 @@ A Switchboard plugin. The authoring guide is the SDK's README (`sdk/README.md` o
 cargo test                                        # the logic, natively, against the mock host
 rustup target add wasm32-wasip2                   # once
 cargo build --release --target wasm32-wasip2      # target/wasm32-wasip2/release/{file}
+switchboard dev                                   # serve it locally; every change is rebuilt and swapped in
 curl -X PUT --data-binary @target/wasm32-wasip2/release/{file} \
   -H 'Authorization: Bearer API_KEY' http://127.0.0.1:8080/api/tenants/TENANT/plugins/{name}
 ```

@@ -74,7 +74,7 @@ fn cluster_ports(count: usize) -> Vec<u16> {
 }
 
 /// The repository's root folder.
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")

@@ -7,6 +7,7 @@ mod client;
 mod closes;
 mod cluster;
 mod compile;
+mod dev_loop;
 mod diagnostics;
 mod exhaustion;
 mod external;
