@@ -4,13 +4,13 @@
 //! own file watcher swaps each new build in. The server's log (and the plugin's panics) go to
 //! this terminal. Part of the binary, not of the library.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use notify::{RecursiveMode, Watcher};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -36,12 +36,28 @@ async fn serve(dir: &Path, port: u16) -> anyhow::Result<()> {
         .await?
         .join("wasm32-wasip2/release")
         .join(switchboard::scaffold::component_file(&name));
+    // Watching starts before anything is built or printed: an edit made as soon as the token
+    // shows (or during the first build) is not missed.
+    let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|event| !event.kind.is_access()) {
+            let _ = changed.send(());
+        }
+    })
+    .context("cannot watch the sources")?;
+    watcher
+        .watch(&dir.join("src"), RecursiveMode::Recursive)
+        .context("cannot watch src/")?;
+    watcher
+        .watch(&manifest, RecursiveMode::NonRecursive)
+        .context("cannot watch Cargo.toml")?;
+
     if !build(&manifest).await? {
         bail!("the first build failed; fix it and run `switchboard dev` again");
     }
-    let work = tempdir()?;
-    let secret = random_hex("secret");
-    let api_key = random_hex("api-key");
+    let work = WorkDir::new()?;
+    let secret = random_hex()?;
+    let api_key = random_hex()?;
     let config = work.join("switchboard.toml");
     std::fs::write(&config, config_text(port, &component, &secret, &api_key))
         .with_context(|| format!("writing {}", config.display()))?;
@@ -79,20 +95,6 @@ async fn serve(dir: &Path, port: u16) -> anyhow::Result<()> {
         dir.join("src").display()
     );
 
-    let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|event| !event.kind.is_access()) {
-            let _ = changed.send(());
-        }
-    })
-    .context("cannot watch the sources")?;
-    watcher
-        .watch(&dir.join("src"), RecursiveMode::Recursive)
-        .context("cannot watch src/")?;
-    watcher
-        .watch(&manifest, RecursiveMode::NonRecursive)
-        .context("cannot watch Cargo.toml")?;
-
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -116,7 +118,6 @@ async fn serve(dir: &Path, port: u16) -> anyhow::Result<()> {
             .status();
     }
     let _ = tokio::time::timeout(Duration::from_secs(15), server.wait()).await;
-    let _ = std::fs::remove_dir_all(&work);
     Ok(())
 }
 
@@ -222,25 +223,34 @@ fn mint(secret: &str) -> anyhow::Result<String> {
     .context("cannot sign the token")
 }
 
-/// A value no one else can guess for this run (a development server's secret and key).
-fn random_hex(what: &str) -> String {
-    let mut hash = Sha256::new();
-    hash.update(what.as_bytes());
-    hash.update(std::process::id().to_le_bytes());
-    hash.update(format!("{:?}", std::time::SystemTime::now()).as_bytes());
-    hash.update(format!("{:p}", &hash).as_bytes());
-    hash.finalize()
-        .iter()
-        .take(16)
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+/// 16 random bytes in hex, for the development server's secret and API key.
+fn random_hex() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
-/// A fresh folder for the dev server's config.
-fn tempdir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("switchboard-dev-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
+/// A fresh folder for the dev server's config, removed however `dev` ends.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new() -> anyhow::Result<WorkDir> {
+        let dir = std::env::temp_dir().join(format!("switchboard-dev-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(WorkDir(dir))
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 #[cfg(test)]
@@ -275,7 +285,8 @@ mod tests {
 
     #[test]
     fn secrets_differ_between_uses() {
-        assert_ne!(random_hex("a"), random_hex("b"));
-        assert_eq!(random_hex("a").len(), 32);
+        let (a, b) = (random_hex().expect("random"), random_hex().expect("random"));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
     }
 }

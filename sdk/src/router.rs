@@ -70,18 +70,16 @@ type Handler = Box<dyn Fn(ConnInfo, Message) -> Result<Option<String>, HandlerEr
 
 /// Message types and their typed handlers, and the manifest made from them.
 pub struct Router {
-    name: String,
-    version: String,
-    hooks: Hooks,
-    tick_interval_ms: Option<u32>,
+    /// Name, version and hooks; its `handles` are filled from `routes` by [`Router::manifest`].
+    manifest: Manifest,
     routes: Vec<(String, Handler)>,
 }
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")
-            .field("name", &self.name)
-            .field("version", &self.version)
+            .field("name", &self.manifest.name)
+            .field("version", &self.manifest.version)
             .field("types", &self.types())
             .finish()
     }
@@ -91,10 +89,7 @@ impl Router {
     /// A router for the plugin `name` at `version`, with no types yet.
     pub fn new(name: &str, version: &str) -> Router {
         Router {
-            name: name.to_owned(),
-            version: version.to_owned(),
-            hooks: Hooks::empty(),
-            tick_interval_ms: None,
+            manifest: Manifest::new(name, version, &[]),
             routes: Vec::new(),
         }
     }
@@ -134,14 +129,13 @@ impl Router {
 
     /// Also asks for `hooks` (implemented on the [`Plugin`](crate::Plugin) as usual).
     pub fn with_hooks(mut self, hooks: Hooks) -> Router {
-        self.hooks |= hooks;
+        self.manifest = self.manifest.with_hooks(hooks);
         self
     }
 
     /// Also asks for `on_tick` every `interval_ms`.
     pub fn with_tick(mut self, interval_ms: u32) -> Router {
-        self.hooks |= Hooks::ON_TICK;
-        self.tick_interval_ms = Some(interval_ms);
+        self.manifest = self.manifest.with_tick(interval_ms);
         self
     }
 
@@ -155,10 +149,10 @@ impl Router {
 
     /// The manifest: the name, version and hooks given, and every type registered.
     pub fn manifest(&self) -> Manifest {
-        let mut manifest = Manifest::new(&self.name, &self.version, &self.types());
-        manifest.hooks = self.hooks;
-        manifest.tick_interval_ms = self.tick_interval_ms;
-        manifest
+        Manifest {
+            handles: self.types().into_iter().map(str::to_owned).collect(),
+            ..self.manifest.clone()
+        }
     }
 
     /// Hands `msg` to the handler of its type (for [`Plugin::on_message`](crate::Plugin)).

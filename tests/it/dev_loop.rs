@@ -38,6 +38,27 @@ async fn greeting(ws: &mut crate::support::WsClient, id: u32) -> String {
     }
 }
 
+/// `switchboard dev`, stopped with SIGINT even when the test fails: a SIGKILL would leave its
+/// server running (it stops the server itself on SIGINT).
+struct Dev(tokio::process::Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let Some(pid) = self.0.id() else { return };
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.start_kill();
+    }
+}
+
 #[tokio::test]
 async fn dev_serves_a_new_crate_and_swaps_in_each_change() {
     let dir = std::env::temp_dir().join(format!("switchboard-dev-test-{}", std::process::id()));
@@ -51,15 +72,14 @@ async fn dev_serves_a_new_crate_and_swaps_in_each_change() {
     assert!(made.success());
 
     let port = free_port();
-    let mut dev = tokio::process::Command::new(binary())
+    let mut dev = Dev(tokio::process::Command::new(binary())
         .args(["dev", "--port", &port.to_string(), "--dir"])
         .arg(&crate_dir)
         .env("CARGO_TARGET_DIR", repo_root().join("plugins/target"))
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
-        .expect("dev starts");
-    let stdout = dev.stdout.take().expect("stdout");
+        .expect("dev starts"));
+    let stdout = dev.0.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let token = timeout(Duration::from_secs(150), async {
         while let Some(line) = lines.next_line().await.expect("readable") {
@@ -90,11 +110,11 @@ async fn dev_serves_a_new_crate_and_swaps_in_each_change() {
         id += 1;
     }
 
-    let pid = dev.id().expect("running").to_string();
+    let pid = dev.0.id().expect("running").to_string();
     let _ = std::process::Command::new("kill")
         .args(["-INT", &pid])
         .status();
-    let exit = timeout(Duration::from_secs(20), dev.wait())
+    let exit = timeout(Duration::from_secs(20), dev.0.wait())
         .await
         .expect("dev stopped in time")
         .expect("wait");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::plugins::{plugin_tables, wasm_bytes};
+use crate::plugins::{plugin_tables, server_with, wasm_bytes};
 use crate::support::{
     BinaryServer, Client, TestServer, api_key, config, greet_version, http_get, put_plugin, tenant,
 };
@@ -152,11 +152,7 @@ async fn every_plugin_failure_is_counted_by_kind_with_the_calls_and_their_durati
 
 #[tokio::test]
 async fn a_plugins_series_run_on_across_its_versions_and_count_its_reloads() {
-    let server = TestServer::start(&config(
-        "",
-        &[tenant("default", "", &plugin_tables(&["greeter-v1"], ""))],
-    ))
-    .await;
+    let server = server_with(&["greeter-v1"], "").await;
     let mut client = Client::connect(&server, "default", "alice").await;
     for _ in 0..3 {
         assert_eq!(greet_version(&mut client).await, 1);
@@ -189,11 +185,7 @@ async fn a_plugins_series_run_on_across_its_versions_and_count_its_reloads() {
 
 #[tokio::test]
 async fn a_core_module_upload_is_refused_with_how_to_build_a_component() {
-    let server = TestServer::start(&config(
-        "",
-        &[tenant("default", "", &plugin_tables(&["greeter-v1"], ""))],
-    ))
-    .await;
+    let server = server_with(&["greeter-v1"], "").await;
     let key = api_key("default");
     // The smallest core module: the magic number and version 1.
     let core = b"\0asm\x01\0\0\0".to_vec();

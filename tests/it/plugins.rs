@@ -27,7 +27,7 @@ pub(crate) fn plugin_tables(names: &[&str], extra: &str) -> String {
     tables
 }
 
-async fn server_with(names: &[&str], extra: &str) -> TestServer {
+pub(crate) async fn server_with(names: &[&str], extra: &str) -> TestServer {
     TestServer::start(&config(
         "",
         &[tenant("default", "", &plugin_tables(names, extra))],

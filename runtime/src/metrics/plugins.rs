@@ -225,6 +225,9 @@ impl PluginSeries {
         if let Some(calls) = plugins.get(name) {
             return calls.clone();
         }
+        // A new name: forget the unheld ones first, so loads that fail under ever new names
+        // stay bounded even when nobody scrapes.
+        plugins.retain(|_, calls| Arc::strong_count(calls) > 1);
         let calls = Arc::new(PluginCalls::default());
         plugins.insert(name.to_owned(), calls.clone());
         calls
@@ -327,5 +330,22 @@ pub fn render_calls(out: &mut String, tenants: &[(&str, &PluginSeries)]) {
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
         let _ = writeln!(out, "{name}_sum{{{labels}}} {seconds}");
         let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_no_version_holds_are_forgotten_when_a_new_one_comes() {
+        let series = PluginSeries::default();
+        let held = series.of("kept");
+        drop(series.of("failed-load"));
+        assert_eq!(series.0.lock().len(), 2);
+        let _new = series.of("new");
+        let names: Vec<String> = series.0.lock().keys().cloned().collect();
+        assert_eq!(names, ["kept", "new"]);
+        assert!(Arc::ptr_eq(&held, &series.of("kept")));
     }
 }
