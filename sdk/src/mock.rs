@@ -49,8 +49,11 @@ pub struct MockHost {
     pub closes: Vec<(String, u16, String)>,
     /// Attachments by connection.
     pub attachments: HashMap<String, Vec<u8>>,
-    /// The key-value store.
+    /// The key-value store's values (a test may put entries here directly; they get a
+    /// version when first read and never expire).
     pub kv: HashMap<String, Vec<u8>>,
+    /// The host's per-call quotas and store bounds, as a tenant's `plugin_limits` sets them.
+    pub limits: MockLimits,
     /// Every log line.
     pub logs: Vec<(LogLevel, String)>,
     /// Config values answered by `env::config`.
@@ -58,6 +61,41 @@ pub struct MockHost {
     /// The clock answered by `env::now_ms`.
     pub now_ms: u64,
     seqs: HashMap<String, u64>,
+    kv_meta: HashMap<String, EntryMeta>,
+    kv_version: u64,
+    kv_ops: u32,
+}
+
+/// The limits the mock host enforces, with the host's defaults. The key-value store's fixed
+/// bounds ([`crate::kv::MAX_KEY_BYTES`] and the rest) apply as on a real host.
+#[derive(Debug, Clone)]
+pub struct MockLimits {
+    /// `plugin_limits.max_kv_ops_per_call`: key-value operations from one [`begin_call`] (or
+    /// [`reset`]) to the next.
+    pub max_kv_ops_per_call: u32,
+    /// `plugin_limits.kv_max_bytes`: what the namespace may hold.
+    pub kv_max_bytes: usize,
+}
+
+impl Default for MockLimits {
+    fn default() -> Self {
+        MockLimits {
+            max_kv_ops_per_call: 1000,
+            kv_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct EntryMeta {
+    version: u64,
+    /// `now_ms` from which the entry is gone.
+    expires_at_ms: Option<u64>,
+}
+
+/// Starts a new call as the host would: the per-call quotas start again.
+pub fn begin_call() {
+    with(|host| host.kv_ops = 0);
 }
 
 thread_local! {
@@ -199,34 +237,216 @@ pub mod realtime {
 
 #[doc(hidden)]
 pub mod kv {
-    use super::{HostError, with};
+    use super::{EntryMeta, HostError, MockHost, with};
+    use crate::kv::{ENTRY_COST, MAX_ENTRIES, MAX_KEY_BYTES, MAX_LIST_PAGE, MAX_VALUE_BYTES};
 
-    pub fn get(key: &str) -> Result<Option<Vec<u8>>, HostError> {
-        Ok(with(|host| host.kv.get(key).cloned()))
+    pub struct Versioned {
+        pub value: Vec<u8>,
+        pub version: u64,
     }
 
-    pub fn set(key: &str, value: &[u8], _ttl_ms: Option<u64>) -> Result<(), HostError> {
-        with(|host| host.kv.insert(key.to_owned(), value.to_vec()));
-        Ok(())
+    pub struct KeyPage {
+        pub keys: Vec<String>,
+        pub more: bool,
+    }
+
+    enum Expected {
+        Any,
+        Absent,
+        Version(u64),
+    }
+
+    impl MockHost {
+        /// Counts one operation against the quota, checks the key and drops what expired.
+        fn kv_begin(&mut self, key: Option<&str>) -> Result<(), HostError> {
+            if self.kv_ops >= self.limits.max_kv_ops_per_call {
+                return Err(HostError::RateLimited);
+            }
+            self.kv_ops += 1;
+            if let Some(key) = key
+                && (key.is_empty() || key.len() > MAX_KEY_BYTES)
+            {
+                return Err(HostError::Invalid(format!(
+                    "keys are 1..{MAX_KEY_BYTES} bytes"
+                )));
+            }
+            let now = self.now_ms;
+            let expired: Vec<String> = self
+                .kv_meta
+                .iter()
+                .filter(|(_, meta)| meta.expires_at_ms.is_some_and(|at| now >= at))
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in expired {
+                self.kv.remove(&key);
+                self.kv_meta.remove(&key);
+            }
+            Ok(())
+        }
+
+        fn version_of(&mut self, key: &str) -> Option<u64> {
+            self.kv.get(key)?;
+            if !self.kv_meta.contains_key(key) {
+                self.kv_version += 1;
+                let meta = EntryMeta {
+                    version: self.kv_version,
+                    expires_at_ms: None,
+                };
+                self.kv_meta.insert(key.to_owned(), meta);
+            }
+            self.kv_meta.get(key).map(|meta| meta.version)
+        }
+
+        fn kv_write(
+            &mut self,
+            key: &str,
+            expected: Expected,
+            value: Vec<u8>,
+            expires_at_ms: Option<u64>,
+        ) -> Result<Option<u64>, HostError> {
+            if value.len() > MAX_VALUE_BYTES {
+                return Err(HostError::TooLarge);
+            }
+            let current = self.version_of(key);
+            let matches = match expected {
+                Expected::Any => true,
+                Expected::Absent => current.is_none(),
+                Expected::Version(version) => current == Some(version),
+            };
+            if !matches {
+                return Ok(None);
+            }
+            let cost = |key: &str, value: &[u8]| key.len() + value.len() + ENTRY_COST;
+            let held: usize = self.kv.iter().map(|(key, value)| cost(key, value)).sum();
+            let replaced = self.kv.get(key).map_or(0, |old| cost(key, old));
+            if (current.is_none() && self.kv.len() >= MAX_ENTRIES)
+                || held - replaced + cost(key, &value) > self.limits.kv_max_bytes
+            {
+                return Err(HostError::TooLarge);
+            }
+            self.kv_version += 1;
+            let version = self.kv_version;
+            self.kv.insert(key.to_owned(), value);
+            self.kv_meta.insert(
+                key.to_owned(),
+                EntryMeta {
+                    version,
+                    expires_at_ms,
+                },
+            );
+            Ok(Some(version))
+        }
+
+        fn expiry(&self, ttl_ms: Option<u64>) -> Option<u64> {
+            ttl_ms.map(|ttl| self.now_ms.saturating_add(ttl))
+        }
+    }
+
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>, HostError> {
+        with(|host| {
+            host.kv_begin(Some(key))?;
+            Ok(host.kv.get(key).cloned())
+        })
+    }
+
+    pub fn set(key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), HostError> {
+        with(|host| {
+            host.kv_begin(Some(key))?;
+            let expires = host.expiry(ttl_ms);
+            host.kv_write(key, Expected::Any, value.to_vec(), expires)
+                .map(drop)
+        })
     }
 
     pub fn delete(key: &str) -> Result<bool, HostError> {
-        Ok(with(|host| host.kv.remove(key).is_some()))
+        with(|host| {
+            host.kv_begin(Some(key))?;
+            host.kv_meta.remove(key);
+            Ok(host.kv.remove(key).is_some())
+        })
     }
 
     pub fn incr(key: &str, delta: i64) -> Result<i64, HostError> {
         with(|host| {
+            host.kv_begin(Some(key))?;
             let current = match host.kv.get(key) {
                 None => 0,
                 Some(bytes) => std::str::from_utf8(bytes)
                     .ok()
                     .and_then(|text| text.parse::<i64>().ok())
-                    .ok_or_else(|| HostError::Invalid("not an integer".to_owned()))?,
+                    .ok_or_else(|| HostError::Invalid("the value is not an integer".to_owned()))?,
             };
-            let next = current.saturating_add(delta);
-            host.kv
-                .insert(key.to_owned(), next.to_string().into_bytes());
+            let next = current
+                .checked_add(delta)
+                .ok_or_else(|| HostError::Invalid("integer overflow".to_owned()))?;
+            let expires = host.kv_meta.get(key).and_then(|meta| meta.expires_at_ms);
+            host.kv_write(key, Expected::Any, next.to_string().into_bytes(), expires)?;
             Ok(next)
+        })
+    }
+
+    pub fn get_versioned(key: &str) -> Result<Option<Versioned>, HostError> {
+        with(|host| {
+            host.kv_begin(Some(key))?;
+            let Some(version) = host.version_of(key) else {
+                return Ok(None);
+            };
+            let value = host.kv.get(key).cloned().unwrap_or_default();
+            Ok(Some(Versioned { value, version }))
+        })
+    }
+
+    pub fn compare_and_set(
+        key: &str,
+        expected: Option<u64>,
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> Result<Option<u64>, HostError> {
+        with(|host| {
+            host.kv_begin(Some(key))?;
+            let expected = expected.map_or(Expected::Absent, Expected::Version);
+            let expires = host.expiry(ttl_ms);
+            host.kv_write(key, expected, value.to_vec(), expires)
+        })
+    }
+
+    pub fn compare_and_delete(key: &str, expected: u64) -> Result<bool, HostError> {
+        with(|host| {
+            host.kv_begin(Some(key))?;
+            if host.version_of(key) != Some(expected) {
+                return Ok(false);
+            }
+            host.kv_meta.remove(key);
+            Ok(host.kv.remove(key).is_some())
+        })
+    }
+
+    pub fn list(prefix: &str, after: Option<&str>, limit: u32) -> Result<KeyPage, HostError> {
+        with(|host| {
+            host.kv_begin(None)?;
+            if prefix.len() > MAX_KEY_BYTES
+                || after.is_some_and(|after| after.len() > MAX_KEY_BYTES)
+            {
+                return Err(HostError::Invalid(format!(
+                    "prefixes and cursors are at most {MAX_KEY_BYTES} bytes"
+                )));
+            }
+            if !(1..=MAX_LIST_PAGE).contains(&limit) {
+                return Err(HostError::Invalid(format!(
+                    "a page holds 1..{MAX_LIST_PAGE} keys"
+                )));
+            }
+            let mut keys: Vec<String> = host
+                .kv
+                .keys()
+                .filter(|key| key.starts_with(prefix))
+                .filter(|key| after.is_none_or(|after| key.as_str() > after))
+                .cloned()
+                .collect();
+            keys.sort_unstable();
+            let more = keys.len() > limit as usize;
+            keys.truncate(limit as usize);
+            Ok(KeyPage { keys, more })
         })
     }
 }

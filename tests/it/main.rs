@@ -16,6 +16,7 @@ mod handshake;
 mod heartbeat;
 mod http;
 mod isolation;
+mod kv;
 mod lifecycle;
 mod pipelining;
 mod plugins;

@@ -1,20 +1,22 @@
 //! The plugins' key-value store on one node: one namespace per (tenant, plugin), entries with
-//! optional expiry, bounded in entry count and in bytes. Keys and values are checked by the
-//! caller.
+//! optional expiry and a version, bounded in entry count and in bytes. Keys and values are
+//! checked by the caller.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{KvError, MAX_ENTRIES};
+use super::{Expected, KeyPage, KvError, MAX_ENTRIES, Versioned, parse_integer};
 
 #[derive(Debug)]
 struct Entry {
     value: Vec<u8>,
     expires: Option<Instant>,
+    version: u64,
 }
 
 impl Entry {
@@ -24,23 +26,38 @@ impl Entry {
 }
 
 /// What an entry costs beside its key and value: the map's slot and the value's allocation.
-const ENTRY_COST: usize = 96;
+pub const ENTRY_COST: usize = 96;
 
-fn cost(key: &str, entry: &Entry) -> usize {
-    key.len() + entry.value.len() + ENTRY_COST
+fn cost(key: &str, value_len: usize) -> usize {
+    key.len() + value_len + ENTRY_COST
+}
+
+/// When a written entry expires.
+#[derive(Debug, Clone, Copy)]
+enum Expiry {
+    /// After this long, or never.
+    After(Option<u64>),
+    /// When the entry it replaces would have (`incr`).
+    Keep,
 }
 
 #[derive(Debug, Default)]
 struct Entries {
-    map: HashMap<String, Entry>,
+    map: BTreeMap<String, Entry>,
     /// What `map` holds, by `cost`.
     bytes: usize,
+    /// The last version given; versions only grow, so one never comes back after a delete.
+    version: u64,
 }
 
 impl Entries {
+    fn live(&self, key: &str, now: Instant) -> Option<&Entry> {
+        self.map.get(key).filter(|entry| entry.live(now))
+    }
+
     fn remove(&mut self, key: &str) -> Option<Entry> {
         let removed = self.map.remove(key)?;
-        self.bytes -= cost(key, &removed);
+        self.bytes -= cost(key, removed.value.len());
         Some(removed)
     }
 
@@ -49,39 +66,66 @@ impl Entries {
         self.map.retain(|key, entry| {
             let live = entry.live(now);
             if !live {
-                freed += cost(key, entry);
+                freed += cost(key, entry.value.len());
             }
             live
         });
         self.bytes -= freed;
     }
 
-    /// Puts `entry` at `key` unless the namespace would pass `max_bytes` or `MAX_ENTRIES`
-    /// (expired entries are dropped first to make room).
-    fn insert(
+    fn fits(&self, key: &str, value_len: usize, max_bytes: usize) -> bool {
+        let replaced = self
+            .map
+            .get(key)
+            .map_or(0, |old| cost(key, old.value.len()));
+        let count_ok = replaced > 0 || self.map.len() < MAX_ENTRIES;
+        count_ok && self.bytes - replaced + cost(key, value_len) <= max_bytes
+    }
+
+    /// Writes `value` at `key` if the entry there is as `expect`ed and the namespace stays
+    /// within `max_bytes` and `MAX_ENTRIES` (expired entries are dropped first to make room).
+    /// The new version, or `None` when the entry was not as expected.
+    fn write(
         &mut self,
         key: &str,
-        entry: Entry,
+        expect: Expected,
+        value: Vec<u8>,
+        expiry: Expiry,
         max_bytes: usize,
         now: Instant,
-    ) -> Result<(), KvError> {
-        let replaced = self.map.get(key).map_or(0, |old| cost(key, old));
-        let fits = |entries: &Entries| {
-            let count_ok = replaced > 0 || entries.map.len() < MAX_ENTRIES;
-            count_ok && entries.bytes - replaced + cost(key, &entry) <= max_bytes
+    ) -> Result<Option<u64>, KvError> {
+        let current = self.live(key, now);
+        let matches = match expect {
+            Expected::Any => true,
+            Expected::Absent => current.is_none(),
+            Expected::Version(version) => current.is_some_and(|entry| entry.version == version),
         };
-        if !fits(self) {
+        if !matches {
+            return Ok(None);
+        }
+        let expires = match expiry {
+            Expiry::After(ttl) => ttl.map(|ttl| now + std::time::Duration::from_millis(ttl)),
+            Expiry::Keep => current.and_then(|entry| entry.expires),
+        };
+        if !self.fits(key, value.len(), max_bytes) {
             self.drop_expired(now);
-            let replaced_now = self.map.get(key).map_or(0, |old| cost(key, old));
-            let count_ok = replaced_now > 0 || self.map.len() < MAX_ENTRIES;
-            if !count_ok || self.bytes - replaced_now + cost(key, &entry) > max_bytes {
+            if !self.fits(key, value.len(), max_bytes) {
                 return Err(KvError::TooLarge);
             }
         }
         self.remove(key);
-        self.bytes += cost(key, &entry);
-        self.map.insert(key.to_owned(), entry);
-        Ok(())
+        self.version += 1;
+        let version = self.version;
+        self.bytes += cost(key, value.len());
+        self.map.insert(
+            key.to_owned(),
+            Entry {
+                value,
+                expires,
+                version,
+            },
+        );
+        Ok(Some(version))
     }
 }
 
@@ -101,18 +145,21 @@ impl MemoryKv {
             .clone()
     }
 
-    /// The live value of `key`.
+    /// The live value of `key` and its version.
     pub fn get(
         &self,
         tenant: &Arc<str>,
         plugin: &Arc<str>,
         key: &str,
-    ) -> Result<Option<Vec<u8>>, KvError> {
+    ) -> Result<Option<Versioned>, KvError> {
         let namespace = self.namespace(tenant, plugin);
         let mut entries = namespace.lock();
         let now = Instant::now();
         match entries.map.get(key) {
-            Some(entry) if entry.live(now) => Ok(Some(entry.value.clone())),
+            Some(entry) if entry.live(now) => Ok(Some(Versioned {
+                value: entry.value.clone(),
+                version: entry.version,
+            })),
             Some(_) => {
                 entries.remove(key);
                 Ok(None)
@@ -122,7 +169,7 @@ impl MemoryKv {
     }
 
     /// Sets `key`, expiring after `ttl_ms` when given; `too-large` when the namespace would
-    /// hold more than `max_bytes`.
+    /// hold more than `max_bytes`. Returns the new version.
     pub fn set(
         &self,
         tenant: &Arc<str>,
@@ -131,12 +178,42 @@ impl MemoryKv {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
         max_bytes: usize,
-    ) -> Result<(), KvError> {
-        let now = Instant::now();
-        let expires = ttl_ms.map(|ttl| now + std::time::Duration::from_millis(ttl));
+    ) -> Result<u64, KvError> {
         let namespace = self.namespace(tenant, plugin);
-        let mut entries = namespace.lock();
-        entries.insert(key, Entry { value, expires }, max_bytes, now)
+        let written = namespace.lock().write(
+            key,
+            Expected::Any,
+            value,
+            Expiry::After(ttl_ms),
+            max_bytes,
+            Instant::now(),
+        )?;
+        Ok(written.unwrap_or_default())
+    }
+
+    /// Sets `key` only if it is at version `expected` (`None`: absent). The new version, or
+    /// `None` when it was not.
+    #[allow(clippy::too_many_arguments, reason = "one write's whole description")]
+    pub fn compare_and_set(
+        &self,
+        tenant: &Arc<str>,
+        plugin: &Arc<str>,
+        key: &str,
+        expected: Option<u64>,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+        max_bytes: usize,
+    ) -> Result<Option<u64>, KvError> {
+        let expect = expected.map_or(Expected::Absent, Expected::Version);
+        let namespace = self.namespace(tenant, plugin);
+        namespace.lock().write(
+            key,
+            expect,
+            value,
+            Expiry::After(ttl_ms),
+            max_bytes,
+            Instant::now(),
+        )
     }
 
     /// Bytes a namespace holds (keys, values and bookkeeping).
@@ -146,11 +223,27 @@ impl MemoryKv {
             .map_or(0, |namespace| namespace.lock().bytes)
     }
 
-    /// Deletes `key`; true if it was live.
-    pub fn delete(&self, tenant: &Arc<str>, plugin: &Arc<str>, key: &str) -> Result<bool, KvError> {
+    /// Deletes `key` if it is live and, when `expected` is given, at that version; true if it
+    /// was deleted.
+    pub fn delete(
+        &self,
+        tenant: &Arc<str>,
+        plugin: &Arc<str>,
+        key: &str,
+        expected: Option<u64>,
+    ) -> Result<bool, KvError> {
         let namespace = self.namespace(tenant, plugin);
-        let removed = namespace.lock().remove(key);
-        Ok(removed.is_some_and(|entry| entry.live(Instant::now())))
+        let mut entries = namespace.lock();
+        let now = Instant::now();
+        let Some(entry) = entries.map.get(key) else {
+            return Ok(false);
+        };
+        let live = entry.live(now);
+        if live && expected.is_some_and(|version| version != entry.version) {
+            return Ok(false);
+        }
+        entries.remove(key);
+        Ok(live)
     }
 
     /// Adds `delta` to the decimal integer at `key` (0 when absent); keeps its expiry.
@@ -165,22 +258,49 @@ impl MemoryKv {
         let now = Instant::now();
         let namespace = self.namespace(tenant, plugin);
         let mut entries = namespace.lock();
-        let (current, expires) = match entries.map.get(key) {
-            Some(entry) if entry.live(now) => {
-                let number = std::str::from_utf8(&entry.value)
-                    .ok()
-                    .and_then(|text| text.parse::<i64>().ok())
-                    .ok_or_else(|| KvError::Invalid("the value is not an integer".to_owned()))?;
-                (number, entry.expires)
-            }
-            _ => (0, None),
+        let current = match entries.live(key, now) {
+            Some(entry) => parse_integer(&entry.value)?,
+            None => 0,
         };
         let next = current
             .checked_add(delta)
             .ok_or_else(|| KvError::Invalid("integer overflow".to_owned()))?;
         let value = next.to_string().into_bytes();
-        entries.insert(key, Entry { value, expires }, max_bytes, now)?;
+        entries.write(key, Expected::Any, value, Expiry::Keep, max_bytes, now)?;
         Ok(next)
+    }
+
+    /// Live keys that start with `prefix`, after `after`, at most `limit` of them.
+    pub fn list(
+        &self,
+        tenant: &Arc<str>,
+        plugin: &Arc<str>,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KeyPage, KvError> {
+        let namespace = self.namespace(tenant, plugin);
+        let entries = namespace.lock();
+        let now = Instant::now();
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let mut keys = Vec::new();
+        let mut more = false;
+        let matching = entries
+            .map
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .filter(|(_, entry)| entry.live(now));
+        for (key, _) in matching {
+            if keys.len() == limit {
+                more = true;
+                break;
+            }
+            keys.push(key.clone());
+        }
+        Ok(KeyPage { keys, more })
     }
 }
 

@@ -18,7 +18,7 @@ use crate::ids::{ConnId, RoomKey};
 use crate::kv::KvError;
 use crate::protocol::{self, check_channel, check_type};
 use crate::tenant::Tenant;
-use crate::wit::switchboard::plugin::{env, kv, logging, realtime, types};
+use crate::wit::switchboard::plugin::{env, kv, kv_versioned, logging, realtime, types};
 use crate::wit::{HostError, LogLevel};
 
 /// Largest attachment a plugin may store with a connection.
@@ -394,6 +394,7 @@ impl kv::Host for HostState {
             .kv
             .get(&env.tenant.name, &env.plugin, &key)
             .await
+            .map(|found| found.map(|entry| entry.value))
             .map_err(kv_error))
     }
 
@@ -426,7 +427,7 @@ impl kv::Host for HostState {
         let env = self.env.clone();
         Ok(services
             .kv
-            .delete(&env.tenant.name, &env.plugin, &key)
+            .delete(&env.tenant.name, &env.plugin, &key, None)
             .await
             .map_err(kv_error))
     }
@@ -446,6 +447,94 @@ impl kv::Host for HostState {
             )
             .await;
         Ok(count_too_large(&env, written))
+    }
+}
+
+impl kv_versioned::Host for HostState {
+    async fn get_versioned(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<kv_versioned::Versioned>, HostError>> {
+        refuse_on_err!(self.spend_kv());
+        let services = self.services();
+        let env = self.env.clone();
+        Ok(services
+            .kv
+            .get(&env.tenant.name, &env.plugin, &key)
+            .await
+            .map(|found| {
+                found.map(|entry| kv_versioned::Versioned {
+                    value: entry.value,
+                    version: entry.version,
+                })
+            })
+            .map_err(kv_error))
+    }
+
+    async fn compare_and_set(
+        &mut self,
+        key: String,
+        expected: Option<u64>,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<Option<u64>, HostError>> {
+        refuse_on_err!(self.spend_kv());
+        let services = self.services();
+        let env = self.env.clone();
+        let written = services
+            .kv
+            .compare_and_set(
+                &env.tenant.name,
+                &env.plugin,
+                &key,
+                expected,
+                value,
+                ttl_ms,
+                env.limits.kv_max_bytes,
+            )
+            .await;
+        Ok(count_too_large(&env, written))
+    }
+
+    async fn compare_and_delete(
+        &mut self,
+        key: String,
+        expected: u64,
+    ) -> wasmtime::Result<Result<bool, HostError>> {
+        refuse_on_err!(self.spend_kv());
+        let services = self.services();
+        let env = self.env.clone();
+        Ok(services
+            .kv
+            .delete(&env.tenant.name, &env.plugin, &key, Some(expected))
+            .await
+            .map_err(kv_error))
+    }
+
+    async fn list(
+        &mut self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<kv_versioned::KeyPage, HostError>> {
+        refuse_on_err!(self.spend_kv());
+        let services = self.services();
+        let env = self.env.clone();
+        Ok(services
+            .kv
+            .list(
+                &env.tenant.name,
+                &env.plugin,
+                &prefix,
+                after.as_deref(),
+                limit,
+            )
+            .await
+            .map(|page| kv_versioned::KeyPage {
+                keys: page.keys,
+                more: page.more,
+            })
+            .map_err(kv_error))
     }
 }
 

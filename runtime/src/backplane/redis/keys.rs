@@ -85,6 +85,17 @@ impl Keys {
     pub fn kv_index(&self, tenant: &str, plugin: &str) -> String {
         format!("{}:kv:{{{tenant}:{plugin}}}", self.prefix)
     }
+
+    /// A plugin namespace's versions and sizes (see `scripts::KV_PRELUDE`). `#` never
+    /// follows the index in an entry's name, which puts `:` there.
+    pub fn kv_meta(&self, tenant: &str, plugin: &str) -> String {
+        format!("{}#meta", self.kv_index(tenant, plugin))
+    }
+
+    /// The sorted set of a plugin's keys, for listing by prefix.
+    pub fn kv_keys(&self, tenant: &str, plugin: &str) -> String {
+        format!("{}#keys", self.kv_index(tenant, plugin))
+    }
 }
 
 /// A room as stored in a node's room set: `tenant:channel`.

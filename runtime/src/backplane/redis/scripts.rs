@@ -192,19 +192,75 @@ return removed
     )
 });
 
-/// Sets a plugin's key-value entry, refusing a new key when the namespace is full.
+/// What every key-value script starts with. A namespace is four structures sharing one hash
+/// tag: the entries (strings, named `index:key`, expiring by `PX`), the index (a sorted set of
+/// entry names by expiry in ms, `+inf` for none), the meta hash (`seq`: the last version given,
+/// `bytes`: what the namespace holds, and per key `s:key` its size and `v:key` its version) and
+/// the key list (a sorted set of keys, all at score 0, for listing by prefix).
 ///
-/// KEYS: the entry, the namespace index. ARGV: value, TTL ms (0 = none), max entries.
-/// Returns 1, or 0 when full.
-pub static KV_SET: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ms)
-if redis.call('ZSCORE', KEYS[2], KEYS[1]) == false and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
-  return 0
+/// KEYS of every script: the entry (or any name, for `list`), the index, the meta hash, the key
+/// list. `sweep` forgets the entries whose time has passed; `forget` one entry's bookkeeping.
+const KV_PRELUDE: &str = r"
+local function now_ms()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 end
+local function forget(key)
+  local size = tonumber(redis.call('HGET', KEYS[3], 's:' .. key) or '0')
+  if size > 0 then
+    redis.call('HINCRBY', KEYS[3], 'bytes', -size)
+  end
+  redis.call('HDEL', KEYS[3], 's:' .. key, 'v:' .. key)
+  redis.call('ZREM', KEYS[2], KEYS[2] .. ':' .. key)
+  redis.call('ZREM', KEYS[4], key)
+end
+local function sweep(ms)
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ms)
+  for _, entry in ipairs(expired) do
+    forget(string.sub(entry, #KEYS[2] + 2))
+    redis.call('DEL', entry)
+  end
+end
+local function record(key, size, old, version)
+  redis.call('ZADD', KEYS[4], 0, key)
+  redis.call('HSET', KEYS[3], 's:' .. key, size, 'v:' .. key, version)
+  redis.call('HINCRBY', KEYS[3], 'bytes', size - old)
+end
+";
+
+fn kv_script(body: &str) -> Script {
+    Script::new(&format!("{KV_PRELUDE}{body}"))
+}
+
+/// Writes a plugin's key-value entry when it is as expected and the namespace has room.
+///
+/// ARGV: value, TTL ms (0 = none), max entries, max bytes, expected (`any`, `absent` or a
+/// version), the cost of an entry beside its key and value, the key. Returns the new version,
+/// -1 when the entry was not as expected, -2 when the namespace is full.
+pub static KV_WRITE: LazyLock<Script> = LazyLock::new(|| {
+    kv_script(
+        r"
+local ms = now_ms()
+sweep(ms)
+local key = ARGV[7]
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+local expected = ARGV[5]
+if expected == 'absent' then
+  if exists then return -1 end
+elseif expected ~= 'any' then
+  if not exists or redis.call('HGET', KEYS[3], 'v:' .. key) ~= expected then return -1 end
+end
+local old = 0
+if exists then
+  old = tonumber(redis.call('HGET', KEYS[3], 's:' .. key) or '0')
+else
+  forget(key)
+  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return -2 end
+end
+local size = #key + #ARGV[1] + tonumber(ARGV[6])
+local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0')
+if bytes - old + size > tonumber(ARGV[4]) then return -2 end
+local version = redis.call('HINCRBY', KEYS[3], 'seq', 1)
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
@@ -213,25 +269,31 @@ else
   redis.call('SET', KEYS[1], ARGV[1])
   redis.call('ZADD', KEYS[2], '+inf', KEYS[1])
 end
-return 1
+record(key, size, old, version)
+return version
 ",
     )
 });
 
-/// Adds to an integer entry (created at 0), keeping its expiry. KEYS: the entry, the index.
-/// ARGV: delta, max entries. Returns `{1, value}`, `{0, 'full'}` or `{0, 'nan'}`.
+/// Adds to an integer entry (created at 0), keeping its expiry.
+///
+/// ARGV: delta, max entries, max bytes, the cost of an entry, the key. Returns `{1, value}`,
+/// `{0, 'full'}` or `{0, 'nan'}`.
 pub static KV_INCR: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    kv_script(
         r"
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ms)
+sweep(now_ms())
+local key = ARGV[5]
 local current = redis.call('GET', KEYS[1])
-if current == false then
+local exists = current ~= false
+local old = 0
+if exists then
+  old = tonumber(redis.call('HGET', KEYS[3], 's:' .. key) or '0')
+else
+  forget(key)
   if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
     return {0, 'full'}
   end
-  redis.call('ZADD', KEYS[2], '+inf', KEYS[1])
   current = '0'
 end
 if not string.match(current, '^-?%d+$') then
@@ -241,17 +303,60 @@ local ok, value = pcall(redis.call, 'INCRBY', KEYS[1], ARGV[1])
 if not ok then
   return {0, 'nan'}
 end
+local size = #key + #tostring(value) + tonumber(ARGV[4])
+local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0')
+if bytes - old + size > tonumber(ARGV[3]) then
+  if exists then
+    redis.call('SET', KEYS[1], current, 'KEEPTTL')
+  else
+    redis.call('DEL', KEYS[1])
+  end
+  return {0, 'full'}
+end
+if not exists then
+  redis.call('ZADD', KEYS[2], '+inf', KEYS[1])
+end
+record(key, size, old, redis.call('HINCRBY', KEYS[3], 'seq', 1))
 return {1, value}
 ",
     )
 });
 
-/// Deletes a plugin's entry. KEYS: the entry, the index. Returns 1 when it existed.
-pub static KV_DELETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+/// A plugin's live entry and its version. ARGV: the key. Returns `{value, version}` or nil.
+pub static KV_GET: LazyLock<Script> = LazyLock::new(|| {
+    kv_script(
         r"
-redis.call('ZREM', KEYS[2], KEYS[1])
-return redis.call('DEL', KEYS[1])
+local value = redis.call('GET', KEYS[1])
+if value == false then return false end
+return {value, tonumber(redis.call('HGET', KEYS[3], 'v:' .. ARGV[1]) or '0')}
+",
+    )
+});
+
+/// Deletes a plugin's entry, only at a version when one is given. ARGV: the expected version
+/// (or ''), the key. Returns 1 when a live entry was deleted.
+pub static KV_DELETE: LazyLock<Script> = LazyLock::new(|| {
+    kv_script(
+        r"
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if exists and ARGV[1] ~= '' and redis.call('HGET', KEYS[3], 'v:' .. ARGV[2]) ~= ARGV[1] then
+  return 0
+end
+forget(ARGV[2])
+redis.call('DEL', KEYS[1])
+if exists then return 1 end
+return 0
+",
+    )
+});
+
+/// A page of a namespace's live keys. ARGV: the lowest and highest key (`ZRANGEBYLEX` form),
+/// how many. Returns the keys, one more than asked when more match.
+pub static KV_LIST: LazyLock<Script> = LazyLock::new(|| {
+    kv_script(
+        r"
+sweep(now_ms())
+return redis.call('ZRANGEBYLEX', KEYS[4], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]) + 1)
 ",
     )
 });

@@ -52,7 +52,9 @@ fn a_namespace_holds_at_most_its_byte_budget() {
         budget
     )));
     assert_eq!(
-        kv.get(&tenant, &plugin, "k1").expect("read"),
+        kv.get(&tenant, &plugin, "k1")
+            .expect("read")
+            .map(|entry| entry.value),
         Some(vec![0; 1000])
     );
     assert!(too_large(kv.incr(
@@ -64,7 +66,7 @@ fn a_namespace_holds_at_most_its_byte_budget() {
     )));
     // Deleting frees what the entry held.
     for index in 0..10 {
-        kv.delete(&tenant, &plugin, &format!("k{index}"))
+        kv.delete(&tenant, &plugin, &format!("k{index}"), None)
             .expect("deleted");
     }
     assert_eq!(kv.bytes(&tenant, &plugin), 0);
@@ -96,4 +98,85 @@ async fn expired_entries_make_room() {
     kv.set(&tenant, &plugin, "c", vec![1; 100], None, budget)
         .expect("the expired entries were dropped");
     assert_eq!(kv.bytes(&tenant, &plugin), 100 + 1 + ENTRY_COST);
+}
+
+#[test]
+fn versions_only_grow_and_guard_writes() {
+    let kv = MemoryKv::default();
+    let (tenant, plugin) = names();
+    let budget = 1 << 20;
+    let cas = |expected, value: &[u8]| {
+        kv.compare_and_set(
+            &tenant,
+            &plugin,
+            "k",
+            expected,
+            value.to_vec(),
+            None,
+            budget,
+        )
+        .expect("no error")
+    };
+    let first = cas(None, b"a").expect("absent, so written");
+    assert_eq!(cas(None, b"b"), None, "present now");
+    assert_eq!(cas(Some(first + 1), b"b"), None, "a version it never had");
+    let second = cas(Some(first), b"b").expect("at the version read");
+    assert!(second > first);
+    assert!(
+        !kv.delete(&tenant, &plugin, "k", Some(first))
+            .expect("no error"),
+        "a stale version deletes nothing"
+    );
+    assert!(
+        kv.delete(&tenant, &plugin, "k", Some(second))
+            .expect("no error")
+    );
+    // A new entry at the same key never reuses a version.
+    let third = cas(None, b"c").expect("absent again");
+    assert!(third > second);
+    assert_eq!(cas(Some(second), b"d"), None);
+    let counted = kv
+        .incr(&tenant, &plugin, "n", 2, budget)
+        .expect("a counter");
+    assert_eq!(counted, 2);
+    let version = kv
+        .get(&tenant, &plugin, "n")
+        .expect("read")
+        .expect("live")
+        .version;
+    assert!(version > third, "increments are writes too");
+}
+
+#[test]
+fn listing_pages_through_a_prefix_in_byte_order() {
+    let kv = MemoryKv::default();
+    let (tenant, plugin) = names();
+    for key in ["poll:2", "poll:10", "poll:1", "pol", "polls", "vote:1"] {
+        kv.set(&tenant, &plugin, key, b"x".to_vec(), None, 1 << 20)
+            .expect("fits");
+    }
+    let page = kv.list(&tenant, &plugin, "poll:", None, 2).expect("a page");
+    assert_eq!(page.keys, ["poll:1", "poll:10"]);
+    assert!(page.more);
+    let last = page.keys.last().map(String::as_str);
+    let page = kv.list(&tenant, &plugin, "poll:", last, 2).expect("a page");
+    assert_eq!(page.keys, ["poll:2"]);
+    assert!(!page.more);
+    let all = kv.list(&tenant, &plugin, "", None, 100).expect("a page");
+    assert_eq!(all.keys.len(), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_entries_are_neither_read_nor_listed() {
+    let kv = MemoryKv::default();
+    let (tenant, plugin) = names();
+    kv.set(&tenant, &plugin, "a", b"1".to_vec(), Some(100), 1 << 20)
+        .expect("fits");
+    kv.set(&tenant, &plugin, "b", b"1".to_vec(), None, 1 << 20)
+        .expect("fits");
+    tokio::time::advance(Duration::from_millis(101)).await;
+    assert_eq!(kv.get(&tenant, &plugin, "a").expect("read"), None);
+    let page = kv.list(&tenant, &plugin, "", None, 10).expect("a page");
+    assert_eq!(page.keys, ["b"]);
+    assert!(!kv.delete(&tenant, &plugin, "a", None).expect("no error"));
 }
