@@ -4,8 +4,8 @@
 //
 // Ordering: join first, then snapshot; operations broadcast in between arrive before the
 // snapshot's answer and are dropped by revision (the snapshot includes them). Recovery: a
-// refused send (`overloaded`: the plugin runs one call at a time; a timeout; a lost link) is
-// resent with the same opId, which the plugin answers without applying twice; a missing
+// refused send (`conflict`: other edits kept winning the race for the next revision;
+// `overloaded`; a timeout; a lost link) is resent with the same opId, which the plugin answers without applying twice; a missing
 // revision, or a reconnect whose rejoin could not replay what was missed, is fetched with
 // `collab:ops`; a client too far behind (`resync`) reloads the snapshot and drops its
 // unconfirmed edits (the `resync` event says so).
@@ -17,6 +17,7 @@ import { CollabClient, TextOperation, diff } from "./ot.js";
  * refused host calls (`unavailable`, `rate_limited`; `host_error` from plugins built before).
  */
 const RETRYABLE = new Set([
+  "conflict",
   "overloaded",
   "timeout",
   "handler_timeout",

@@ -5,9 +5,13 @@
 //   server and the collab plugin: many seeded rounds of random concurrent inserts and deletes,
 //   with random delays before edits and random delivery delays (which reorder the broadcast
 //   operations), after which every client's text must equal the server's (`collab:snapshot`).
+// - three clients on the three nodes of examples/cluster (Redis, nginx round robin), the plugin
+//   running concurrently on every node: edits committed on different nodes race for the same
+//   revision, and the compare-and-set in Redis lets exactly one win.
 // The seed comes from COLLAB_SEED when set; every failure names it.
 
 import assert from "node:assert/strict";
+import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import { SwitchboardClient } from "../../clients/js/switchboard.js";
@@ -22,8 +26,8 @@ import {
   utf16Index,
 } from "../../examples/collab/ot.js";
 import { CollabSession } from "../../examples/collab/session.js";
-import { mintToken } from "../../examples/serve.mjs";
-import { exampleConfig, startSwitchboard, waitUntil, withTimeout } from "./harness.mjs";
+import { mintToken, readSecret } from "../../examples/serve.mjs";
+import { exampleConfig, repoRoot, startClusterExample, startSwitchboard, waitUntil, withTimeout } from "./harness.mjs";
 
 const SEED = Number(process.env.COLLAB_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const ROUNDS = Number(process.env.COLLAB_ROUNDS ?? 30);
@@ -314,5 +318,37 @@ describe(`three clients against the collab plugin converge (seed ${SEED})`, () =
       await convergeOnce(proxied, `cut-${SEED}-${round}`, round, cuts);
     }
     assert.ok(reconnects >= rounds, `the cuts caused reconnects (${reconnects})`);
+  });
+});
+
+describe(`three clients on three nodes (Redis, nginx round robin) converge (seed ${SEED})`, () => {
+  let cluster;
+  const clients = [];
+
+  before(async () => {
+    cluster = await startClusterExample();
+    const secret = readSecret(path.join(repoRoot, "examples", "cluster", "switchboard.toml"), "collab");
+    for (const name of ["ann", "ben", "cat"]) {
+      const client = new SwitchboardClient({
+        url: `ws://127.0.0.1:${cluster.frontPort}/ws/collab`,
+        token: mintToken(secret, name),
+      });
+      await withTimeout(client.connect(), 10_000, `${name} to connect through nginx`);
+      clients.push(client);
+    }
+  });
+
+  after(async () => {
+    for (const client of clients) client.close();
+    await cluster?.stop();
+  });
+
+  test(`${ROUNDS} rounds of random concurrent edits, committed on different nodes`, async () => {
+    // Connection ids start with their node's id: round robin put each client on its own node.
+    const nodes = new Set(clients.map((client) => client.connectionId.replace(/-[0-9a-f]+$/, "")));
+    assert.equal(nodes.size, 3, `the clients share nodes: ${clients.map((client) => client.connectionId)}`);
+    for (let round = 0; round < ROUNDS; round += 1) {
+      await convergeOnce(clients, `cluster-${SEED}-${round}`, round);
+    }
   });
 });

@@ -138,8 +138,8 @@ fn a_client_behind_the_kept_history_must_resync() {
         .expect("op");
     }
     mock::with(|host| {
-        assert!(!host.kv.contains_key("op:doc:2"));
-        assert!(host.kv.contains_key("op:doc:3"));
+        assert!(!host.kv.contains_key(&format!("op:doc:{:020}", 2)));
+        assert!(host.kv.contains_key(&format!("op:doc:{:020}", 3)));
     });
     // Revision 2 needs 3 and 4 only: kept.
     assert_eq!(
@@ -264,4 +264,38 @@ fn stale_operations_from_many_clients_always_apply() {
             "seed {seed}"
         );
     }
+}
+
+#[test]
+fn an_operation_committed_elsewhere_is_read_from_the_log_before_the_snapshot_moves() {
+    setup();
+    submit(&alice(), 0, json!([{"insert": "a"}]), "a", 1).expect("one");
+    // Another call (on another node) committed revision 2 and has not moved the snapshot yet.
+    let elsewhere = json!({"rev": 2, "op": [{"retain": 1}, {"insert": "b"}], "clientId": "z",
+        "opId": 1, "userId": "zed"});
+    mock::with(|host| {
+        host.kv.insert(
+            format!("op:doc:{:020}", 2),
+            elsewhere.to_string().into_bytes(),
+        )
+    });
+    assert_eq!(snapshot(), json!({"rev": 2, "text": "ab"}));
+    // An edit of revision 1 is transformed against it and takes revision 3, not 2.
+    assert_eq!(
+        submit(&bob(), 1, json!([{"insert": "c"}, {"retain": 1}]), "b", 1),
+        Ok(json!({"rev": 3}))
+    );
+    assert_eq!(snapshot(), json!({"rev": 3, "text": "cab"}));
+    let stored: Value = mock::with(|host| {
+        serde_json::from_slice(&host.kv["doc:doc"]).expect("the snapshot is JSON")
+    });
+    assert_eq!(stored, json!({"rev": 3, "text": "cab"}), "the snapshot moved");
+}
+
+#[test]
+fn a_snapshot_that_does_not_decode_is_an_error_not_an_empty_document() {
+    setup();
+    mock::with(|host| host.kv.insert("doc:doc".into(), b"{\"revision\": 1}".to_vec()));
+    let error = call(&alice(), "collab:snapshot", json!(null)).expect_err("not a document");
+    assert_eq!(error.code, "invalid");
 }
