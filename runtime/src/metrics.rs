@@ -38,6 +38,8 @@ pub struct TenantMetrics {
     pub plugin_cpu_throttled: AtomicU64,
     /// Key-value writes refused as too large (the value, or the namespace at its limit).
     pub kv_too_large: AtomicU64,
+    /// Plugin log lines whose fields were folded into one (too many, or too many shapes).
+    pub log_fields_folded: AtomicU64,
     /// Its plugins' call counters, by plugin name.
     pub plugins: plugins::PluginSeries,
 }
@@ -166,7 +168,7 @@ pub fn render(
             tenant.connections
         );
     }
-    let counters: [CounterColumn; 8] = [
+    let counters: [CounterColumn; 9] = [
         (
             "switchboard_handshakes_accepted_total",
             "WebSocket upgrades completed.",
@@ -206,6 +208,11 @@ pub fn render(
             "switchboard_plugin_kv_too_large_total",
             "Key-value writes refused as too-large: a value over 1 MiB, or the plugin's namespace at its byte or entry limit.",
             |m| &m.kv_too_large,
+        ),
+        (
+            "switchboard_plugin_log_fields_folded_total",
+            "Plugin log lines whose fields were printed as one `fields` value: more than 16 fields, or a new set of field names past the tenant's 256 or the node's 4096.",
+            |m| &m.log_fields_folded,
         ),
     ];
     for (name, help, field) in counters {

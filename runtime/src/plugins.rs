@@ -24,6 +24,7 @@ pub mod hooks;
 pub mod host_api;
 pub mod linker;
 pub mod load;
+pub mod plugin_log;
 pub mod pool;
 pub mod routes;
 pub mod services;

@@ -56,6 +56,8 @@ pub struct MockHost {
     pub limits: MockLimits,
     /// Every log line.
     pub logs: Vec<(LogLevel, String)>,
+    /// The fields of every log line, at the same index as in `logs`.
+    pub log_fields: Vec<Vec<(String, String)>>,
     /// Config values answered by `env::config`.
     pub config: HashMap<String, String>,
     /// The clock answered by `env::now_ms`.
@@ -455,8 +457,11 @@ pub mod kv {
 pub mod logging {
     use super::{LogLevel, with};
 
-    pub fn log(level: LogLevel, message: &str, _fields: &[(String, String)]) {
-        with(|host| host.logs.push((level, message.to_owned())));
+    pub fn log(level: LogLevel, message: &str, fields: &[(String, String)]) {
+        with(|host| {
+            host.logs.push((level, message.to_owned()));
+            host.log_fields.push(fields.to_vec());
+        });
     }
 }
 

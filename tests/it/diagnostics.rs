@@ -202,3 +202,62 @@ async fn a_core_module_upload_is_refused_with_how_to_build_a_component() {
         "{body}"
     );
 }
+
+/// The lines of `server`'s log that contain `needle`, waiting up to 10 s for `count` of them.
+async fn log_lines(server: &BinaryServer, needle: &str, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = server.log();
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= count {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "no `{needle}` lines:\n{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn plugin_log_fields_are_fields_of_their_own_in_text_and_json_logs() {
+    // Text logs: `name="value"` beside the host's `tenant` and `plugin`.
+    let text = BinaryServer::start_logged(&config("", &[hostile_tenant("default", false)])).await;
+    let mut client = Client::connect_addr(text.addr, "default", "mallory").await;
+    let reply = client.request(json!({"type": "hostile:log"})).await;
+    assert_eq!(reply["type"], "ack", "{reply}");
+    let line = &log_lines(&text, "hostile logs with fields", 1).await[0];
+    for field in [
+        "tenant=default",
+        "plugin=hostile",
+        "poll_id=\"7\"",
+        "choice=\"b c\"",
+        "field_tenant=\"evil\"",
+    ] {
+        assert!(line.contains(field), "`{field}` missing from {line}");
+    }
+    assert!(!line.contains("fields="), "{line}");
+    // Past 16 fields they are folded into one, and counted.
+    let folded = &log_lines(&text, "hostile logs too many fields", 1).await[0];
+    assert!(folded.contains("fields=\"f0=\\\"0\\\" f1="), "{folded}");
+    let metrics = metrics_of(text.addr).await;
+    let series = r#"switchboard_plugin_log_fields_folded_total{tenant="default"}"#;
+    assert_eq!(value(&metrics, series), 1.0, "{metrics}");
+
+    // JSON logs: keys of the event's fields.
+    let json_config = config("format = \"json\"", &[hostile_tenant("default", false)]);
+    let json_server = BinaryServer::start_logged(&json_config).await;
+    let mut client = Client::connect_addr(json_server.addr, "default", "mallory").await;
+    client.request(json!({"type": "hostile:log"})).await;
+    let line = &log_lines(&json_server, "hostile logs with fields", 1).await[0];
+    let event: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    let fields = &event["fields"];
+    assert_eq!(fields["message"], "hostile logs with fields", "{event}");
+    assert_eq!(fields["tenant"], "default", "{event}");
+    assert_eq!(fields["plugin"], "hostile", "{event}");
+    assert_eq!(fields["poll_id"], "7", "{event}");
+    assert_eq!(fields["choice"], "b c", "{event}");
+    assert_eq!(fields["field_tenant"], "evil", "{event}");
+}

@@ -289,13 +289,20 @@ fn an_operation_committed_elsewhere_is_read_from_the_log_before_the_snapshot_mov
     let stored: Value = mock::with(|host| {
         serde_json::from_slice(&host.kv["doc:doc"]).expect("the snapshot is JSON")
     });
-    assert_eq!(stored, json!({"rev": 3, "text": "cab"}), "the snapshot moved");
+    assert_eq!(
+        stored,
+        json!({"rev": 3, "text": "cab"}),
+        "the snapshot moved"
+    );
 }
 
 #[test]
 fn a_snapshot_that_does_not_decode_is_an_error_not_an_empty_document() {
     setup();
-    mock::with(|host| host.kv.insert("doc:doc".into(), b"{\"revision\": 1}".to_vec()));
+    mock::with(|host| {
+        host.kv
+            .insert("doc:doc".into(), b"{\"revision\": 1}".to_vec())
+    });
     let error = call(&alice(), "collab:snapshot", json!(null)).expect_err("not a document");
     assert_eq!(error.code, "invalid");
 }

@@ -1,7 +1,9 @@
 //! `hostile`: a test fixture that misbehaves on purpose, one way per message type, so tests can
 //! show that a trap or an overrun ends only that call.
 
-use switchboard_sdk::{ConnInfo, HandlerError, Manifest, Message, Plugin, export_plugin, realtime};
+use switchboard_sdk::{
+    ConnInfo, HandlerError, LogLevel, Manifest, Message, Plugin, export_plugin, log, realtime,
+};
 
 /// The plugin.
 pub struct Hostile;
@@ -31,6 +33,7 @@ impl Plugin for Hostile {
                 "hostile:ok",
                 "hostile:poke",
                 "hostile:escape",
+                "hostile:log",
             ],
         )
     }
@@ -55,6 +58,20 @@ impl Plugin for Hostile {
                 Ok(Some(recurse(0, &mut trail).to_string()))
             }
             "hostile:panic" => panic!("hostile plugin panics on purpose"),
+            "hostile:log" => {
+                // Fields of their own, one that tries to pass for the host's `tenant`, then a
+                // line with more fields than the host keeps apart.
+                log::with_fields(
+                    LogLevel::Warn,
+                    "hostile logs with fields",
+                    &[("poll_id", &7), ("choice", &"b c"), ("tenant", &"evil")],
+                );
+                let many: Vec<(String, String)> = (0..20)
+                    .map(|index| (format!("f{index}"), index.to_string()))
+                    .collect();
+                log::log(LogLevel::Warn, "hostile logs too many fields", &many);
+                Ok(None)
+            }
             "hostile:flood" => {
                 let mut sent = 0u32;
                 let mut refused = None;

@@ -563,16 +563,21 @@ impl logging::Host for HostState {
             self.panic = Some(panic.to_owned());
             return Ok(());
         }
-        let tenant = &*self.env.tenant.name;
-        let plugin = &*self.env.plugin;
-        let fields = format!("{fields:?}");
-        match level {
-            LogLevel::Trace => tracing::trace!(tenant, plugin, fields, "{message}"),
-            LogLevel::Debug => tracing::debug!(tenant, plugin, fields, "{message}"),
-            LogLevel::Info => tracing::info!(tenant, plugin, fields, "{message}"),
-            LogLevel::Warn => tracing::warn!(tenant, plugin, fields, "{message}"),
-            LogLevel::Error => tracing::error!(tenant, plugin, fields, "{message}"),
-        }
+        let level = match level {
+            LogLevel::Trace => tracing::Level::TRACE,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Error => tracing::Level::ERROR,
+        };
+        super::plugin_log::emit(
+            level,
+            &self.env.tenant.name,
+            &self.env.plugin,
+            message,
+            fields,
+            &self.env.tenant.metrics,
+        );
         Ok(())
     }
 }
