@@ -181,6 +181,29 @@ export function ensurePlugins() {
   pluginsBuilt = true;
 }
 
+/** Where `ensureJsPlugins` puts the JavaScript example plugin. */
+export const pollJsWasm = path.join(repoRoot, "plugins", "target", "js", "poll_js.wasm");
+
+let jsPluginsBuilt = process.env.SWITCHBOARD_PLUGINS_BUILT === "1" && existsSync(pollJsWasm);
+/**
+ * Builds plugins/poll-js with the JavaScript SDK (sdk/js/build.mjs, componentize-js) unless
+ * scripts/test already did.
+ */
+export function ensureJsPlugins() {
+  if (jsPluginsBuilt) return;
+  const build = path.join(repoRoot, "sdk", "js", "build.mjs");
+  const entry = path.join(repoRoot, "plugins", "poll-js", "src", "index.js");
+  const result = spawnSync(process.execPath, [build, entry, pollJsWasm], {
+    cwd: repoRoot,
+    stdio: "inherit",
+    timeout: BUILD_TIMEOUT_MS,
+  });
+  if (result.status !== 0) {
+    throw new Error(`building plugins/poll-js failed (did scripts/setup install sdk/js's packages?): status ${result.status}`);
+  }
+  jsPluginsBuilt = true;
+}
+
 /** The plugin files a config lists, resolved against the config's folder. */
 function pluginPaths(configPath) {
   const text = readFileSync(configPath, "utf8");
