@@ -115,9 +115,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Largest plugin upload.
-const MAX_PLUGIN_BYTES: usize = 32 * 1024 * 1024;
-
 /// The key of `Authorization: Bearer <key>`, if any.
 fn presented_key(headers: &http::HeaderMap) -> Option<&str> {
     headers
@@ -202,12 +199,13 @@ async fn plugins_checked(
                 .room_for(&tenant, Some(&name), 0)
                 .map_err(|limit| limit_refusal(node, &tenant, limit))?;
             let (parts, body) = request.into_parts();
-            let limit = BodyLimit::new(MAX_PLUGIN_BYTES, &node.config.http);
+            let max_upload = node.plugins.compiler.bounds().max_upload_bytes;
+            let limit = BodyLimit::new(max_upload, &node.config.http);
             let body = body::read(&node.http.bodies, &parts.headers, body, limit)
                 .await
                 .map_err(|error| ApiError::Body {
                     error,
-                    too_large: "a plugin may be at most 32 MiB",
+                    too_large: "the plugin is over plugins.max_upload_bytes",
                     timeout: limit.timeout,
                 })?;
             upload(node, &tenant, &name, body).await

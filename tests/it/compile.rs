@@ -612,3 +612,26 @@ async fn what_a_tenant_and_the_node_hold_is_bounded_before_compiling() {
     let reply = client.request(json!({"type": "echo", "payload": 1})).await;
     assert_eq!(reply["payload"], 1);
 }
+
+#[tokio::test]
+async fn an_upload_over_the_upload_limit_is_413_and_the_old_version_serves_on() {
+    let server = TestServer::start(&config(
+        "[plugins]\nmax_upload_bytes = 4096\n",
+        &[tenant("default", "", &greeter_tables(""))],
+    ))
+    .await;
+    let mut client = Client::connect(&server, "default", "alice").await;
+    let (status, body) =
+        crate::support::put_plugin(&server, "greeter", Some(&api_key("default")), vec![0; 8192])
+            .await;
+    assert_eq!(status, 413, "{body}");
+    assert_error_body(&body, "an upload over the limit");
+    assert_eq!(body["error"], "payload_too_large", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("plugins.max_upload_bytes")),
+        "{body}"
+    );
+    assert_eq!(greet_version(&mut client).await, 1);
+}

@@ -87,6 +87,10 @@ struct Args {
     /// The Node program.
     #[arg(long, default_value = "node")]
     node: String,
+    /// Serve `echo` with this plugin instead of the Rust echo plugin (e.g. the JavaScript one,
+    /// plugins/echo-js built with sdk/js/build.mjs): what another plugin costs per message.
+    #[arg(long)]
+    echo_wasm: Option<PathBuf>,
     /// Before each run, wait up to this many seconds for other processes to use less than
     /// `--quiet-cores` [default: 20, smoke 0]
     #[arg(long)]
@@ -483,6 +487,10 @@ async fn suite(args: Args) -> Result<()> {
         args.before.clone(),
         args.node.clone(),
     )?;
+    let mut programs = programs;
+    if let Some(echo) = &args.echo_wasm {
+        programs.echo_wasm = echo.clone();
+    }
     programs.prepare(&plan.servers)?;
     eprintln!(
         "switchboard: {}; plugins: {}",

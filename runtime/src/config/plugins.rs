@@ -26,6 +26,8 @@ pub struct PluginBounds {
     pub max_plugins: usize,
     /// Bytes of plugin files (the `.wasm` or `.cwasm` as uploaded) loaded on the node.
     pub max_plugin_bytes: usize,
+    /// The largest plugin upload (one request's body).
+    pub max_upload_bytes: usize,
 }
 
 /// The operator's secret that signs precompiled plugin artifacts (`switchboard precompile`).
@@ -72,6 +74,9 @@ pub const DEFAULT_COMPILE_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_NODE_MAX_PLUGINS: usize = 256;
 /// Bytes of plugin files loaded on a node, all tenants together.
 pub const DEFAULT_NODE_MAX_PLUGIN_BYTES: usize = 1024 * 1024 * 1024;
+/// The default `plugins.max_upload_bytes`: room for a JavaScript plugin's precompiled artifact
+/// (about 37 MB; its component is about 12 MB).
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 
 /// The raw node-wide `[plugins]` table.
 #[derive(Deserialize, Default)]
@@ -85,6 +90,7 @@ pub(super) struct RawNodePlugins {
     compile_wait: Option<RawDuration>,
     max_plugins: Option<i64>,
     max_plugin_bytes: Option<i64>,
+    max_upload_bytes: Option<i64>,
 }
 
 /// The validated `[plugins]` table (flattened into `Config`).
@@ -133,6 +139,11 @@ impl Validator<'_> {
                 "plugins.max_plugin_bytes",
                 raw.max_plugin_bytes,
                 DEFAULT_NODE_MAX_PLUGIN_BYTES,
+            ),
+            max_upload_bytes: self.positive(
+                "plugins.max_upload_bytes",
+                raw.max_upload_bytes,
+                DEFAULT_MAX_UPLOAD_BYTES,
             ),
         };
         let artifact_key = raw.artifact_key.and_then(|raw| {
