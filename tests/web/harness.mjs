@@ -82,7 +82,7 @@ for (const [signal, number] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]]) 
  * Spawns a process and resolves once a stdout line matches `ready`, with the match, a `stop()`
  * and the tail of its stderr for error messages.
  */
-function spawnUntilReady(command, args, { ready, env, what, onLine = () => {} }) {
+function spawnUntilReady(command, args, { ready, env, what, onLine = () => {}, startTimeoutMs = START_TIMEOUT_MS }) {
   const child = spawn(command, args, {
     cwd: repoRoot,
     env: { ...process.env, ...env },
@@ -129,7 +129,7 @@ function spawnUntilReady(command, args, { ready, env, what, onLine = () => {} })
       reject(new Error(`${what} exited (code ${code}, signal ${signal}) before it was ready:\n${stderrTail}`)),
     );
   });
-  return withTimeout(started, START_TIMEOUT_MS, `${what} to start`)
+  return withTimeout(started, startTimeoutMs, `${what} to start`)
     .then((match) => ({ match, stop, child, stderr: () => stderrTail }))
     .catch(async (error) => {
       await stop();
@@ -218,7 +218,7 @@ function pluginPaths(configPath) {
  * `wsUrl` is the default tenant's upgrade URL; `secret` is `tenant`'s HS secret (undefined when it has none); `stop()` sends SIGTERM (the
  * server drains, clients see 1001) and resolves to {code, signal}.
  */
-export async function startSwitchboard({ config, port = 0, tenant = "default", env = {} }) {
+export async function startSwitchboard({ config, port = 0, tenant = "default", env = {}, startTimeoutMs = START_TIMEOUT_MS }) {
   const configPath = path.resolve(config);
   if (pluginPaths(configPath).length > 0) ensurePlugins();
   for (const plugin of pluginPaths(configPath)) {
@@ -233,7 +233,7 @@ export async function startSwitchboard({ config, port = 0, tenant = "default", e
   const server = await spawnUntilReady(
     switchboardBinary(),
     ["serve", "--config", configPath, "--listen", `127.0.0.1:${port}`],
-    { ready: /^listening on (\S+):(\d+)\s*$/, env, what: "switchboard" },
+    { ready: /^listening on (\S+):(\d+)\s*$/, env, what: "switchboard", startTimeoutMs },
   );
   const boundPort = Number(server.match[2]);
   return {

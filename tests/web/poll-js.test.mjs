@@ -53,12 +53,17 @@ describe("the JavaScript poll plugin through the real server", () => {
         'api_key = "poll-js-api-key"',
         "[tenants.jwt]",
         `secret = "${SECRET}"`,
+        // The default (60 s) fits an idle machine (about 15 s); a busy one takes several times that.
+        "[tenants.plugin_limits]",
+        'compile_timeout = "300s"',
         "[[tenants.plugins]]",
         `path = "${pollJsWasm}"`,
         "",
       ].join("\n"),
     );
-    server = await startSwitchboard({ config });
+    // A JavaScript plugin compiles for about 15 s on an idle 2-core machine, before the server
+    // listens; much longer when the machine is busy.
+    server = await startSwitchboard({ config, startTimeoutMs: 330_000 });
   });
 
   after(async () => {
@@ -81,7 +86,9 @@ describe("the JavaScript poll plugin through the real server", () => {
     assert.deepEqual((await bob.request("poll:vote", { payload: { poll: id, choice: 2 } })).tally, [1, 0, 1]);
     assert.deepEqual((await ada.request("poll:vote", { payload: { poll: id, choice: 1 } })).tally, [0, 1, 1]);
     const results = await bob.request("poll:results", { payload: { poll: id } });
-    assert.deepEqual(results, { id, question: "Tea?", options: ["yes", "no", "later"], tally: [0, 1, 1] });
+    const { createdAtMs, ...rest } = results;
+    assert.deepEqual(rest, { id, question: "Tea?", options: ["yes", "no", "later"], tally: [0, 1, 1] });
+    assert.ok(Math.abs(createdAtMs - Date.now()) < 60_000, `the host's clock: ${createdAtMs}`);
     assert.equal(await refusal(bob, "poll:delete", { poll: id }), "forbidden");
     assert.deepEqual(await ada.request("poll:delete", { payload: { poll: id } }), { deleted: 2 });
     assert.equal(await refusal(bob, "poll:results", { poll: id }), "not_found");
@@ -92,6 +99,32 @@ describe("the JavaScript poll plugin through the real server", () => {
       timeoutMs: 5000,
       what: "the plugin's log line",
     });
+  });
+
+  test("watching through the host API, the creator told of votes, joins of unknown polls refused", async () => {
+    const cy = await connect("cy");
+    const dee = await connect("dee");
+    const { id } = await cy.request("poll:create", { payload: { question: "Q", options: ["a", "b"] } });
+    const heard = [];
+    for (const [name, client] of [["cy", cy], ["dee", dee]]) {
+      client.on("message", (envelope) => heard.push([name, envelope.type, envelope.channel ?? null]));
+    }
+    // The plugin joins dee to the poll's channel and sends dee the tally, privately.
+    assert.deepEqual(await dee.request("poll:watch", { payload: { poll: id } }), { watchers: 1 });
+    await dee.request("poll:vote", { payload: { poll: id, choice: 1 } });
+    await waitUntil(() => heard.some(([name, type]) => name === "cy" && type === "poll:voted"), {
+      timeoutMs: 5000,
+      what: "the creator to hear of the vote (send-to-user)",
+    });
+    await waitUntil(() => heard.filter(([name, type]) => name === "dee" && type === "poll:tally").length === 2, {
+      timeoutMs: 5000,
+      what: "dee's private tally and the vote's broadcast",
+    });
+    assert.deepEqual(await dee.request("poll:unwatch", { payload: { poll: id } }), {});
+    assert.equal(await refusal(dee, "poll:unwatch", { poll: id }), "not_found");
+    // The plugin's authorize-join hook: an existing poll's channel, yes; an unknown one, no.
+    await cy.join(`poll:${id}`);
+    await assert.rejects(cy.join("poll:999999"), (error) => error.code === "forbidden");
   });
 
   test("bad input is refused with the documented codes", async () => {

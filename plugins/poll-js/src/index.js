@@ -9,11 +9,15 @@
 // - `poll:results` {poll} -> {id, question, options, tally}.
 // - `poll:delete` {poll} -> {deleted: ballots}: only its creator; removes the poll, its tally
 //   and every ballot (listed by prefix, a page at a time).
+// - `poll:watch` {poll} -> {watchers}: joins the caller to `poll:{id}` and sends it the current
+//   tally; `poll:unwatch` {poll} leaves it (`not_found` when not watching).
+// - Every vote also tells the poll's creator, on each of their connections (`poll:voted`).
+// - A `room:join` of `poll:{id}` is refused (`forbidden`) unless the poll exists.
 //
 // State: `poll:{id}` {question, options, creator}, `tally:{id}` [count per option],
 // `ballot:{id}:{user}` the user's choice; ids come from `kv.incr("next-id")`.
 
-import { HandlerError, Router, kv, log, realtime } from "../../../sdk/js/src/index.js";
+import { HandlerError, Router, env, kv, log, realtime } from "../../../sdk/js/src/index.js";
 
 const MAX_OPTIONS = 8;
 const MAX_TEXT = 200;
@@ -40,7 +44,7 @@ function create({ payload, conn }) {
   }
   const id = String(kv.incr("next-id", 1n));
   const texts = options.map((option, index) => text(option, `options[${index}]`));
-  kv.setJson(`poll:${id}`, { question, options: texts, creator: conn.userId });
+  kv.setJson(`poll:${id}`, { question, options: texts, creator: conn.userId, createdAtMs: env.nowMs() });
   kv.setJson(`tally:${id}`, options.map(() => 0));
   return { id };
 }
@@ -64,12 +68,13 @@ function vote({ payload, conn }) {
   kv.setJson(ballot, choice);
   log.info("vote counted", { poll: id, choice, user: conn.userId });
   realtime.broadcast(`poll:${id}`, "poll:tally", { poll: id, tally });
+  if (poll.creator !== conn.userId) realtime.sendToUser(poll.creator, "poll:voted", { poll: id, user: conn.userId });
   return { poll: id, tally };
 }
 
 function results({ payload }) {
-  const { question, options } = pollOf(payload?.poll);
-  return { id: payload.poll, question, options, tally: kv.getJson(`tally:${payload.poll}`) };
+  const { question, options, createdAtMs } = pollOf(payload?.poll);
+  return { id: payload.poll, question, options, createdAtMs, tally: kv.getJson(`tally:${payload.poll}`) };
 }
 
 /** Ballots deleted per call at most: each is one key-value operation of the call's quota. */
@@ -92,10 +97,36 @@ function remove({ payload, conn }) {
   return { deleted };
 }
 
+function watch({ payload, conn }) {
+  const id = payload?.poll;
+  pollOf(id);
+  const channel = `poll:${id}`;
+  realtime.join(conn.id, channel);
+  realtime.send(conn.id, "poll:tally", { poll: id, tally: kv.getJson(`tally:${id}`) }, channel);
+  return { watchers: realtime.members(channel).length };
+}
+
+function unwatch({ payload, conn }) {
+  const id = payload?.poll;
+  pollOf(id);
+  // Not a member: the host refuses with `not-found`, which answers `not_found`.
+  realtime.leave(conn.id, `poll:${id}`);
+  return {};
+}
+
+/** Clients may join `poll:{id}` themselves, but only for a poll that exists. */
+function authorizeJoin(_conn, channel) {
+  const id = /^poll:([0-9]{1,12})$/.exec(channel)?.[1];
+  return id === undefined ? !channel.startsWith("poll:") : kv.getJson(`poll:${id}`) !== undefined;
+}
+
 export const router = new Router("poll-js", "0.1.0")
   .on("poll:create", create)
   .on("poll:vote", vote)
   .on("poll:results", results)
-  .on("poll:delete", remove);
+  .on("poll:delete", remove)
+  .on("poll:watch", watch)
+  .on("poll:unwatch", unwatch)
+  .withHooks({ authorizeJoin });
 
 export const handler = router.export();

@@ -24,8 +24,15 @@ beforeEach(() => reset());
 test("the manifest lists the registered types", () => {
   const manifest = handler.describe();
   assert.equal(manifest.name, "poll-js");
-  assert.deepEqual(manifest.handles, ["poll:create", "poll:vote", "poll:results", "poll:delete"]);
-  assert.equal(manifest.hooks.onConnect, false);
+  assert.deepEqual(manifest.handles, [
+    "poll:create",
+    "poll:vote",
+    "poll:results",
+    "poll:delete",
+    "poll:watch",
+    "poll:unwatch",
+  ]);
+  assert.deepEqual(manifest.hooks, { onConnect: false, onDisconnect: false, authorizeJoin: true, onTick: false });
 });
 
 test("a vote counts once per user and a new vote moves it", () => {
@@ -36,7 +43,12 @@ test("a vote counts once per user and a new vote moves it", () => {
   assert.deepEqual(call(bob, "poll:vote", { poll: "1", choice: 0 }).reply.tally, [2, 0]);
   assert.deepEqual(call(ada, "poll:vote", { poll: "1", choice: 1 }).reply.tally, [1, 1]);
   const results = call(bob, "poll:results", { poll: "1" }).reply;
-  assert.deepEqual(results, { id: "1", question: "Tea?", options: ["yes", "no"], tally: [1, 1] });
+  assert.deepEqual(results, { id: "1", question: "Tea?", options: ["yes", "no"], createdAtMs: 0, tally: [1, 1] });
+  // The creator hears of bob's vote, not of its own.
+  assert.deepEqual(
+    mockHost.sentToUsers.map(({ userId, type }) => [userId, type]),
+    [["ada", "poll:voted"]],
+  );
   assert.deepEqual(
     mockHost.broadcasts.map(({ channel, type }) => [channel, type]),
     [["poll:1", "poll:tally"], ["poll:1", "poll:tally"], ["poll:1", "poll:tally"]],
@@ -106,4 +118,24 @@ test("only the creator deletes a poll, with its tally and every ballot", () => {
     "nothing of poll 1 is left",
   );
   assert.deepEqual(call(bob, "poll:results", { poll: "2" }).reply.tally, [0, 1]);
+});
+
+test("watching joins the poll's channel and sends the tally; joins of unknown polls are refused", () => {
+  mockHost.nowMs = 1_700_000_000_000;
+  call(ada, "poll:create", { question: "Q", options: ["a", "b"] });
+  assert.equal(call(ada, "poll:results", { poll: "1" }).reply.createdAtMs, 1_700_000_000_000);
+  assert.deepEqual(call(bob, "poll:watch", { poll: "1" }).reply, { watchers: 1 });
+  assert.deepEqual(mockHost.members.get("poll:1"), [["n-2", ""]]);
+  assert.deepEqual(mockHost.sent.at(-1), {
+    to: "n-2",
+    type: "poll:tally",
+    channel: "poll:1",
+    payloadJson: JSON.stringify({ poll: "1", tally: [0, 0] }),
+  });
+  assert.deepEqual(call(bob, "poll:unwatch", { poll: "1" }).reply, {});
+  assert.equal(call(bob, "poll:unwatch", { poll: "1" }).error?.code, "not_found");
+  assert.equal(handler.authorizeJoin(bob, "poll:1"), true);
+  assert.equal(handler.authorizeJoin(bob, "poll:2"), false);
+  assert.equal(handler.authorizeJoin(bob, "poll:x"), false);
+  assert.equal(handler.authorizeJoin(bob, "lobby"), true);
 });
