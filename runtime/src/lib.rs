@@ -37,4 +37,6 @@ pub mod rooms;
 pub mod scaffold;
 pub mod server;
 pub mod tenant;
+#[cfg(test)]
+mod test_random;
 pub mod wit;

@@ -43,3 +43,35 @@ fn fractional_rates_accumulate() {
     assert!(!bucket.try_take(start + Duration::from_millis(1900)));
     assert!(bucket.try_take(start + Duration::from_millis(2000)));
 }
+
+/// Over random schedules of attempts: in every prefix of a run, the bucket has granted at most
+/// its capacity plus what its rate earned, and after an idle spell of capacity / rate it grants
+/// a full burst again.
+#[test]
+fn never_grants_more_than_burst_plus_rate_and_refills_to_a_full_burst() {
+    for seed in 0..200 {
+        let mut random = crate::test_random::Random::new(seed);
+        let rate = 1.0 + random.below(1000) as f64;
+        let capacity = 1.0 + random.below(50) as f64;
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(rate, capacity, start);
+        let mut now = start;
+        let mut granted = 0u64;
+        for step in 0..500 {
+            now += Duration::from_micros(random.below(5_000));
+            granted += take_many(&mut bucket, now, random.below(20) as usize) as u64;
+            let earned = capacity + rate * (now - start).as_secs_f64();
+            assert!(
+                granted as f64 <= earned + 1e-6,
+                "seed {seed}, step {step}: {granted} granted, {earned} earned"
+            );
+        }
+        now += Duration::from_secs_f64(capacity / rate + 0.001);
+        let burst = capacity.floor() as usize;
+        assert_eq!(
+            take_many(&mut bucket, now, burst + 1),
+            burst,
+            "seed {seed}: a full burst after idling"
+        );
+    }
+}

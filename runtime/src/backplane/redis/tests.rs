@@ -86,3 +86,28 @@ fn reconnection_starts_fast_and_never_waits_longer_than_the_maximum() {
     // A large maximum is reached by doubling, not at once.
     assert!(backoff(Duration::from_secs(60), 3) <= MIN_RECONNECT_DELAY * 4);
 }
+
+/// Over random channels and `since` values: a recovery either replays exactly the messages
+/// after `since`, each once and in `seq` order, or says honestly that it cannot (and replays
+/// nothing). It can exactly when the retained window reaches back to `since + 1`.
+#[test]
+fn recovery_replays_exactly_what_was_missed_in_order_or_nothing() {
+    let mut random = crate::test_random::Random::new(7);
+    for case in 0..5_000 {
+        let last = random.below(60);
+        let first = if last == 0 { 1 } else { 1 + random.below(last) };
+        let seqs: Vec<u64> = (first..=last).collect();
+        let since = random.below(last + 4);
+        let got = recovery(last, since, retained(&seqs));
+        let context = format!("case {case}: last {last}, retained from {first}, since {since}");
+        let can = since == last || (since < last && first <= since + 1);
+        assert_eq!(got.recovered, can, "{context}");
+        let replayed: Vec<u64> = got.frames.iter().map(|(seq, _)| *seq).collect();
+        let expected: Vec<u64> = if can {
+            (since + 1..=last).collect()
+        } else {
+            Vec::new()
+        };
+        assert_eq!(replayed, expected, "{context}");
+    }
+}
