@@ -16,13 +16,14 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::config::TenantProtocol;
 use crate::conn_handle::ConnHandle;
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
 use crate::node::Node;
 use crate::outbox::Batch;
 use crate::protocol::{self, CloseReason, Envelope, ErrorCode, Frame};
 use crate::ratelimit::TokenBucket;
-use crate::wit as plugin_bindings;
+use crate::wit::{self as plugin_bindings, RawFrame};
 
 /// At most this many already-received messages are handled before the outbox gets its turn.
 const READ_BATCH: usize = 32;
@@ -236,7 +237,7 @@ where
         let mut bytes = 0;
         for frame in frames.drain(..) {
             bytes += frame.len();
-            socket.feed(Message::Text(frame.into_utf8_bytes())).await?;
+            socket.feed(frame.into_message()).await?;
         }
         socket.flush().await?;
         Ok::<usize, WsError>(bytes)
@@ -334,11 +335,18 @@ async fn handle_message(
     bucket: &mut TokenBucket,
     message: Message,
 ) -> Step {
+    let raw = conn.tenant.protocol == TenantProtocol::Raw;
     let text = match message {
         Message::Text(text) => text,
         Message::Binary(data) => {
             conn.tenant.metrics.message_in(data.len());
-            return Step::Close(CloseReason::BinaryFrame);
+            if !raw {
+                return Step::Close(CloseReason::BinaryFrame);
+            }
+            if !bucket.try_take(Instant::now()) {
+                return Step::Close(CloseReason::RateLimited);
+            }
+            return Box::pin(raw_frame(node, conn, RawFrame::Binary(Vec::from(data)))).await;
         }
         Message::Close(frame) => {
             return Step::PeerClosed(frame.map_or(1005, |frame| u16::from(frame.code)));
@@ -349,6 +357,14 @@ async fn handle_message(
     conn.tenant.metrics.message_in(text.len());
     if !bucket.try_take(Instant::now()) {
         return Step::Close(CloseReason::RateLimited);
+    }
+    if raw {
+        return Box::pin(raw_frame(
+            node,
+            conn,
+            RawFrame::Text(text.as_str().to_owned()),
+        ))
+        .await;
     }
     let envelope = match Envelope::parse(text.as_str()) {
         Ok(envelope) => envelope,
@@ -363,6 +379,19 @@ async fn handle_message(
         Box::pin(dispatch(node, conn, &envelope)).await;
     }
     Step::Continue
+}
+
+/// A raw-frame tenant's message: to the frame plugin, whose answer frames are queued in order.
+async fn raw_frame(node: &Node, conn: &Arc<ConnHandle>, frame: RawFrame) -> Step {
+    match node.plugins.on_frame(conn, frame).await {
+        Ok(frames) => {
+            for frame in frames {
+                conn.outbox.push(frame);
+            }
+            Step::Continue
+        }
+        Err(reason) => Step::Close(reason),
+    }
 }
 
 async fn dispatch(node: &Node, conn: &Arc<ConnHandle>, envelope: &Envelope<'_>) {

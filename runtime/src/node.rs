@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use crate::backplane::memory::MemoryBackplane;
 use crate::backplane::redis::RedisBackplane;
 use crate::backplane::{Backplane, ConnCommand, LocalDelivery};
-use crate::config::{BackplaneConfig, Config};
+use crate::config::{BackplaneConfig, Config, TenantProtocol};
 use crate::conn_handle::ConnHandle;
 use crate::ids::{ConnId, ConnIdGenerator, RoomKey};
 use crate::kv::KvStore;
@@ -154,16 +154,19 @@ impl Node {
             .map(|_| NodeSlot(self.clone()))
     }
 
-    /// Opens an accepted connection: queues its welcome, registers it (here and with the
-    /// backplane), counts the handshake, and runs `on-connect`. `disconnect` undoes it.
+    /// Opens an accepted connection: queues its welcome (an envelope tenant's only),
+    /// registers it (here and with the backplane), counts the handshake, and runs
+    /// `on-connect`. `disconnect` undoes it.
     pub async fn connect(&self, conn: &Arc<ConnHandle>) {
-        conn.outbox.push(protocol::welcome(
-            conn.id.as_str(),
-            &conn.user_id,
-            &conn.tenant.name,
-            self.config.heartbeat_interval.as_secs_f64(),
-            self.config.heartbeat_timeout.as_secs_f64(),
-        ));
+        if conn.tenant.protocol == TenantProtocol::Envelope {
+            conn.outbox.push(protocol::welcome(
+                conn.id.as_str(),
+                &conn.user_id,
+                &conn.tenant.name,
+                self.config.heartbeat_interval.as_secs_f64(),
+                self.config.heartbeat_timeout.as_secs_f64(),
+            ));
+        }
         self.registry.insert(conn.clone());
         self.backplane
             .connected(&conn.tenant.name, &conn.user_id, &conn.id)

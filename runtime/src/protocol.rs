@@ -5,11 +5,12 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use bytes::Bytes;
 use serde::Deserialize;
 use serde::Serialize;
 use serde_json::error::Category;
 use serde_json::value::RawValue;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 pub mod api;
 
@@ -169,13 +170,24 @@ pub fn check_type(msg_type: &str) -> Result<(), EnvelopeError> {
     check_length("type", msg_type, MAX_TYPE_BYTES)
 }
 
-/// An encoded text frame, cheap to clone: one serialisation shared by every recipient.
+/// An encoded frame, cheap to clone: one serialisation shared by every recipient. Envelope
+/// frames are text; a raw-frame tenant's plugin may also send binary frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame(Utf8Bytes);
+pub struct Frame(Repr);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Repr {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+}
+
+/// Starts a frame's wire text (the backplane's form of it) when the frame is binary or its
+/// own text starts with this character; no envelope frame does (they start with `{`).
+const WIRE_ESCAPE: char = '\u{1}';
 
 impl Frame {
     fn from_string(text: String) -> Self {
-        Frame(Utf8Bytes::from(text))
+        Frame(Repr::Text(Utf8Bytes::from(text)))
     }
 
     /// A frame encoded earlier by one of these encoders, on this node or another one (the
@@ -184,24 +196,82 @@ impl Frame {
         Frame::from_string(text)
     }
 
+    /// A raw text frame, as a raw-frame tenant's plugin sends it.
+    pub fn raw_text(text: String) -> Self {
+        Frame::from_string(text)
+    }
+
+    /// A raw binary frame, as a raw-frame tenant's plugin sends it.
+    pub fn binary(data: impl Into<Bytes>) -> Self {
+        Frame(Repr::Binary(data.into()))
+    }
+
     /// Encoded length in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        match &self.0 {
+            Repr::Text(text) => text.len(),
+            Repr::Binary(data) => data.len(),
+        }
     }
 
     /// True for an empty frame (never produced by the encoders here).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
-    /// The JSON text.
+    /// True for a binary frame.
+    pub fn is_binary(&self) -> bool {
+        matches!(self.0, Repr::Binary(_))
+    }
+
+    /// The text of a text frame (the JSON of an envelope frame); empty for a binary frame.
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        match &self.0 {
+            Repr::Text(text) => text.as_str(),
+            Repr::Binary(_) => "",
+        }
     }
 
-    /// The bytes to put on the socket.
-    pub fn into_utf8_bytes(self) -> Utf8Bytes {
-        self.0
+    /// The frame as the backplane carries it between nodes: a text frame as itself (escaped
+    /// when it starts with the escape character), a binary frame as base64 after the escape.
+    pub fn wire_text(&self) -> Cow<'_, str> {
+        use base64::Engine;
+        match &self.0 {
+            Repr::Text(text) if !text.as_str().starts_with(WIRE_ESCAPE) => {
+                Cow::Borrowed(text.as_str())
+            }
+            Repr::Text(text) => Cow::Owned(format!("{WIRE_ESCAPE}t{}", text.as_str())),
+            Repr::Binary(data) => Cow::Owned(format!(
+                "{WIRE_ESCAPE}b{}",
+                base64::engine::general_purpose::STANDARD.encode(data)
+            )),
+        }
+    }
+
+    /// A frame from its wire text ([`Frame::wire_text`], or an envelope frame of an older
+    /// node); `None` when an escaped binary frame's base64 does not decode.
+    pub fn from_wire(text: &str) -> Option<Frame> {
+        use base64::Engine;
+        let Some(escaped) = text.strip_prefix(WIRE_ESCAPE) else {
+            return Some(Frame::encoded(text.to_owned()));
+        };
+        if let Some(data) = escaped.strip_prefix('b') {
+            return base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .ok()
+                .map(Frame::binary);
+        }
+        escaped
+            .strip_prefix('t')
+            .map(|raw| Frame::raw_text(raw.to_owned()))
+    }
+
+    /// The WebSocket message to put on the socket.
+    pub fn into_message(self) -> Message {
+        match self.0 {
+            Repr::Text(text) => Message::Text(text),
+            Repr::Binary(data) => Message::Binary(data),
+        }
     }
 }
 
@@ -260,6 +330,9 @@ pub enum CloseReason {
     TooBig,
     /// 1011: an internal error.
     Internal,
+    /// 1011: a raw-frame tenant's plugin could not take a message (no plugin, a trap, past
+    /// its CPU budget); the detail follows the reason prefix.
+    HandlerFailed(String),
     /// 1013: the outbound queue passed its bound.
     SlowConsumer,
     /// A close requested by the host API with its own code and reason.
@@ -277,7 +350,7 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => 1007,
             CloseReason::InvalidEnvelope(_) | CloseReason::RateLimited => 1008,
             CloseReason::TooBig => 1009,
-            CloseReason::Internal => 1011,
+            CloseReason::Internal | CloseReason::HandlerFailed(_) => 1011,
             CloseReason::SlowConsumer => 1013,
             CloseReason::Custom(code, _) => *code,
         }
@@ -295,6 +368,7 @@ impl CloseReason {
             CloseReason::RateLimited => "rate limit exceeded".to_owned(),
             CloseReason::TooBig => "message too big".to_owned(),
             CloseReason::Internal => "internal error".to_owned(),
+            CloseReason::HandlerFailed(detail) => format!("handler failed: {detail}"),
             CloseReason::SlowConsumer => "slow consumer".to_owned(),
             CloseReason::Custom(_, reason) => reason.clone(),
         };

@@ -213,7 +213,7 @@ impl Rooms {
             last_replayed = Some(seq);
         }
         self.go_live(&room, &conn.id, last_replayed);
-        if presence {
+        if conn.tenant.announces_presence(channel) {
             let event = protocol::presence(
                 PresenceChange::Join,
                 channel,
@@ -293,6 +293,9 @@ impl Rooms {
         if conn.tenant.presence_enabled(&room.channel) {
             if let Err(error) = self.backplane.presence_remove(room, &conn.id).await {
                 tracing::warn!(%error, channel = %room.channel, "presence not removed");
+            }
+            if !conn.tenant.announces_presence(&room.channel) {
+                return;
             }
             let event = protocol::presence(
                 PresenceChange::Leave,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::auth::{KeyError, OriginPolicy, TokenVerifier};
-use crate::config::{Config, HistoryConfig, PluginLimits, TenantConfig, TenantLimits};
+use crate::config::{
+    Config, HistoryConfig, PluginLimits, TenantConfig, TenantLimits, TenantProtocol,
+};
 use crate::cpu_share::CpuShare;
 use crate::metrics::TenantMetrics;
 
@@ -29,6 +31,8 @@ pub struct Tenant {
     pub plugin_limits: PluginLimits,
     /// Its plugins' share of the node's CPU.
     pub cpu: CpuShare,
+    /// What its connections speak.
+    pub protocol: TenantProtocol,
     presence_disabled: Vec<String>,
     connections: AtomicUsize,
     /// Its counters.
@@ -47,6 +51,7 @@ impl Tenant {
             history: config.history.clone(),
             plugin_limits: config.plugin_limits.clone(),
             cpu: CpuShare::new(CpuShare::cores_for(config.plugin_limits.cpu_share)),
+            protocol: config.protocol,
             presence_disabled: config.presence_disabled.clone(),
             connections: AtomicUsize::new(0),
             metrics: TenantMetrics::default(),
@@ -59,6 +64,13 @@ impl Tenant {
             .presence_disabled
             .iter()
             .any(|pattern| glob_match(pattern, channel))
+    }
+
+    /// Whether joins and leaves in this channel are announced to its members with
+    /// `presence:*` envelopes: never in a raw-frame tenant, whose clients get no envelope the
+    /// plugin did not send (its members are still listed).
+    pub fn announces_presence(&self, channel: &str) -> bool {
+        self.protocol == TenantProtocol::Envelope && self.presence_enabled(channel)
     }
 
     /// Live connections of this tenant on this node.

@@ -13,3 +13,25 @@ wasmtime::component::bindgen!({
 pub use switchboard::plugin::types::{
     ConnInfo, HandlerError, Hooks, HostError, LogLevel, Manifest, Message,
 };
+
+/// The `raw-plugin` world: the `raw-handler` export a raw-frame tenant's plugin has beside the
+/// `plugin` world's. Its types are the ones above (`with`); a component without the export
+/// still loads as a `plugin`.
+pub mod raw {
+    #![allow(missing_docs, reason = "generated bindings")]
+
+    wasmtime::component::bindgen!({
+        world: "raw-plugin",
+        path: "../sdk/wit",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "switchboard:plugin/types": super::switchboard::plugin::types,
+            "switchboard:plugin/raw-frames": super::switchboard::plugin::raw_frames,
+        },
+    });
+
+    pub use exports::switchboard::plugin::raw_handler::{Guest as RawHandler, GuestIndices};
+}
+
+pub use switchboard::plugin::raw_frames::Frame as RawFrame;

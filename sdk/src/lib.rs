@@ -41,10 +41,29 @@ pub mod __bindings {
         path: "wit",
         pub_export_macro: true,
         default_bindings_module: "$crate::__bindings",
+        // Tests compare what a plugin answered (frames, errors) with what they expect.
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+/// The `raw-plugin` world's bindings: its `raw-handler` export; its types are the ones above.
+#[doc(hidden)]
+#[allow(missing_docs, unsafe_code, reason = "generated bindings")]
+pub mod __raw_bindings {
+    wit_bindgen::generate!({
+        world: "raw-plugin",
+        path: "wit",
+        pub_export_macro: true,
+        default_bindings_module: "$crate::__raw_bindings",
+        with: {
+            "switchboard:plugin/types@0.1.0": crate::__bindings::switchboard::plugin::types,
+            "switchboard:plugin/raw-frames@0.1.0": crate::__bindings::switchboard::plugin::raw_frames,
+        },
     });
 }
 
 pub mod env;
+pub mod frames;
 pub mod json;
 pub mod kv;
 pub mod log;
@@ -55,6 +74,7 @@ pub mod router;
 
 use __bindings::exports::switchboard::plugin::handler as exported;
 
+pub use __bindings::switchboard::plugin::raw_frames::Frame;
 pub use __bindings::switchboard::plugin::types::{
     ConnInfo, HandlerError, Hooks, HostError, LogLevel, Manifest, Message,
 };
@@ -89,6 +109,17 @@ pub trait Plugin {
 
     /// Periodic work on this node (needs [`Hooks::ON_TICK`] and a tick interval).
     fn on_tick(_now_ms: u64) {}
+}
+
+/// A plugin that takes a raw-frame tenant's messages (`protocol = "raw"` in the tenant's
+/// config): the host calls [`RawPlugin::on_frame`] for every text and binary message of its
+/// connections, and sends the frames it returns back to that connection, in order. Export it
+/// with [`export_raw_plugin!`]; its [`Plugin`] side still describes it (its `handles` may be
+/// empty) and may have hooks. A tenant takes raw frames through one such plugin.
+pub trait RawPlugin: Plugin {
+    /// One message of a connection; the frames returned go back to it. `Err` answers nothing:
+    /// the host logs it and counts it as a handler error (the connection stays open).
+    fn on_frame(conn: ConnInfo, frame: Frame) -> Result<Vec<Frame>, HandlerError>;
 }
 
 impl Manifest {
@@ -238,6 +269,33 @@ impl<T: Plugin> exported::Guest for __Adapter<T> {
     fn on_tick(now_ms: u64) {
         T::on_tick(now_ms);
     }
+}
+
+#[doc(hidden)]
+pub struct __RawAdapter<T>(std::marker::PhantomData<T>);
+
+impl<T: RawPlugin> __raw_bindings::exports::switchboard::plugin::raw_handler::Guest
+    for __RawAdapter<T>
+{
+    fn on_frame(conn: ConnInfo, frame: Frame) -> Result<Vec<Frame>, HandlerError> {
+        T::on_frame(conn, frame)
+    }
+}
+
+/// Exports a [`RawPlugin`] implementation as the component's `handler` and `raw-handler`.
+/// Off wasm32 it expands to nothing, as [`export_plugin!`] does.
+#[macro_export]
+macro_rules! export_raw_plugin {
+    ($plugin:ty) => {
+        $crate::export_plugin!($plugin);
+        #[cfg(target_arch = "wasm32")]
+        mod __switchboard_raw_plugin_export {
+            #[allow(unused_imports)]
+            use super::*;
+            type __SwitchboardRawPluginExport = $crate::__RawAdapter<$plugin>;
+            $crate::__raw_bindings::export!(__SwitchboardRawPluginExport with_types_in $crate::__raw_bindings);
+        }
+    };
 }
 
 /// Exports a [`Plugin`] implementation as the component's `handler`. Off wasm32 it expands to

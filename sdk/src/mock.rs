@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::{ConnInfo, HostError, LogLevel, Message};
+use crate::{ConnInfo, Frame, HostError, LogLevel, Message};
 
 /// A recorded `send`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,10 @@ pub struct MockHost {
     pub broadcasts: Vec<Broadcast>,
     /// Members per channel, as (connection id, user id); `join`/`leave` update it.
     pub members: HashMap<String, Vec<(String, String)>>,
+    /// Every `frames::send`, as (connection, frame).
+    pub frames_sent: Vec<(String, Frame)>,
+    /// Every `frames::broadcast`, as (channel, frame, except).
+    pub frames_broadcast: Vec<(String, Frame, Option<String>)>,
     /// Every `close`, as (connection, code, reason).
     pub closes: Vec<(String, u16, String)>,
     /// Attachments by connection.
@@ -134,6 +138,31 @@ pub fn message(msg_type: &str, channel: Option<&str>, payload: serde_json::Value
         payload_json: payload.to_string(),
         correlation_id: None,
         received_at_ms: 0,
+    }
+}
+
+#[doc(hidden)]
+pub mod raw_frames {
+    use super::{Frame, HostError, with};
+
+    pub fn send_frame(to: &str, frame: &Frame) -> Result<(), HostError> {
+        with(|host| host.frames_sent.push((to.to_owned(), frame.clone())));
+        Ok(())
+    }
+
+    pub fn broadcast_frame(
+        channel: &str,
+        frame: &Frame,
+        except: Option<&str>,
+    ) -> Result<(), HostError> {
+        with(|host| {
+            host.frames_broadcast.push((
+                channel.to_owned(),
+                frame.clone(),
+                except.map(str::to_owned),
+            ))
+        });
+        Ok(())
     }
 }
 

@@ -41,9 +41,14 @@ pub(crate) async fn frames_until_silence(client: &mut Client, window: Duration) 
 
 /// Reads to the end of the stream (answering the server's close, if any) within `WAIT`.
 pub(crate) async fn read_to_end(client: &mut Client) {
+    read_to_end_of(&mut client.ws).await;
+}
+
+/// `read_to_end` of a bare socket.
+pub(crate) async fn read_to_end_of(ws: &mut crate::support::WsClient) {
     let drained = timeout(WAIT, async {
         let mut frames = 0_u32;
-        while let Some(Ok(_)) = client.ws.next().await {
+        while let Some(Ok(_)) = ws.next().await {
             frames += 1;
             assert!(frames < 100_000, "the stream does not end");
         }

@@ -20,6 +20,7 @@ mod kv;
 mod lifecycle;
 mod pipelining;
 mod plugins;
+mod raw;
 mod redis_recovery;
 mod rooms;
 mod shutdown;

@@ -2,7 +2,8 @@
 //! show that a trap or an overrun ends only that call.
 
 use switchboard_sdk::{
-    ConnInfo, HandlerError, LogLevel, Manifest, Message, Plugin, export_plugin, log, realtime,
+    ConnInfo, Frame, HandlerError, LogLevel, Manifest, Message, Plugin, RawPlugin,
+    export_raw_plugin, frames, log, realtime,
 };
 
 /// The plugin.
@@ -115,4 +116,37 @@ impl Plugin for Hostile {
     }
 }
 
-export_plugin!(Hostile);
+/// In a raw-frame tenant, a text frame names the misbehaviour; anything else is echoed.
+impl RawPlugin for Hostile {
+    fn on_frame(conn: ConnInfo, frame: Frame) -> Result<Vec<Frame>, HandlerError> {
+        let Frame::Text(command) = &frame else {
+            return Ok(vec![frame]);
+        };
+        match command.as_str() {
+            "panic" => panic!("hostile plugin panics on a frame on purpose"),
+            "loop" => {
+                let mut counter: u64 = 0;
+                loop {
+                    counter = std::hint::black_box(counter.wrapping_add(1));
+                }
+            }
+            "error" => Err(HandlerError::bad_request("hostile refuses this frame")),
+            // One byte over the default message size limit (1 MiB).
+            "huge" => Ok(vec![Frame::Binary(vec![7; (1 << 20) + 1])]),
+            // More answers than any outbox a test sets holds.
+            "flood" => Ok((0..5_000).map(|i| Frame::Text(i.to_string())).collect()),
+            // A frame to a connection of another tenant (or none): the host must refuse it.
+            poke if poke.starts_with("poke ") => {
+                let answer = match frames::send(&poke[5..], &Frame::Text("poked".to_owned())) {
+                    Ok(()) => "sent".to_owned(),
+                    Err(error) => HandlerError::from(error).code,
+                };
+                Ok(vec![Frame::Text(answer)])
+            }
+            "whoami" => Ok(vec![Frame::Text(conn.id)]),
+            _ => Ok(vec![frame]),
+        }
+    }
+}
+
+export_raw_plugin!(Hostile);

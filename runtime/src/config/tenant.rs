@@ -31,6 +31,20 @@ pub struct TenantConfig {
     pub plugins: Vec<PluginConfig>,
     /// Sandbox limits of this tenant's plugins.
     pub plugin_limits: PluginLimits,
+    /// What the tenant's connections speak.
+    pub protocol: TenantProtocol,
+}
+
+/// What a tenant's connections speak (`protocol` in its `[[tenants]]` table).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantProtocol {
+    /// `"envelope"`, the default: JSON envelopes (docs/protocol.md), built-in types, rooms.
+    #[default]
+    Envelope,
+    /// `"raw"`: no welcome and no envelopes; every text and binary message goes to the
+    /// tenant's frame plugin (the one that exports `raw-handler`), which answers with frames.
+    Raw,
 }
 
 /// Longest accepted tenant name, in bytes.
@@ -55,6 +69,8 @@ pub(super) struct RawTenant {
     plugins: Vec<RawPlugin>,
     #[serde(default)]
     plugin_limits: RawPluginLimits,
+    #[serde(default)]
+    protocol: TenantProtocol,
 }
 
 impl Validator<'_> {
@@ -150,6 +166,7 @@ impl Validator<'_> {
             presence_disabled,
             plugins,
             plugin_limits,
+            protocol: raw.protocol,
         })
     }
 }

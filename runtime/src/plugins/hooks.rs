@@ -6,8 +6,8 @@ use super::Plugins;
 use super::pool::{Answer, Call, CallError};
 use crate::conn_handle::ConnHandle;
 use crate::metrics::plugins::CallFailure;
-use crate::protocol::{self, ErrorCode, Frame};
-use crate::wit::{HandlerError, Hooks, Message};
+use crate::protocol::{self, CloseReason, ErrorCode, Frame};
+use crate::wit::{HandlerError, Hooks, Message, RawFrame};
 
 /// The outcome of routing a message to a plugin.
 #[derive(Debug)]
@@ -129,6 +129,87 @@ impl Plugins {
             Ok(_) => Routed::Failed(CallError::trapped("unexpected answer")),
             Err(error) => Routed::Failed(error),
         }
+    }
+
+    /// Hands a raw-frame tenant's message to its frame plugin and returns the frames it
+    /// answered, for the sender. It waits for an instance and for the tenant's CPU share (the
+    /// connection reads nothing meanwhile) rather than refusing: a raw client has no `error`
+    /// to be told with. A plugin's own error is logged and counted, and answers nothing;
+    /// what the connection cannot go on from (no frame plugin, a trap, a call past its CPU
+    /// budget, a frame over the message size limit) closes it with 1011.
+    pub async fn on_frame(
+        &self,
+        conn: &ConnHandle,
+        frame: RawFrame,
+    ) -> Result<Vec<Frame>, CloseReason> {
+        let plugin = self
+            .routes
+            .get(&*conn.tenant.name)
+            .and_then(|routes| routes.load().frame_handler().cloned())
+            .ok_or_else(|| {
+                CloseReason::HandlerFailed("the tenant has no plugin that takes frames".to_owned())
+            })?;
+        let info = conn.plugin_view();
+        let frames = match plugin.call(Call::Frame(&info, &frame), true).await {
+            Ok(Answer::Frames(Ok(frames))) => frames,
+            Ok(Answer::Frames(Err(error))) => {
+                tracing::info!(
+                    tenant = %conn.tenant.name,
+                    plugin = %plugin.name(),
+                    connection = %info.id,
+                    code = %error.code,
+                    "frame handler error: {}",
+                    error.message
+                );
+                return Ok(Vec::new());
+            }
+            Ok(_) => {
+                return Err(CloseReason::HandlerFailed(
+                    "the plugin does not take frames".to_owned(),
+                ));
+            }
+            Err(CallError::Timeout) => {
+                return Err(CloseReason::HandlerFailed(
+                    "the handler ran past its CPU budget".to_owned(),
+                ));
+            }
+            Err(CallError::Trapped { panic, trap }) => {
+                let detail = match panic {
+                    Some(panic) if conn.tenant.plugin_limits.expose_panics => panic,
+                    _ => trap,
+                };
+                return Err(CloseReason::HandlerFailed(detail));
+            }
+            Err(CallError::Overloaded) => {
+                return Err(CloseReason::HandlerFailed(
+                    "the handler is at capacity".to_owned(),
+                ));
+            }
+        };
+        let max = conn.tenant.limits.max_message_bytes;
+        frames
+            .into_iter()
+            .map(|frame| {
+                let frame = match frame {
+                    RawFrame::Text(text) => Frame::raw_text(text),
+                    RawFrame::Binary(data) => Frame::binary(data),
+                };
+                if frame.len() > max {
+                    plugin.series.failed(CallFailure::BadReply);
+                    tracing::warn!(
+                        tenant = %conn.tenant.name,
+                        plugin = %plugin.name(),
+                        connection = %info.id,
+                        bytes = frame.len(),
+                        "the plugin's frame is over the message size limit"
+                    );
+                    return Err(CloseReason::HandlerFailed(
+                        "a reply frame is over the message size limit".to_owned(),
+                    ));
+                }
+                Ok(frame)
+            })
+            .collect()
     }
 
     /// Asks every plugin with `authorize-join`; the first refusal (or failure) wins.

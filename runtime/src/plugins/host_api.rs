@@ -16,10 +16,12 @@ use crate::conn_handle::ConnHandle;
 use crate::cpu_share::RunClock;
 use crate::ids::{ConnId, RoomKey};
 use crate::kv::KvError;
-use crate::protocol::{self, check_channel, check_type};
+use crate::protocol::{self, Frame, check_channel, check_type};
 use crate::tenant::Tenant;
-use crate::wit::switchboard::plugin::{env, kv, kv_versioned, logging, realtime, types};
-use crate::wit::{HostError, LogLevel};
+use crate::wit::switchboard::plugin::{
+    env, kv, kv_versioned, logging, raw_frames, realtime, types,
+};
+use crate::wit::{HostError, LogLevel, RawFrame};
 
 /// Largest attachment a plugin may store with a connection.
 pub const MAX_ATTACHMENT_BYTES: usize = 4096;
@@ -362,6 +364,57 @@ impl realtime::Host for HostState {
             .into_iter()
             .map(|member| (member.connection_id, member.user_id))
             .collect()))
+    }
+}
+
+impl HostState {
+    /// A plugin's raw frame, checked against the tenant's message size limit and the call's
+    /// send quota (`fanout` recipients).
+    fn raw_frame(&mut self, frame: RawFrame, fanout: u32) -> Result<Frame, HostError> {
+        let frame = match frame {
+            RawFrame::Text(text) => Frame::raw_text(text),
+            RawFrame::Binary(data) => Frame::binary(data),
+        };
+        if frame.len() > self.env.tenant.limits.max_message_bytes {
+            return Err(HostError::TooLarge);
+        }
+        self.spend_send(frame.len(), fanout)?;
+        Ok(frame)
+    }
+}
+
+impl raw_frames::Host for HostState {
+    async fn send_frame(
+        &mut self,
+        to: String,
+        frame: RawFrame,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        let frame = refuse_on_err!(self.raw_frame(frame, 1));
+        Ok(command(
+            self.services(),
+            self.env.tenant.name.clone(),
+            &to,
+            ConnCommand::Deliver(frame),
+        )
+        .await)
+    }
+
+    async fn broadcast_frame(
+        &mut self,
+        channel: String,
+        frame: RawFrame,
+        except: Option<String>,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        refuse_on_err!(check_channel(&channel).map_err(invalid));
+        let frame = refuse_on_err!(self.raw_frame(frame, 1));
+        let services = self.services();
+        let room = RoomKey::new(&self.env.tenant.name.clone(), &channel);
+        let except = except.map(|id| ConnId::from(id.as_str()));
+        Ok(services
+            .backplane
+            .signal(&room, frame, except.as_ref())
+            .await
+            .map_err(|_| HostError::Unavailable))
     }
 }
 

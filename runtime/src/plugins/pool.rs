@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
-use wasmtime::component::Linker;
+use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::artifact::{Verified, deserialize};
@@ -18,7 +18,8 @@ use super::engine::{EPOCH_TICK, Tier, ticks_for};
 use super::host_api::{HostState, PluginEnv};
 use crate::metrics::plugins::{CallFailure, InstanceGuard, PluginCalls};
 use crate::tenant::Tenant;
-use crate::wit::{ConnInfo, HandlerError, Manifest, Message, Plugin, PluginPre};
+use crate::wit::raw::{GuestIndices as RawIndices, RawHandler};
+use crate::wit::{ConnInfo, HandlerError, Manifest, Message, Plugin, PluginIndices, RawFrame};
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,6 +121,7 @@ impl Call<'_> {
             Call::Disconnect(..) => "on-disconnect",
             Call::AuthorizeJoin(..) => "authorize-join",
             Call::Tick(_) => "on-tick",
+            Call::Frame(..) => "on-frame",
         }
     }
 
@@ -129,7 +131,8 @@ impl Call<'_> {
             Call::Message(conn, _)
             | Call::Connect(conn)
             | Call::Disconnect(conn, _)
-            | Call::AuthorizeJoin(conn, _) => Some(&conn.id),
+            | Call::AuthorizeJoin(conn, _)
+            | Call::Frame(conn, _) => Some(&conn.id),
             Call::Tick(_) => None,
         }
     }
@@ -148,6 +151,8 @@ pub enum Call<'a> {
     AuthorizeJoin(&'a ConnInfo, &'a String),
     /// `on-tick`.
     Tick(u64),
+    /// `raw-handler.on-frame`.
+    Frame(&'a ConnInfo, &'a RawFrame),
 }
 
 /// What a call answered.
@@ -157,6 +162,10 @@ pub enum Answer {
     Message(Result<Option<String>, HandlerError>),
     /// From `authorize-join`.
     Authorized(bool),
+    /// From `on-frame`: the frames for the sender.
+    Frames(Result<Vec<RawFrame>, HandlerError>),
+    /// `on-frame` was called on a plugin without the `raw-handler` export.
+    NoFrameHandler,
     /// From a hook without a result.
     Done,
 }
@@ -164,6 +173,8 @@ pub enum Answer {
 struct Instance {
     store: Store<HostState>,
     plugin: Plugin,
+    /// The `raw-handler` export, when the component has it.
+    raw: Option<RawHandler>,
     calls: u64,
     /// Counted in `switchboard_plugin_instances` while it lives.
     _counted: InstanceGuard,
@@ -194,7 +205,7 @@ pub struct LoadedPlugin {
     /// The counters of the plugin's name, shared with its other versions (`/metrics`).
     pub series: Arc<PluginCalls>,
     engine: Engine,
-    pre: PluginPre<HostState>,
+    bindings: Bindings,
     env: Arc<PluginEnv>,
     idle: Mutex<Vec<Instance>>,
     permits: Arc<Semaphore>,
@@ -340,15 +351,15 @@ impl LoadedPlugin {
                 })?
                 .map_err(invalid)?;
         let compiled = compiled_in + started.elapsed();
-        let pre = linker
+        let bindings = linker
             .instantiate_pre(&component)
-            .and_then(PluginPre::new)
+            .and_then(Bindings::new)
             .map_err(invalid)?;
 
         // Describe with a provisional environment, then bind the real name.
         let provisional = Arc::new(env(Arc::from("")));
         let mut store = new_store(engine, provisional.clone());
-        let plugin = pre.instantiate_async(&mut store).await.map_err(invalid)?;
+        let (plugin, raw) = bindings.instantiate(&mut store).await.map_err(invalid)?;
         let manifest = plugin
             .switchboard_plugin_handler()
             .call_describe(&mut store)
@@ -394,11 +405,12 @@ impl LoadedPlugin {
             errors: AtomicU64::new(0),
             yields: AtomicU64::new(0),
             engine: engine.clone(),
-            pre,
+            bindings,
             env,
             idle: Mutex::new(vec![Instance {
                 store,
                 plugin,
+                raw,
                 calls: 0,
                 _counted: series.instance(),
             }]),
@@ -412,11 +424,16 @@ impl LoadedPlugin {
         &self.manifest.name
     }
 
+    /// Whether the component exports `raw-handler` (it can be a raw-frame tenant's plugin).
+    pub fn takes_frames(&self) -> bool {
+        self.bindings.raw.is_some()
+    }
+
     async fn instantiate(&self) -> Result<Instance, CallError> {
         let mut store = new_store(&self.engine, self.env.clone());
-        let plugin = self
-            .pre
-            .instantiate_async(&mut store)
+        let (plugin, raw) = self
+            .bindings
+            .instantiate(&mut store)
             .await
             .map_err(|error| classify(&error, None))?;
         match plugin
@@ -427,6 +444,7 @@ impl LoadedPlugin {
             Ok(Ok(())) => Ok(Instance {
                 store,
                 plugin,
+                raw,
                 calls: 0,
                 _counted: self.series.instance(),
             }),
@@ -441,7 +459,9 @@ impl LoadedPlugin {
         self.series.called();
         let result = self.run(&call, wait).await;
         match &result {
-            Ok(Answer::Message(Err(_))) => self.series.failed(CallFailure::HandlerError),
+            Ok(Answer::Message(Err(_)) | Answer::Frames(Err(_))) => {
+                self.series.failed(CallFailure::HandlerError);
+            }
             Ok(_) => {}
             Err(error) => {
                 self.series.failed(error.failure());
@@ -515,6 +535,7 @@ impl LoadedPlugin {
         let started = Instant::now();
         let clock = instance.store.data().clock.clone();
         let handler = instance.plugin.switchboard_plugin_handler();
+        let raw = instance.raw.as_ref();
         let store = &mut instance.store;
         let result = clock
             .run(async {
@@ -539,6 +560,13 @@ impl LoadedPlugin {
                         .call_on_tick(&mut *store, now_ms)
                         .await
                         .map(|()| Answer::Done),
+                    Call::Frame(conn, frame) => match raw {
+                        Some(raw) => raw
+                            .call_on_frame(&mut *store, conn, frame)
+                            .await
+                            .map(Answer::Frames),
+                        None => Ok(Answer::NoFrameHandler),
+                    },
                 }
             })
             .await;
@@ -577,6 +605,37 @@ impl LoadedPlugin {
                 Err(classify(&error, panic))
             }
         }
+    }
+}
+
+/// How instances of one component are made: the pre-linked component and the indices of its
+/// exports, looked up once at load.
+struct Bindings {
+    pre: InstancePre<HostState>,
+    plugin: PluginIndices,
+    /// `None` for a component without the `raw-handler` export (every plugin built before it).
+    raw: Option<RawIndices>,
+}
+
+impl Bindings {
+    fn new(pre: InstancePre<HostState>) -> wasmtime::Result<Bindings> {
+        let plugin = PluginIndices::new(&pre)?;
+        // Only the name is looked up here; a `raw-handler` of the wrong shape fails `load`.
+        let raw = RawIndices::new(&pre).ok();
+        Ok(Bindings { pre, plugin, raw })
+    }
+
+    async fn instantiate(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<(Plugin, Option<RawHandler>)> {
+        let instance = self.pre.instantiate_async(&mut *store).await?;
+        let plugin = self.plugin.load(&mut *store, &instance)?;
+        let raw = match &self.raw {
+            Some(raw) => Some(raw.load(&mut *store, &instance)?),
+            None => None,
+        };
+        Ok((plugin, raw))
     }
 }
 

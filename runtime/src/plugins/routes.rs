@@ -18,6 +18,8 @@ pub struct Routes {
     /// Every plugin, in load order.
     pub plugins: Vec<Arc<LoadedPlugin>>,
     by_type: HashMap<String, Arc<LoadedPlugin>>,
+    /// The one plugin with the `raw-handler` export, which takes a raw-frame tenant's messages.
+    frames: Option<Arc<LoadedPlugin>>,
 }
 
 impl Routes {
@@ -25,7 +27,17 @@ impl Routes {
     pub fn new(plugins: Vec<Arc<LoadedPlugin>>) -> Result<Routes, RouteConflict> {
         let mut by_type: HashMap<String, Arc<LoadedPlugin>> = HashMap::new();
         let mut names: HashMap<&str, ()> = HashMap::new();
+        let mut frames: Option<Arc<LoadedPlugin>> = None;
         for plugin in &plugins {
+            if plugin.takes_frames() {
+                if let Some(first) = &frames {
+                    return Err(RouteConflict::TwoFrameHandlers {
+                        first: first.name().to_owned(),
+                        second: plugin.name().to_owned(),
+                    });
+                }
+                frames = Some(plugin.clone());
+            }
             if names.insert(plugin.name(), ()).is_some() {
                 return Err(RouteConflict::SameName(plugin.name().to_owned()));
             }
@@ -40,12 +52,21 @@ impl Routes {
                 by_type.insert(handled.clone(), plugin.clone());
             }
         }
-        Ok(Routes { plugins, by_type })
+        Ok(Routes {
+            plugins,
+            by_type,
+            frames,
+        })
     }
 
     /// The plugin that declared `msg_type`.
     pub fn handler(&self, msg_type: &str) -> Option<&Arc<LoadedPlugin>> {
         self.by_type.get(msg_type)
+    }
+
+    /// The plugin that takes raw frames, if any.
+    pub fn frame_handler(&self) -> Option<&Arc<LoadedPlugin>> {
+        self.frames.as_ref()
     }
 
     /// The plugins that declared `hook`, in load order.
@@ -99,6 +120,16 @@ pub enum RouteConflict {
         /// The plugin that claimed it first.
         first: String,
         /// The plugin that claimed it too.
+        second: String,
+    },
+    /// Two plugins export `raw-handler`: a raw-frame tenant's messages would have two homes.
+    #[error(
+        "both `{first}` and `{second}` export `raw-handler`; a tenant takes raw frames through one plugin"
+    )]
+    TwoFrameHandlers {
+        /// The plugin that had it first.
+        first: String,
+        /// The plugin that has it too.
         second: String,
     },
 }

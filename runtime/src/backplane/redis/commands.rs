@@ -304,7 +304,7 @@ impl Shared {
                 *per_node.entry(node).or_default() += 1;
             }
         }
-        let message = wire::to_user(tenant, user, frame.as_str());
+        let message = wire::to_user(tenant, user, &frame.wire_text());
         let mut reached = 0;
         for (node, connections) in per_node {
             match self
@@ -331,7 +331,7 @@ impl Shared {
     ) -> Result<bool, BackplaneError> {
         let id = connection.as_str();
         let message = match command {
-            ConnCommand::Deliver(frame) => wire::to_connection(tenant, id, frame.as_str()),
+            ConnCommand::Deliver(frame) => wire::to_connection(tenant, id, &frame.wire_text()),
             ConnCommand::Close(code, reason) => wire::close(tenant, id, *code, reason),
             ConnCommand::Attach(data) => wire::attach(tenant, id, data),
             ConnCommand::Join(channel) => wire::membership(true, tenant, id, channel),
@@ -352,7 +352,7 @@ impl Shared {
         except: Option<&ConnId>,
     ) -> Result<(), BackplaneError> {
         let channel = self.keys.room_channel(room);
-        let message = wire::signal(except.map(ConnId::as_str), frame.as_str());
+        let message = wire::signal(except.map(ConnId::as_str), &frame.wire_text());
         self.link.publish(&channel, &message).await.map(|_| ())
     }
 

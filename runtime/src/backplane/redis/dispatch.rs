@@ -70,14 +70,9 @@ async fn handle_push(shared: &Shared, push: PushInfo) {
                 .lock()
                 .get(channel)
                 .map(|track| track.room.clone());
-            if let Some(room) = room {
+            if let (Some(room), Some(frame)) = (room, Frame::from_wire(frame)) {
                 let except = except.map(ConnId::from);
-                shared.deliver(
-                    &room,
-                    &Frame::encoded(frame.to_owned()),
-                    None,
-                    except.as_ref(),
-                );
+                shared.deliver(&room, &frame, None, except.as_ref());
             }
         }
         Wire::Probe { token } => {
@@ -99,18 +94,19 @@ fn inbox_message(shared: &Shared, message: Wire<'_>) {
             user,
             frame,
         } => {
-            local.deliver_to_user(tenant, user, &Frame::encoded(frame.to_owned()));
+            if let Some(frame) = Frame::from_wire(frame) {
+                local.deliver_to_user(tenant, user, &frame);
+            }
             return;
         }
         Wire::ToConnection {
             tenant,
             connection,
             frame,
-        } => (
-            tenant,
-            connection,
-            ConnCommand::Deliver(Frame::encoded(frame.to_owned())),
-        ),
+        } => match Frame::from_wire(frame) {
+            Some(frame) => (tenant, connection, ConnCommand::Deliver(frame)),
+            None => return,
+        },
         Wire::Close {
             tenant,
             connection,
