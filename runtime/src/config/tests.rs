@@ -418,3 +418,38 @@ fn configured_plugins_must_fit_the_plugin_counts() {
         ],
     );
 }
+
+#[test]
+fn a_tenant_speaks_envelopes_unless_it_says_raw() {
+    use super::TenantProtocol;
+    assert_eq!(
+        parse_ok(MINIMAL).tenants[0].protocol,
+        TenantProtocol::Envelope
+    );
+    let raw = MINIMAL.replace(
+        "name = \"default\"",
+        "name = \"default\"\nprotocol = \"raw\"",
+    );
+    assert_eq!(parse_ok(&raw).tenants[0].protocol, TenantProtocol::Raw);
+    let explicit = MINIMAL.replace(
+        "name = \"default\"",
+        "name = \"default\"\nprotocol = \"envelope\"",
+    );
+    assert_eq!(
+        parse_ok(&explicit).tenants[0].protocol,
+        TenantProtocol::Envelope
+    );
+    let bad = MINIMAL.replace(
+        "name = \"default\"",
+        "name = \"default\"\nprotocol = \"binary\"",
+    );
+    let error = parse(&bad, "test.toml", Path::new("."))
+        .expect_err("an unknown protocol is refused")
+        .to_string();
+    assert!(
+        error.contains("test.toml")
+            && error.contains("line 4")
+            && error.contains("unknown variant `binary`, expected `envelope` or `raw`"),
+        "{error}"
+    );
+}

@@ -510,3 +510,44 @@ mod api {
         );
     }
 }
+
+#[test]
+fn frames_cross_the_backplane_as_wire_text_and_come_back_the_same() {
+    let frames = [
+        message("chat", Some("lobby"), "{\"a\":1}"),
+        Frame::raw_text("plain text".to_owned()),
+        Frame::raw_text(String::new()),
+        // Text that starts with the escape character itself stays text.
+        Frame::raw_text("\u{1}b not base64".to_owned()),
+        Frame::raw_text("\u{1}t".to_owned()),
+        Frame::binary((0..=255u8).collect::<Vec<u8>>()),
+        Frame::binary(Vec::new()),
+    ];
+    for frame in frames {
+        let wire = frame.wire_text();
+        assert_eq!(Frame::from_wire(&wire).as_ref(), Some(&frame), "{wire:?}");
+    }
+    // An envelope frame is carried as itself, as older nodes carried it.
+    let envelope = message("chat", None, "{}");
+    assert_eq!(envelope.wire_text(), envelope.as_str());
+    assert!(!Frame::binary(vec![1u8]).wire_text().starts_with('{'));
+    // Bad wire text is refused, not turned into something else.
+    assert_eq!(Frame::from_wire("\u{1}b!!not base64!!"), None);
+    assert_eq!(Frame::from_wire("\u{1}x"), None);
+    assert_eq!(Frame::from_wire("\u{1}"), None);
+}
+
+#[test]
+fn a_binary_frame_goes_on_the_socket_as_binary() {
+    assert_eq!(
+        Frame::binary(vec![1u8, 2]).into_message(),
+        Message::binary(vec![1u8, 2])
+    );
+    assert_eq!(
+        Frame::raw_text("hi".to_owned()).into_message(),
+        Message::text("hi")
+    );
+    assert!(Frame::binary(vec![1u8]).is_binary());
+    assert_eq!(Frame::binary(vec![1u8, 2, 3]).len(), 3);
+    assert_eq!(Frame::binary(vec![1u8]).as_str(), "");
+}
