@@ -467,53 +467,72 @@ async fn a_swap_under_traffic_answers_every_message_once_in_order() {
         clients.push(Raw::connect(server.addr, "raw", &format!("sender-{index}")).await);
     }
     let key = api_key("raw");
+    let swapped = std::sync::atomic::AtomicBool::new(false);
     let swap = async {
         // A different build of the same plugin (one more custom section), so it is a new version.
         let mut rebuilt = wasm_bytes("raw-echo");
         rebuilt.extend_from_slice(&[0, 9, 8]);
         rebuilt.extend_from_slice(b"build-2!");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut request = reqwest::Client::new()
+        let request = reqwest::Client::new()
             .put(server.http_url("/api/tenants/raw/plugins/raw-echo"))
+            .bearer_auth(&key)
             .body(rebuilt);
-        request = request.bearer_auth(&key);
         let response = timeout(Duration::from_secs(60), request.send())
             .await
             .expect("answered in time")
             .expect("request succeeds");
         assert_eq!(response.status().as_u16(), 200);
+        swapped.store(true, std::sync::atomic::Ordering::SeqCst);
     };
+    let swapped = &swapped;
     let traffic = async {
         let senders = clients
             .iter_mut()
             .enumerate()
             .map(|(index, client)| async move {
                 let (mut write, mut read) = (&mut client.ws).split();
-                let count = 400u32;
-                let sending = async {
-                    for seq in 0..count {
+                let (count_tx, mut count_rx) = tokio::sync::oneshot::channel::<u32>();
+                // Sends until the swap is done, and 100 more on the new version (at most 20 000
+                // in all); then says how many.
+                let sending = async move {
+                    let mut seq = 0u32;
+                    let mut after_swap = 0;
+                    while after_swap < 100 && seq < 20_000 {
                         let frame = if seq.is_multiple_of(2) {
                             Message::text(format!("{index}:{seq}"))
                         } else {
                             Message::binary(format!("{index}:{seq}").into_bytes())
                         };
                         write.send(frame).await.expect("sent");
-                        if seq.is_multiple_of(50) {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        seq += 1;
+                        if swapped.load(std::sync::atomic::Ordering::SeqCst) {
+                            after_swap += 1;
+                        }
+                        if seq.is_multiple_of(20) {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
                         }
                     }
+                    let _ = count_tx.send(seq);
                 };
                 let receiving = async {
                     let mut seq = 0u32;
-                    while seq < count {
-                        let next = timeout(Duration::from_secs(30), read.next())
-                            .await
-                            .expect("every answer in time")
-                            .expect("open")
-                            .expect("a message");
+                    let mut total = None;
+                    while total != Some(seq) {
+                        let next = tokio::select! {
+                            biased;
+                            next = timeout(Duration::from_secs(30), read.next()) => next
+                                .expect("every answer in time")
+                                .expect("open")
+                                .expect("a message"),
+                            sent = &mut count_rx, if total.is_none() => {
+                                total = Some(sent.expect("the sender says how many"));
+                                continue;
+                            }
+                        };
                         let text = match next {
                             Message::Text(text) if seq.is_multiple_of(2) => text.to_string(),
-                            Message::Binary(data) if seq % 2 == 1 => {
+                            Message::Binary(data) if !seq.is_multiple_of(2) => {
                                 String::from_utf8(data.to_vec()).expect("utf-8")
                             }
                             Message::Ping(_) | Message::Pong(_) => continue,
@@ -522,8 +541,10 @@ async fn a_swap_under_traffic_answers_every_message_once_in_order() {
                         assert_eq!(text, format!("{index}:{seq}"), "once each, in order");
                         seq += 1;
                     }
+                    seq
                 };
-                tokio::join!(sending, receiving);
+                let ((), answered) = tokio::join!(sending, receiving);
+                assert!(answered > 100, "sender {index}: {answered} answered");
             });
         futures_util::future::join_all(senders).await;
     };
@@ -598,4 +619,45 @@ async fn a_client_close_code_is_answered_and_counted() {
         "the client's close is counted",
     )
     .await;
+}
+
+#[tokio::test]
+async fn the_raw_example_serves_its_echo_and_relay_tenants() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("examples/raw/switchboard.toml"))
+        .expect("the example config")
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        // The tests' build of the same plugins.
+        .replace(
+            "../../plugins/target/wasm32-wasip2/release",
+            env!("PLUGIN_DIR"),
+        );
+    let mut config =
+        switchboard::config::parse(&text, "switchboard.toml", &root.join("examples/raw"))
+            .unwrap_or_else(|error| panic!("the example config is valid: {error}"));
+    config.plugin_bounds.compiler_path = Some(crate::support::binary());
+    let server = switchboard::server::start(config).await.expect("started");
+    // Both tenants verify with the example's development secret.
+    let token = crate::support::sign(
+        &crate::support::claims("alice", 3600, serde_json::json!({})),
+        jsonwebtoken::Algorithm::HS256,
+        &jsonwebtoken::EncodingKey::from_secret(b"raw-dev-secret-change-me"),
+    );
+    for tenant in ["echo", "relay"] {
+        let url = format!("{}?token={token}", ws_url(server.addr, tenant));
+        let (ws, _) = try_upgrade(upgrade_request(&url, &[]))
+            .await
+            .unwrap_or_else(|refusal| panic!("{tenant}: refused {refusal:?}"));
+        let mut client = Raw { ws };
+        if tenant == "echo" {
+            client.binary(&[9, 8, 7]).await;
+            assert_eq!(client.recv_binary().await, [9, 8, 7]);
+        } else {
+            client.binary(b"\x01lobby").await;
+            assert_eq!(client.recv_binary().await, b"\x81lobby");
+        }
+    }
+    timeout(Duration::from_secs(30), server.shutdown())
+        .await
+        .expect("drained");
 }
