@@ -40,3 +40,37 @@ pub mod tenant;
 #[cfg(test)]
 mod test_random;
 pub mod wit;
+
+/// Entry points for the fuzz targets in `fuzz/`: the parsers of untrusted input that are not
+/// public on their own. Not part of the API: no stability promise, hidden from the docs.
+#[doc(hidden)]
+pub mod fuzzing {
+    use http::{HeaderMap, HeaderValue, Request};
+
+    pub use crate::backplane::redis::entries::{history_entry, presence_user, presence_value};
+    pub use crate::backplane::redis::wire::{
+        Wire, WireError, attach, close, membership, probe, signal, to_connection, to_user, unhex,
+    };
+    use crate::server::refusal::Refusal;
+    use crate::server::upgrade;
+
+    /// Checks 2 to 4 of the handshake on a request (`server::upgrade::check_handshake`): an
+    /// upgrade request, version 13, a valid key, which it answers with.
+    pub fn check_handshake<B>(request: &Request<B>) -> Result<HeaderValue, Refusal> {
+        upgrade::check_handshake(request)
+    }
+
+    /// Every entry of every `Sec-WebSocket-Protocol` header, in order.
+    pub fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
+        upgrade::offered_subprotocols(headers)
+    }
+
+    /// The token of an upgrade request, from the first source present.
+    pub fn find_token(
+        headers: &HeaderMap,
+        query: Option<&str>,
+        offered: &[String],
+    ) -> Option<String> {
+        upgrade::find_token(headers, query, offered)
+    }
+}

@@ -16,7 +16,7 @@
 
 mod commands;
 mod dispatch;
-mod entries;
+pub(crate) mod entries;
 mod keys;
 mod kv;
 mod link;
@@ -25,7 +25,7 @@ mod scripts;
 mod shared;
 mod subscriptions;
 mod supervisor;
-mod wire;
+pub(crate) mod wire;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};

@@ -28,6 +28,57 @@ pub enum PublishError {
     /// `channel` or `type` is outside its length range.
     #[error("{0}")]
     Field(EnvelopeError),
+    /// A field the server reads is given twice: which one counts would depend on the parser
+    /// (a proxy or a log could read the other), so neither does.
+    #[error("`{0}` is given twice")]
+    Duplicate(&'static str),
+}
+
+/// The fields of a publish body the server reads, in the order it checks them.
+const READ_FIELDS: [&str; 4] = ["tenant", "channel", "type", "payload"];
+
+/// A body's top-level fields, and the first field the server reads that is given twice.
+struct Fields<'a> {
+    map: HashMap<String, &'a RawValue>,
+    duplicate: Option<&'static str>,
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Fields<'a>;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut access: M,
+            ) -> Result<Fields<'a>, M::Error> {
+                let mut fields = Fields {
+                    map: HashMap::new(),
+                    duplicate: None,
+                };
+                while let Some((key, value)) = access.next_entry::<String, &'de RawValue>()? {
+                    if let Some(read) = READ_FIELDS.iter().find(|read| **read == key)
+                        && fields.map.contains_key(&key)
+                    {
+                        // The earliest in checking order wins, so refusals keep their order.
+                        let rank = |field: &str| READ_FIELDS.iter().position(|f| *f == field);
+                        if fields
+                            .duplicate
+                            .is_none_or(|first| rank(read) < rank(first))
+                        {
+                            fields.duplicate = Some(read);
+                        }
+                    }
+                    fields.map.insert(key, value);
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
 }
 
 /// A `POST /api/publish` body, read in two steps so its refusals come in the documented order:
@@ -39,6 +90,8 @@ pub struct PublishRequest<'a> {
     /// The other top-level fields, still raw, so the payload is forwarded byte for byte (key
     /// order, big numbers).
     fields: HashMap<String, &'a RawValue>,
+    /// A message field given twice, refused when the message is read.
+    duplicate: Option<&'static str>,
 }
 
 /// The message of a publish body, checked.
@@ -55,17 +108,29 @@ pub struct PublishMessage<'a> {
 impl<'a> PublishRequest<'a> {
     /// Reads the body as a JSON object and takes its `tenant`.
     pub fn parse(body: &'a [u8]) -> Result<Self, PublishError> {
-        let mut fields = serde_json::from_slice::<HashMap<String, &'a RawValue>>(body)
-            .map_err(|_| PublishError::NotAnObject)?;
+        let Fields {
+            map: mut fields,
+            duplicate,
+        } = serde_json::from_slice::<Fields<'a>>(body).map_err(|_| PublishError::NotAnObject)?;
+        if duplicate == Some("tenant") {
+            return Err(PublishError::Duplicate("tenant"));
+        }
         let tenant = fields
             .remove("tenant")
             .and_then(json_string)
             .ok_or(PublishError::MissingTenant)?;
-        Ok(PublishRequest { tenant, fields })
+        Ok(PublishRequest {
+            tenant,
+            fields,
+            duplicate,
+        })
     }
 
-    /// Checks `channel`, `type` and `payload`, in that order.
+    /// Checks `channel`, `type` and `payload`, in that order (a field given twice first).
     pub fn message(mut self) -> Result<PublishMessage<'a>, PublishError> {
+        if let Some(field) = self.duplicate {
+            return Err(PublishError::Duplicate(field));
+        }
         let channel = self
             .fields
             .remove("channel")

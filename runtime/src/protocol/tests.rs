@@ -357,6 +357,41 @@ mod api {
         ))
     }
 
+    /// Found by the `publish_body` fuzz target: a field given twice used to count by its last
+    /// occurrence (the envelope refuses it), so a proxy reading the first one would disagree.
+    #[test]
+    fn a_field_given_twice_is_refused_in_checking_order() {
+        let twice = |field: &str| Err(format!("`{field}` is given twice"));
+        assert_eq!(
+            publish(r#"{"tenant":"a","tenant":"b","channel":"c","type":"t"}"#),
+            twice("tenant")
+        );
+        // The tenant is read first, so its own refusals come before a message field's.
+        assert_eq!(
+            PublishRequest::parse(br#"{"channel":"c","channel":"d","type":"t"}"#)
+                .map(|request| request.tenant)
+                .map_err(|error| error.to_string()),
+            Err("`tenant` (a string) is required".to_owned())
+        );
+        assert_eq!(
+            publish(r#"{"tenant":"a","channel":"c","type":"t","channel":"d"}"#),
+            twice("channel")
+        );
+        assert_eq!(
+            publish(r#"{"tenant":"a","type":"t","type":"u","channel":"c","channel":"d"}"#),
+            twice("channel")
+        );
+        assert_eq!(
+            publish(r#"{"tenant":"a","channel":"c","type":"t","payload":1,"payload":2}"#),
+            twice("payload")
+        );
+        // Fields the server does not read may repeat, as before.
+        assert_eq!(
+            publish(r#"{"tenant":"a","channel":"c","type":"t","x":1,"x":2}"#),
+            ok("a", "c", "t", None)
+        );
+    }
+
     #[test]
     fn publish_bodies_parse_with_the_payload_byte_for_byte() {
         let cases = [

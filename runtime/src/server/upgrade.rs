@@ -73,20 +73,8 @@ fn accept(
         .get(tenant_name)
         .cloned()
         .ok_or(Refusal::UnknownTenant)?;
-    if !is_upgrade_request(request) {
-        return Err(Refusal::NotUpgrade);
-    }
+    let key = check_handshake(request)?;
     let headers = request.headers();
-    if header_str(headers, header::SEC_WEBSOCKET_VERSION) != Some("13") {
-        return Err(Refusal::BadVersion);
-    }
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .cloned()
-        .ok_or(Refusal::MissingKey)?;
-    if !is_valid_key(key.as_bytes()) {
-        return Err(Refusal::BadKey);
-    }
     if node.is_draining() {
         return Err(Refusal::Draining);
     }
@@ -137,6 +125,26 @@ fn accept(
         );
     }
     Ok(response)
+}
+
+/// The checks of the request itself, in their order (docs/protocol.md, "Refusals", 2 to 4): an
+/// upgrade request, version 13, a valid `Sec-WebSocket-Key`, which it answers with.
+pub(crate) fn check_handshake<B>(request: &Request<B>) -> Result<HeaderValue, Refusal> {
+    if !is_upgrade_request(request) {
+        return Err(Refusal::NotUpgrade);
+    }
+    let headers = request.headers();
+    if header_str(headers, header::SEC_WEBSOCKET_VERSION) != Some("13") {
+        return Err(Refusal::BadVersion);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .cloned()
+        .ok_or(Refusal::MissingKey)?;
+    if !is_valid_key(key.as_bytes()) {
+        return Err(Refusal::BadKey);
+    }
+    Ok(key)
 }
 
 /// A handshake that passed every check, waiting for hyper to hand over the socket.
@@ -204,7 +212,7 @@ fn is_upgrade_request<B>(request: &Request<B>) -> bool {
 }
 
 /// Every entry of every `Sec-WebSocket-Protocol` header, in order.
-fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
+pub(crate) fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -217,7 +225,11 @@ fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
 
 /// The token from the first source that is present: `Authorization: Bearer`, `?token=`, then
 /// a `bearer.<jwt>` subprotocol entry. Empty values count as absent.
-fn find_token(headers: &HeaderMap, query: Option<&str>, offered: &[String]) -> Option<String> {
+pub(crate) fn find_token(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    offered: &[String],
+) -> Option<String> {
     if let Some(value) = header_str(headers, header::AUTHORIZATION)
         && let Some((scheme, token)) = value.trim().split_once(' ')
         && scheme.eq_ignore_ascii_case("bearer")

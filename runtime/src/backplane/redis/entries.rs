@@ -7,7 +7,7 @@ use crate::protocol::{self, Frame};
 /// A history entry, `seq<TAB>millis<TAB>head`, as its frame. The head is the message without
 /// its `seq` (`protocol::channel_message_head`); an entry written by an older build holds the
 /// complete frame instead, which is taken as it is.
-pub(super) fn history_entry(entry: &str) -> Option<(u64, Frame)> {
+pub fn history_entry(entry: &str) -> Option<(u64, Frame)> {
     let mut fields = entry.splitn(3, '\t');
     let seq = fields.next()?.parse().ok()?;
     fields.next()?;
@@ -16,11 +16,11 @@ pub(super) fn history_entry(entry: &str) -> Option<(u64, Frame)> {
 }
 
 /// The presence value of a member of `node`: `node<TAB>user`.
-pub(super) fn presence_value(node: &str, user: &str) -> String {
+pub fn presence_value(node: &str, user: &str) -> String {
     format!("{node}\t{user}")
 }
 
 /// The user of a presence value, `None` when it is not one.
-pub(super) fn presence_user(value: &str) -> Option<&str> {
+pub fn presence_user(value: &str) -> Option<&str> {
     value.split_once('\t').map(|(_, user)| user)
 }

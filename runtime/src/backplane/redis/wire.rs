@@ -131,18 +131,21 @@ pub fn probe(token: u64) -> String {
     format!("p\t{token}")
 }
 
-/// Decodes hex back into bytes.
+/// Decodes hex (two digits a byte, either case, nothing else) back into bytes.
 pub fn unhex(hex: &str) -> Result<Vec<u8>, WireError> {
     if !hex.len().is_multiple_of(2) {
         return Err(WireError("odd hex length"));
     }
-    (0..hex.len())
-        .step_by(2)
-        .map(|at| {
-            hex.get(at..at + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-                .ok_or(WireError("bad hex"))
-        })
+    // Digit by digit: `u8::from_str_radix` would also take a sign (`+f`).
+    let digit = |byte: u8| {
+        char::from(byte)
+            .to_digit(16)
+            .and_then(|digit| u8::try_from(digit).ok())
+            .ok_or(WireError("bad hex"))
+    };
+    hex.as_bytes()
+        .chunks_exact(2)
+        .map(|pair| Ok((digit(pair[0])? << 4) | digit(pair[1])?))
         .collect()
 }
 

@@ -115,3 +115,18 @@ fn malformed_messages_are_refused_not_misread() {
     assert!(unhex("abc").is_err());
     assert!(unhex("zz").is_err());
 }
+
+/// Found by the `redis_wire` fuzz target: `u8::from_str_radix` takes a sign, so `+f` read as
+/// the byte 0x0f. Hex is digits only, in either case.
+#[test]
+fn hex_is_digits_only() {
+    assert_eq!(unhex("00ff7fA0"), Ok(vec![0x00, 0xff, 0x7f, 0xa0]));
+    assert_eq!(unhex(""), Ok(vec![]));
+    for bad in ["+f", "0f+f", "-0", " f", "f ", "0x", "é"] {
+        assert!(unhex(bad).is_err(), "{bad:?} was accepted");
+    }
+    let Ok(Wire::Attach { hex, .. }) = Wire::parse("a\tt\tn2-3\t0f0f7f80c3+f80c3a9") else {
+        panic!("an attachment update");
+    };
+    assert!(unhex(hex).is_err());
+}
