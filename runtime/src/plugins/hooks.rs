@@ -82,6 +82,14 @@ fn bad_reply(reply: &str, max_reply_bytes: usize) -> Option<&'static str> {
     }
 }
 
+/// A plugin's raw frame as the host queues it.
+pub(crate) fn host_frame(frame: RawFrame) -> Frame {
+    match frame {
+        RawFrame::Text(text) => Frame::raw_text(text),
+        RawFrame::Binary(data) => Frame::binary(data),
+    }
+}
+
 /// Why a join was refused by a plugin.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JoinRefused {
@@ -153,7 +161,8 @@ impl Plugins {
         let frames = match plugin.call(Call::Frame(&info, &frame), true).await {
             Ok(Answer::Frames(Ok(frames))) => frames,
             Ok(Answer::Frames(Err(error))) => {
-                tracing::info!(
+                // Debug, not info: a client decides how often this happens.
+                tracing::debug!(
                     tenant = %conn.tenant.name,
                     plugin = %plugin.name(),
                     connection = %info.id,
@@ -190,10 +199,7 @@ impl Plugins {
         frames
             .into_iter()
             .map(|frame| {
-                let frame = match frame {
-                    RawFrame::Text(text) => Frame::raw_text(text),
-                    RawFrame::Binary(data) => Frame::binary(data),
-                };
+                let frame = host_frame(frame);
                 if frame.len() > max {
                     plugin.series.failed(CallFailure::BadReply);
                     tracing::warn!(

@@ -371,10 +371,7 @@ impl HostState {
     /// A plugin's raw frame, checked against the tenant's message size limit and the call's
     /// send quota (`fanout` recipients).
     fn raw_frame(&mut self, frame: RawFrame, fanout: u32) -> Result<Frame, HostError> {
-        let frame = match frame {
-            RawFrame::Text(text) => Frame::raw_text(text),
-            RawFrame::Binary(data) => Frame::binary(data),
-        };
+        let frame = super::hooks::host_frame(frame);
         if frame.len() > self.env.tenant.limits.max_message_bytes {
             return Err(HostError::TooLarge);
         }
