@@ -661,3 +661,51 @@ async fn the_raw_example_serves_its_echo_and_relay_tenants() {
         .await
         .expect("drained");
 }
+
+#[tokio::test]
+async fn the_heartbeat_pings_raw_connections_and_drops_a_silent_one() {
+    let server = TestServer::start(&config(
+        "[heartbeat]\ninterval = \"200ms\"\ntimeout = \"300ms\"\n",
+        &[tenant(
+            "raw",
+            "protocol = \"raw\"",
+            &plugin_tables(&["raw-echo"], ""),
+        )],
+    ))
+    .await;
+    // A client that reads (tungstenite answers each ping) stays.
+    let mut alive = Raw::connect(server.addr, "raw", "alive").await;
+    let pinged = timeout(WAIT, async {
+        loop {
+            match alive.ws.next().await {
+                Some(Ok(Message::Ping(_))) => return,
+                Some(Ok(_)) => {}
+                other => panic!("expected a ping, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(pinged.is_ok(), "the server pings a raw connection");
+    // A client that reads nothing never answers: it is dropped, and counted as 1006.
+    let _silent = Raw::connect(server.addr, "raw", "silent").await;
+    // Meanwhile the live client keeps reading, which answers the pings.
+    let keep_reading = async {
+        while let Some(Ok(message)) = alive.ws.next().await {
+            assert!(
+                matches!(message, Message::Ping(_) | Message::Pong(_)),
+                "{message:?}"
+            );
+        }
+        panic!("the live connection ended");
+    };
+    tokio::select! {
+        () = crate::support::wait_for_metric(
+            &server,
+            "switchboard_closes_total{tenant=\"raw\",code=\"1006\"} 1",
+            "the silent connection is dropped",
+        ) => {}
+        () = keep_reading => {}
+    }
+    alive.text("still here").await;
+    assert_eq!(alive.recv().await, Message::text("still here"));
+}
