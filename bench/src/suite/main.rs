@@ -571,7 +571,8 @@ async fn suite(args: Args) -> Result<()> {
                     - (own_cpu_secs() - own_before))
                     .max(0.0)
                     / wall;
-                for (case, measured) in outcome {
+                for (case, mut measured) in outcome {
+                    echo::judge_with_other_load(&mut measured, other_cores);
                     let record = Record {
                         case,
                         server,

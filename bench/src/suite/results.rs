@@ -16,6 +16,9 @@ pub enum Better {
     LowerNoRatio,
     /// Context only (e.g. the loader's own CPU).
     Neither,
+    /// A verdict: the value (rounded) indexes these labels; no arrow, no ratio. The median of
+    /// an odd number of repetitions is one of them.
+    Verdict(&'static [&'static str]),
 }
 
 /// One number of a run.
@@ -81,7 +84,20 @@ impl Record {
     }
 }
 
-fn format_value(value: f64, decimals: usize) -> String {
+/// `value` as a number, or as its label for a `Better::Verdict`.
+fn format_as(value: f64, decimals: usize, better: Better) -> String {
+    if let Better::Verdict(labels) = better
+        && value.is_finite()
+        && value >= 0.0
+    {
+        // Rounded to an index; a value between two labels (an even median) shows as the
+        // higher one.
+        let index = value.round() as usize;
+        return labels.get(index).map_or_else(
+            || format!("{value:.decimals$}"),
+            |label| (*label).to_owned(),
+        );
+    }
     if value.is_nan() {
         "–".to_owned()
     } else {
@@ -173,16 +189,22 @@ pub fn summary(records: &[Record]) -> String {
             let arrow = match value.better {
                 Better::Higher => " ↑",
                 Better::Lower | Better::LowerNoRatio => " ↓",
-                Better::Neither => "",
+                Better::Neither | Better::Verdict(_) => "",
             };
             let _ = write!(out, "| {case} | {}{arrow} |", value.metric);
             for server in &servers {
                 let median = median_of(records, &case, *server, value.metric);
-                let _ = write!(out, " {} |", format_value(median, value.decimals));
+                let _ = write!(
+                    out,
+                    " {} |",
+                    format_as(median, value.decimals, value.better)
+                );
             }
             for other in &others {
                 let ratio = ratio_of(records, &case, *other, value.metric);
-                if ratio.is_nan() || value.better == Better::LowerNoRatio {
+                if ratio.is_nan()
+                    || matches!(value.better, Better::LowerNoRatio | Better::Verdict(_))
+                {
                     out.push_str(" – |");
                 } else {
                     let _ = write!(out, " {}× |", format_ratio(ratio));
@@ -430,7 +452,7 @@ pub fn raw(records: &[Record]) -> String {
                 format!(
                     "{} {}",
                     value.metric,
-                    format_value(value.value, value.decimals)
+                    format_as(value.value, value.decimals, value.better)
                 )
             })
             .collect();
@@ -465,7 +487,7 @@ pub fn progress_line(record: &Record) -> String {
             format!(
                 "{} {}",
                 value.metric,
-                format_value(value.value, value.decimals)
+                format_as(value.value, value.decimals, value.better)
             )
         })
         .collect();

@@ -240,6 +240,10 @@ disabled = ["{PRESENCE_OFF_PREFIX}*"]
 
 [tenants.plugin_limits]
 max_concurrency = 1024
+# The whole node (the default is half): with a loader cheap enough to saturate the server,
+# half the cores of plugin running time is a limit the echo load reaches, and messages past it
+# are answered `overloaded`.
+cpu_share = 1.0
 
 [[tenants.plugins]]
 path = "{}/{ECHO}"
