@@ -16,7 +16,6 @@ use serde_json::{Map, Value};
 use switchboard::config::{self, Config, JwtKey, LogFormat};
 use switchboard::plugins::compile::worker;
 use switchboard::plugins::engine::Tier;
-use switchboard::tenant::Tenants;
 
 #[derive(Parser)]
 #[command(
@@ -204,21 +203,24 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 
 fn check(path: &std::path::Path) -> ExitCode {
     let mut problems = match config::load(path) {
-        Ok(config) => match Tenants::new(&config) {
-            Ok(_) => {
-                println!(
-                    "{}: ok ({} tenant{})",
-                    path.display(),
-                    config.tenants.len(),
-                    if config.tenants.len() == 1 { "" } else { "s" }
-                );
-                return ExitCode::SUCCESS;
+        Ok(config) => {
+            let tenants = config.tenants.len();
+            match check_plugins(config) {
+                Ok(plugins) => {
+                    println!(
+                        "{}: ok ({tenants} tenant{}, {plugins} plugin{} loaded)",
+                        path.display(),
+                        if tenants == 1 { "" } else { "s" },
+                        if plugins == 1 { "" } else { "s" },
+                    );
+                    return ExitCode::SUCCESS;
+                }
+                Err(errors) => errors
+                    .into_iter()
+                    .map(|error| format!("{}: {error}", path.display()))
+                    .collect(),
             }
-            Err(errors) => errors
-                .into_iter()
-                .map(|error| format!("{}: {error}", path.display()))
-                .collect(),
-        },
+        }
         Err(error) => error.lines(),
     };
     problems.sort();
@@ -226,6 +228,22 @@ fn check(path: &std::path::Path) -> ExitCode {
         eprintln!("{problem}");
     }
     ExitCode::FAILURE
+}
+
+/// Loads and links every configured plugin (`server::check`); the problems, one a line.
+fn check_plugins(config: Config) -> Result<usize, Vec<String>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| vec![format!("cannot start the async runtime: {error}")])?;
+    let checked = runtime.block_on(switchboard::server::check(config));
+    // Compile workers end with their tasks; nothing else is left to wait for.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    checked.map_err(|error| match error {
+        switchboard::server::StartError::Tenants(errors)
+        | switchboard::server::StartError::Plugins(errors) => errors,
+        other => vec![other.to_string()],
+    })
 }
 
 fn init_logging(config: &Config) {

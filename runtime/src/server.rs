@@ -122,6 +122,26 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     })
 }
 
+/// Loads every configured plugin as `start` would (compiled in a worker, linked, `describe`
+/// and `init` run, routed), on a node with the memory backplane and no listener: what
+/// `switchboard check` runs, so a config it passes does not fail `serve` on its plugins.
+/// Returns how many plugins loaded.
+pub async fn check(config: Config) -> Result<usize, StartError> {
+    let tenants = Tenants::new(&config).map_err(StartError::Tenants)?;
+    let plugins = config
+        .tenants
+        .iter()
+        .map(|tenant| tenant.plugins.len())
+        .sum();
+    let backplane = Arc::new(crate::backplane::memory::MemoryBackplane::new());
+    let node = Node::with_backplane(config, tenants, backplane);
+    node.plugins
+        .load_configured(&node.config, &node.tenants)
+        .await
+        .map_err(StartError::Plugins)?;
+    Ok(plugins)
+}
+
 /// Builds the node from a config and serves until `shutdown` resolves, then drains.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let server = start(config).await?;

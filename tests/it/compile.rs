@@ -635,3 +635,58 @@ async fn an_upload_over_the_upload_limit_is_413_and_the_old_version_serves_on() 
     );
     assert_eq!(greet_version(&mut client).await, 1);
 }
+
+/// `switchboard check` loads every configured plugin as `serve` would: a config it passes
+/// does not fail `serve` on a missing, garbage or clashing plugin.
+#[test]
+fn the_check_command_loads_and_links_every_configured_plugin() {
+    let check = |tables: &str| {
+        let file = crate::support::temp_file(
+            "check",
+            &config("", &[tenant("default", "protocol = \"raw\"", tables)]),
+        );
+        let run = std::process::Command::new(crate::support::binary())
+            .args(["check", "--config"])
+            .arg(&file.0)
+            .output()
+            .expect("runs");
+        (
+            run.status.success(),
+            String::from_utf8_lossy(&run.stdout).into_owned(),
+            String::from_utf8_lossy(&run.stderr).into_owned(),
+        )
+    };
+    let plugin = |path: &str| format!("[[tenants.plugins]]\npath = \"{path}\"\n");
+
+    let (ok, out, err) = check(&plugin(&crate::plugins::wasm("raw-echo")));
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("ok (1 tenant, 1 plugin loaded)"), "{out}");
+
+    let (ok, _, err) = check(&plugin("/nonexistent/plugin.wasm"));
+    assert!(!ok);
+    assert!(
+        err.contains("tenants[0].plugins[0]") && err.contains("cannot read"),
+        "{err}"
+    );
+
+    let garbage = crate::support::temp_file("check-garbage", "not wasm at all");
+    let (ok, _, err) = check(&plugin(&garbage.0.display().to_string()));
+    assert!(!ok);
+    assert!(
+        err.contains("tenants[0].plugins[0]") && err.contains("not a Switchboard plugin component"),
+        "{err}"
+    );
+
+    // Each loads alone; together they clash (two frame plugins in one tenant).
+    let both = format!(
+        "{}{}",
+        plugin(&crate::plugins::wasm("raw-echo")),
+        plugin(&crate::plugins::wasm("raw-relay"))
+    );
+    let (ok, _, err) = check(&both);
+    assert!(!ok);
+    assert!(
+        err.contains("tenants[0].plugins") && err.contains("raw-handler"),
+        "{err}"
+    );
+}
