@@ -82,14 +82,6 @@ fn bad_reply(reply: &str, max_reply_bytes: usize) -> Option<&'static str> {
     }
 }
 
-/// A plugin's raw frame as the host queues it.
-pub(crate) fn host_frame(frame: RawFrame) -> Frame {
-    match frame {
-        RawFrame::Text(text) => Frame::raw_text(text),
-        RawFrame::Binary(data) => Frame::binary(data),
-    }
-}
-
 /// Why a join was refused by a plugin.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JoinRefused {
@@ -199,7 +191,7 @@ impl Plugins {
         frames
             .into_iter()
             .map(|frame| {
-                let frame = host_frame(frame);
+                let frame = super::host_api::host_frame(frame);
                 if frame.len() > max {
                     plugin.series.failed(CallFailure::BadReply);
                     tracing::warn!(

@@ -371,12 +371,20 @@ impl HostState {
     /// A plugin's raw frame, checked against the tenant's message size limit and the call's
     /// send quota (`fanout` recipients).
     fn raw_frame(&mut self, frame: RawFrame, fanout: u32) -> Result<Frame, HostError> {
-        let frame = super::hooks::host_frame(frame);
+        let frame = host_frame(frame);
         if frame.len() > self.env.tenant.limits.max_message_bytes {
             return Err(HostError::TooLarge);
         }
         self.spend_send(frame.len(), fanout)?;
         Ok(frame)
+    }
+}
+
+/// A plugin's raw frame as the host queues it.
+pub(crate) fn host_frame(frame: RawFrame) -> Frame {
+    match frame {
+        RawFrame::Text(text) => Frame::raw_text(text),
+        RawFrame::Binary(data) => Frame::binary(data),
     }
 }
 
