@@ -23,6 +23,7 @@ use crate::node::Node;
 use crate::outbox::Batch;
 use crate::protocol::{self, CloseReason, Envelope, ErrorCode, Frame};
 use crate::ratelimit::TokenBucket;
+use crate::plugins::pool::LoadedPlugin;
 use crate::wit::{self as plugin_bindings, RawFrame};
 
 /// At most this many already-received messages are handled before the outbox gets its turn.
@@ -63,6 +64,17 @@ enum Step {
     Continue,
     Close(CloseReason),
     PeerClosed(u16),
+    /// The peer is gone without a close handshake.
+    Dropped,
+}
+
+/// Messages of the read batch in progress that go to one plugin, held so that they reach it
+/// in one call. They are handed over before anything else of the connection happens (another
+/// message, the outbox's turn, a close), so replies keep the order of the requests.
+#[derive(Default)]
+struct Held {
+    plugin: Option<Arc<LoadedPlugin>>,
+    messages: Vec<plugin_bindings::Message>,
 }
 
 /// The transport under the WebSocket layer, reached only to end a connection cleanly.
@@ -158,40 +170,46 @@ where
             incoming = socket.next() => {
                 let mut incoming = incoming;
                 // Messages the socket already holds are handled before the outbox is written:
-                // replies to pipelined requests then leave in one write, not one each.
+                // replies to pipelined requests then leave in one write, not one each, and
+                // those for one plugin reach it in one call.
+                let mut held = Held::default();
                 let mut handled = 0;
-                loop {
+                let step = loop {
                     heartbeat.received();
                     let step = match incoming {
-                        None => return Ending::Dropped,
-                        Some(Ok(message)) => handle_message(node, conn, &mut bucket, message).await,
+                        None => Step::Dropped,
+                        Some(Ok(message)) => {
+                            handle_message(node, conn, &mut bucket, &mut held, message).await
+                        }
                         Some(Err(error)) => match close_reason_for(&error) {
                             Some(reason) => Step::Close(reason),
-                            None => return Ending::Dropped,
+                            None => Step::Dropped,
                         },
                     };
-                    match step {
-                        Step::Continue => {}
-                        // Through the outbox: the replies to the messages handled before the
-                        // fault are written first, then the close; nothing after it is read.
-                        Step::Close(reason) => {
-                            conn.outbox.close(reason);
-                            break;
-                        }
-                        Step::PeerClosed(code) => {
-                            finish_close_handshake(socket).await;
-                            return Ending::ClosedByClient(code);
-                        }
+                    if !matches!(step, Step::Continue) {
+                        break step;
                     }
                     handled += 1;
                     // The batch ends before the next message is taken off the socket, never
                     // after: a message taken and not handled would be lost.
                     if handled == READ_BATCH {
-                        break;
+                        break Step::Continue;
                     }
                     match socket.next().now_or_never() {
                         Some(next) => incoming = next,
-                        None => break,
+                        None => break Step::Continue,
+                    }
+                };
+                hand_over(node, conn, &mut held).await;
+                match step {
+                    Step::Continue => {}
+                    Step::Dropped => return Ending::Dropped,
+                    // Through the outbox: the replies to the messages handled before the
+                    // fault are written first, then the close; nothing after it is read.
+                    Step::Close(reason) => conn.outbox.close(reason),
+                    Step::PeerClosed(code) => {
+                        finish_close_handshake(socket).await;
+                        return Ending::ClosedByClient(code);
                     }
                 }
             }
@@ -333,6 +351,7 @@ async fn handle_message(
     node: &Node,
     conn: &Arc<ConnHandle>,
     bucket: &mut TokenBucket,
+    held: &mut Held,
     message: Message,
 ) -> Step {
     let raw = conn.tenant.protocol == TenantProtocol::Raw;
@@ -370,15 +389,70 @@ async fn handle_message(
         Ok(envelope) => envelope,
         Err(error) => return Step::Close(CloseReason::InvalidEnvelope(error.to_string())),
     };
-    if envelope.msg_type == "ping" {
-        // The cheapest built-in stays inline; everything else may reach a plugin or the
-        // backplane, whose futures are large (see `serve`).
-        conn.outbox
-            .push(protocol::pong(envelope.correlation_id.as_deref()));
-    } else {
-        Box::pin(dispatch(node, conn, &envelope)).await;
+    let msg_type = envelope.msg_type.as_ref();
+    let plugin = match msg_type {
+        "ping" | "room:join" | "room:leave" => None,
+        _ => node.plugins.handler_for(conn, msg_type),
+    };
+    match plugin {
+        Some(plugin) => {
+            if held
+                .plugin
+                .as_ref()
+                .is_some_and(|holding| !Arc::ptr_eq(holding, &plugin))
+            {
+                hand_over(node, conn, held).await;
+            }
+            held.plugin = Some(plugin);
+            held.messages.push(plugin_message(&envelope));
+        }
+        None => {
+            hand_over(node, conn, held).await;
+            if msg_type == "ping" {
+                // The cheapest built-in stays inline; everything else may reach a plugin or
+                // the backplane, whose futures are large (see `serve`).
+                conn.outbox
+                    .push(protocol::pong(envelope.correlation_id.as_deref()));
+            } else {
+                Box::pin(dispatch(node, conn, &envelope)).await;
+            }
+        }
     }
     Step::Continue
+}
+
+/// What a plugin gets of an envelope.
+fn plugin_message(envelope: &Envelope<'_>) -> plugin_bindings::Message {
+    plugin_bindings::Message {
+        msg_type: envelope.msg_type.to_string(),
+        channel: envelope.channel.as_deref().map(str::to_owned),
+        payload_json: envelope
+            .payload
+            .map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned()),
+        correlation_id: envelope.correlation_id.as_deref().map(str::to_owned),
+        received_at_ms: crate::clock::unix_millis(),
+    }
+}
+
+/// Hands the held messages to their plugin and queues one reply per message, in order.
+async fn hand_over(node: &Node, conn: &Arc<ConnHandle>, held: &mut Held) {
+    let Some(plugin) = held.plugin.take() else {
+        return;
+    };
+    // Taken, not cleared: an idle connection keeps no buffer.
+    let messages = std::mem::take(&mut held.messages);
+    // Boxed: a plugin call's future is large (see `serve`).
+    Box::pin(async {
+        let routed = node.plugins.to_plugin(conn, &plugin, &messages).await;
+        let expose_panics = conn.tenant.plugin_limits.expose_panics;
+        for (message, routed) in messages.iter().zip(routed) {
+            let correlation_id = message.correlation_id.as_deref();
+            if let Some(frame) = routed.reply(correlation_id, expose_panics) {
+                conn.outbox.push(frame);
+            }
+        }
+    })
+    .await;
 }
 
 /// A raw-frame tenant's message: to the frame plugin, whose answer frames are queued in order.
@@ -423,37 +497,15 @@ async fn dispatch(node: &Node, conn: &Arc<ConnHandle>, envelope: &Envelope<'_>) 
                 .await
                 .map_err(|error| (error.code, error.message)),
         },
-        _ => {
-            route_to_plugin(node, conn, envelope).await;
-            Ok(())
-        }
+        // No plugin declared the type (`handle_message` holds the others for theirs).
+        msg_type => Err((
+            ErrorCode::UnknownType,
+            format!("no handler for type `{msg_type}`"),
+        )),
     };
     if let Err((code, message)) = result {
         conn.outbox
             .push(protocol::error(correlation_id, code, &message));
-    }
-}
-
-/// Hands a non-built-in envelope to the plugin that declared its type; the outcome becomes
-/// exactly one reply (`Routed::reply`).
-async fn route_to_plugin(node: &Node, conn: &Arc<ConnHandle>, envelope: &Envelope<'_>) {
-    let message = plugin_bindings::Message {
-        msg_type: envelope.msg_type.to_string(),
-        channel: envelope.channel.as_deref().map(str::to_owned),
-        payload_json: envelope
-            .payload
-            .map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned()),
-        correlation_id: envelope.correlation_id.as_deref().map(str::to_owned),
-        received_at_ms: crate::clock::unix_millis(),
-    };
-    let routed = node.plugins.on_message(conn, message).await;
-    let reply = routed.reply(
-        &envelope.msg_type,
-        envelope.correlation_id.as_deref(),
-        conn.tenant.plugin_limits.expose_panics,
-    );
-    if let Some(frame) = reply {
-        conn.outbox.push(frame);
     }
 }
 

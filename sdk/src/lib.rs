@@ -62,6 +62,23 @@ pub mod __raw_bindings {
     });
 }
 
+/// The `batch-plugin` world's bindings: its `batch-handler` export, which every plugin gets
+/// from [`export_plugin!`]; its types and its `batch` import are the ones above.
+#[doc(hidden)]
+#[allow(missing_docs, unsafe_code, reason = "generated bindings")]
+pub mod __batch_bindings {
+    wit_bindgen::generate!({
+        world: "batch-plugin",
+        path: "wit",
+        pub_export_macro: true,
+        default_bindings_module: "$crate::__batch_bindings",
+        with: {
+            "switchboard:plugin/types@0.1.0": crate::__bindings::switchboard::plugin::types,
+            "switchboard:plugin/batch@0.1.0": crate::__bindings::switchboard::plugin::batch,
+        },
+    });
+}
+
 pub mod env;
 pub mod frames;
 pub mod json;
@@ -272,6 +289,31 @@ impl<T: Plugin> exported::Guest for __Adapter<T> {
 }
 
 #[doc(hidden)]
+pub struct __BatchAdapter<T>(std::marker::PhantomData<T>);
+
+/// Several messages of one connection in one call: each is handled as its own
+/// [`Plugin::on_message`] call would be, and answered before the next is handled (the host
+/// counts each message's CPU budget and quotas from the previous answer).
+impl<T: Plugin> __batch_bindings::exports::switchboard::plugin::batch_handler::Guest
+    for __BatchAdapter<T>
+{
+    fn on_messages(conn: ConnInfo, msgs: Vec<Message>) {
+        let mut msgs = msgs.into_iter().peekable();
+        let mut conn = Some(conn);
+        while let Some(msg) = msgs.next() {
+            // The last message takes the connection info; the others get a copy.
+            let conn = match msgs.peek() {
+                Some(_) => conn.clone(),
+                None => conn.take(),
+            };
+            let Some(conn) = conn else { return };
+            let reply = T::on_message(conn, msg);
+            __bindings::switchboard::plugin::batch::answer(reply.as_ref().map(Option::as_deref));
+        }
+    }
+}
+
+#[doc(hidden)]
 pub struct __RawAdapter<T>(std::marker::PhantomData<T>);
 
 impl<T: RawPlugin> __raw_bindings::exports::switchboard::plugin::raw_handler::Guest
@@ -298,8 +340,10 @@ macro_rules! export_raw_plugin {
     };
 }
 
-/// Exports a [`Plugin`] implementation as the component's `handler`. Off wasm32 it expands to
-/// nothing, so the plugin crate also builds and tests natively against [`mock`].
+/// Exports a [`Plugin`] implementation as the component's `handler`, and as its
+/// `batch-handler` (several messages of a connection in one call, each handled by
+/// [`Plugin::on_message`]). Off wasm32 it expands to nothing, so the plugin crate also builds
+/// and tests natively against [`mock`].
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
@@ -309,6 +353,8 @@ macro_rules! export_plugin {
             use super::*;
             type __SwitchboardPluginExport = $crate::__Adapter<$plugin>;
             $crate::__bindings::export!(__SwitchboardPluginExport with_types_in $crate::__bindings);
+            type __SwitchboardBatchExport = $crate::__BatchAdapter<$plugin>;
+            $crate::__batch_bindings::export!(__SwitchboardBatchExport with_types_in $crate::__batch_bindings);
         }
     };
 }

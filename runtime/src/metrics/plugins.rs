@@ -166,19 +166,23 @@ pub struct PluginCalls {
 }
 
 impl PluginCalls {
-    /// Counts a call asked for (whether or not it ran).
-    pub fn called(&self) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
+    /// Counts `calls` calls asked for (whether or not they ran): a batch counts one per
+    /// message.
+    pub fn called_many(&self, calls: usize) {
+        self.calls.fetch_add(calls as u64, Ordering::Relaxed);
     }
 
-    /// Records how long a call that ran took, from entering the guest to its answer.
-    pub fn ran(&self, took: Duration) {
-        let seconds = took.as_secs_f64();
+    /// Records how long a call that ran took, from entering the guest to its answer; a batch
+    /// of `calls` messages counts as that many calls of equal share.
+    pub fn ran_many(&self, took: Duration, calls: usize) {
+        let calls = calls.max(1);
+        let each = took / u32::try_from(calls).unwrap_or(u32::MAX);
+        let seconds = each.as_secs_f64();
         let bucket = CALL_DURATION_BUCKETS
             .iter()
             .position(|bound| seconds <= *bound)
             .unwrap_or(CALL_DURATION_BUCKETS.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.buckets[bucket].fetch_add(calls as u64, Ordering::Relaxed);
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.duration_ns.fetch_add(nanos, Ordering::Relaxed);
     }

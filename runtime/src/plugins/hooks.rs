@@ -2,18 +2,18 @@
 //! `authorize-join`, `on-connect`, `on-disconnect`; and the one reply the client gets for a
 //! routed message (the mapping from a call's outcome to the protocol's error codes).
 
+use std::sync::Arc;
+
 use super::Plugins;
-use super::pool::{Answer, Call, CallError};
+use super::pool::{Answer, Call, CallError, LoadedPlugin};
 use crate::conn_handle::ConnHandle;
 use crate::metrics::plugins::CallFailure;
 use crate::protocol::{self, CloseReason, ErrorCode, Frame};
-use crate::wit::{HandlerError, Hooks, Message, RawFrame};
+use crate::wit::{ConnInfo, HandlerError, Hooks, Message, RawFrame};
 
 /// The outcome of routing a message to a plugin.
 #[derive(Debug)]
 pub enum Routed {
-    /// No plugin handles the type.
-    Unrouted,
     /// The plugin answered (or returned an error of its own).
     Answered(Result<Option<String>, HandlerError>),
     /// The plugin's reply cannot be sent: why.
@@ -23,25 +23,15 @@ pub enum Routed {
 }
 
 impl Routed {
-    /// The one reply the client gets for a message of `msg_type`: an `ack` (only when the
-    /// message had a `correlationId`), the plugin's own error, or the host's error for a
-    /// failure: `unknown_type` (no plugin), `overloaded` (no instance free), `handler_timeout`
-    /// (past the CPU budget), `handler_failed` (a trap, or a reply over the message size limit
-    /// or not JSON). With `expose_panics` (the tenant's `plugin_limits.expose_panics`, for
+    /// The one reply the client gets for a message routed to a plugin: an `ack` (only when
+    /// the message had a `correlationId`), the plugin's own error, or the host's error for a
+    /// failure: `overloaded` (no instance free), `handler_timeout` (past the CPU budget),
+    /// `handler_failed` (a trap, or a reply over the message size limit or not JSON). With `expose_panics` (the tenant's `plugin_limits.expose_panics`, for
     /// development) a trap's message is the plugin's panic message. `None`: nothing to send.
-    pub fn reply(
-        self,
-        msg_type: &str,
-        correlation_id: Option<&str>,
-        expose_panics: bool,
-    ) -> Option<Frame> {
+    pub fn reply(self, correlation_id: Option<&str>, expose_panics: bool) -> Option<Frame> {
         let failure =
             |code: ErrorCode, message: &str| Some(protocol::error(correlation_id, code, message));
         match self {
-            Routed::Unrouted => failure(
-                ErrorCode::UnknownType,
-                &format!("no handler for type `{msg_type}`"),
-            ),
             Routed::Answered(Ok(reply)) => Some(protocol::ack(correlation_id?, reply.as_deref())),
             Routed::Answered(Err(error)) => Some(protocol::error_with_code(
                 correlation_id,
@@ -71,6 +61,40 @@ impl Routed {
     }
 }
 
+/// The outcome of a message the plugin answered: a reply goes out only to a correlated
+/// message (the others' are dropped unread), and only if it is JSON within the size limit.
+fn answered(
+    conn: &ConnHandle,
+    plugin: &LoadedPlugin,
+    info: &ConnInfo,
+    message: &Message,
+    answer: Result<Option<String>, HandlerError>,
+) -> Routed {
+    let Ok(Some(reply)) = &answer else {
+        return Routed::Answered(answer);
+    };
+    if message.correlation_id.is_none() {
+        return Routed::Answered(answer);
+    }
+    match bad_reply(reply, conn.tenant.limits.max_message_bytes) {
+        Some(why) => {
+            plugin.series.failed(CallFailure::BadReply);
+            tracing::warn!(
+                tenant = %conn.tenant.name,
+                plugin = %plugin.name(),
+                version = %plugin.manifest.version,
+                msg_type = %message.msg_type,
+                connection = %info.id,
+                correlation_id = message.correlation_id.as_deref(),
+                bytes = reply.len(),
+                "{why}"
+            );
+            Routed::BadReply(why)
+        }
+        None => Routed::Answered(answer),
+    }
+}
+
 /// Why a reply the plugin returned cannot go to the client, if it cannot.
 fn bad_reply(reply: &str, max_reply_bytes: usize) -> Option<&'static str> {
     if reply.len() > max_reply_bytes {
@@ -94,41 +118,64 @@ pub enum JoinRefused {
 }
 
 impl Plugins {
-    /// Routes a non-built-in envelope to the plugin that declared its type.
-    pub async fn on_message(&self, conn: &ConnHandle, message: Message) -> Routed {
-        let Some(plugin) = self
-            .routes
+    /// The plugin that declared `msg_type` in the connection's tenant, if any.
+    pub fn handler_for(&self, conn: &ConnHandle, msg_type: &str) -> Option<Arc<LoadedPlugin>> {
+        self.routes
             .get(&*conn.tenant.name)
-            .and_then(|routes| routes.load().handler(&message.msg_type).cloned())
-        else {
-            return Routed::Unrouted;
-        };
+            .and_then(|routes| routes.load().handler(msg_type).cloned())
+    }
+
+    /// Hands messages of one connection, in the order they arrived, to `plugin`, which
+    /// declared their types: one `on-messages` call for two or more when the plugin has that
+    /// export, one `on-message` call each otherwise. Returns one outcome per message, in order.
+    /// A batch that fails at a message (trap, CPU budget) fails that message only: the ones
+    /// before keep their answers and the ones after go to a fresh call, as if each had had
+    /// its own.
+    pub async fn to_plugin(
+        &self,
+        conn: &ConnHandle,
+        plugin: &LoadedPlugin,
+        messages: &[Message],
+    ) -> Vec<Routed> {
         let info = conn.plugin_view();
-        match plugin.call(Call::Message(&info, &message), false).await {
-            // A reply goes out only to a correlated message; the others' are dropped unread.
-            Ok(Answer::Message(Ok(Some(reply)))) if message.correlation_id.is_some() => {
-                match bad_reply(&reply, conn.tenant.limits.max_message_bytes) {
-                    Some(why) => {
-                        plugin.series.failed(CallFailure::BadReply);
-                        tracing::warn!(
-                            tenant = %conn.tenant.name,
-                            plugin = %plugin.name(),
-                            version = %plugin.manifest.version,
-                            msg_type = %message.msg_type,
-                            connection = %info.id,
-                            correlation_id = message.correlation_id.as_deref(),
-                            bytes = reply.len(),
-                            "{why}"
-                        );
-                        Routed::BadReply(why)
+        let mut routed = Vec::with_capacity(messages.len());
+        let mut rest = messages;
+        while let Some(first) = rest.first() {
+            if rest.len() == 1 || !plugin.takes_batches() {
+                let outcome = match plugin.call(Call::Message(&info, first), false).await {
+                    Ok(Answer::Message(answer)) => answered(conn, plugin, &info, first, answer),
+                    Ok(_) => Routed::Failed(CallError::trapped("unexpected answer")),
+                    Err(error) => Routed::Failed(error),
+                };
+                routed.push(outcome);
+                rest = &rest[1..];
+                continue;
+            }
+            match plugin.call(Call::Messages(&info, rest), false).await {
+                Ok(Answer::Batch { answers, failed }) => {
+                    let count = answers.len();
+                    for (message, answer) in rest.iter().zip(answers) {
+                        routed.push(answered(conn, plugin, &info, message, answer));
                     }
-                    None => Routed::Answered(Ok(Some(reply))),
+                    rest = &rest[count..];
+                    if let Some(error) = failed
+                        && !rest.is_empty()
+                    {
+                        routed.push(Routed::Failed(error));
+                        rest = &rest[1..];
+                    }
+                }
+                outcome => {
+                    let error = match outcome {
+                        Err(error) => error,
+                        Ok(_) => CallError::trapped("unexpected answer"),
+                    };
+                    routed.extend(rest.iter().map(|_| Routed::Failed(error.clone())));
+                    rest = &[];
                 }
             }
-            Ok(Answer::Message(result)) => Routed::Answered(result),
-            Ok(_) => Routed::Failed(CallError::trapped("unexpected answer")),
-            Err(error) => Routed::Failed(error),
         }
+        routed
     }
 
     /// Hands a raw-frame tenant's message to its frame plugin and returns the frames it

@@ -19,9 +19,9 @@ use crate::kv::KvError;
 use crate::protocol::{self, Frame, check_channel, check_type};
 use crate::tenant::Tenant;
 use crate::wit::switchboard::plugin::{
-    env, kv, kv_versioned, logging, raw_frames, realtime, types,
+    batch, env, kv, kv_versioned, logging, raw_frames, realtime, types,
 };
-use crate::wit::{HostError, LogLevel, RawFrame};
+use crate::wit::{HandlerError, HostError, LogLevel, RawFrame};
 
 /// Largest attachment a plugin may store with a connection.
 pub const MAX_ATTACHMENT_BYTES: usize = 4096;
@@ -50,6 +50,16 @@ pub struct Usage {
     kv_ops: u32,
 }
 
+/// The `batch-handler.on-messages` call in progress: how many messages it carries, and the
+/// answers `batch.answer` gave so far.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Messages in the call; 0 when no batch call is in progress.
+    pub messages: usize,
+    /// Their answers, in order.
+    pub answers: Vec<Result<Option<String>, HandlerError>>,
+}
+
 /// The state of one store (one instance).
 pub struct HostState {
     wasi: WasiCtx,
@@ -71,6 +81,8 @@ pub struct HostState {
     /// The panic message the guest reported in the call in progress (the SDK's panic hook
     /// logs it just before the trap); the call's failure line carries it.
     pub panic: Option<String>,
+    /// The batch call in progress, if it is one.
+    pub batch: Batch,
 }
 
 impl HostState {
@@ -91,6 +103,7 @@ impl HostState {
             ticks_run: 0,
             clock: Arc::default(),
             panic: None,
+            batch: Batch::default(),
         }
     }
 
@@ -636,6 +649,22 @@ impl logging::Host for HostState {
             fields,
             &self.env.tenant.metrics,
         );
+        Ok(())
+    }
+}
+
+impl batch::Host for HostState {
+    fn answer(&mut self, reply: Result<Option<String>, HandlerError>) -> wasmtime::Result<()> {
+        if self.batch.answers.len() >= self.batch.messages {
+            return Err(wasmtime::Error::msg(
+                "`batch.answer` called outside `on-messages`, or more often than there are messages",
+            ));
+        }
+        self.batch.answers.push(reply);
+        // The next message gets what its own call would: a whole CPU budget and fresh quotas.
+        // (`ticks_run` runs on: it paces the yields of the worker thread the call holds.)
+        self.ticks_left = super::engine::ticks_for(self.env.limits.cpu_budget);
+        self.usage = Usage::default();
         Ok(())
     }
 }

@@ -18,6 +18,7 @@ use super::engine::{EPOCH_TICK, Tier, ticks_for};
 use super::host_api::{HostState, PluginEnv};
 use crate::metrics::plugins::{CallFailure, InstanceGuard, PluginCalls};
 use crate::tenant::Tenant;
+use crate::wit::batch::{BatchHandler, GuestIndices as BatchIndices};
 use crate::wit::raw::{GuestIndices as RawIndices, RawHandler};
 use crate::wit::{ConnInfo, HandlerError, Manifest, Message, Plugin, PluginIndices, RawFrame};
 
@@ -117,6 +118,7 @@ impl Call<'_> {
     fn export(&self) -> &'static str {
         match self {
             Call::Message(..) => "on-message",
+            Call::Messages(..) => "on-messages",
             Call::Connect(_) => "on-connect",
             Call::Disconnect(..) => "on-disconnect",
             Call::AuthorizeJoin(..) => "authorize-join",
@@ -125,10 +127,19 @@ impl Call<'_> {
         }
     }
 
+    /// How many messages it carries (a batch's; 1 for any other call).
+    fn messages(&self) -> usize {
+        match self {
+            Call::Messages(_, messages) => messages.len(),
+            _ => 1,
+        }
+    }
+
     /// The connection it is about, if any.
     fn connection(&self) -> Option<&str> {
         match self {
             Call::Message(conn, _)
+            | Call::Messages(conn, _)
             | Call::Connect(conn)
             | Call::Disconnect(conn, _)
             | Call::AuthorizeJoin(conn, _)
@@ -143,6 +154,8 @@ impl Call<'_> {
 pub enum Call<'a> {
     /// `on-message`.
     Message(&'a ConnInfo, &'a Message),
+    /// `batch-handler.on-messages`: messages of one connection, in order.
+    Messages(&'a ConnInfo, &'a [Message]),
     /// `on-connect`.
     Connect(&'a ConnInfo),
     /// `on-disconnect`.
@@ -166,6 +179,16 @@ pub enum Answer {
     Frames(Result<Vec<RawFrame>, HandlerError>),
     /// `on-frame` was called on a plugin without the `raw-handler` export.
     NoFrameHandler,
+    /// From `on-messages`: the answers, in order, of the messages before the one the call
+    /// failed at (all of them when it did not fail), and the failure.
+    Batch {
+        /// What `batch.answer` gave, one per message, in order.
+        answers: Vec<Result<Option<String>, HandlerError>>,
+        /// Why the call stopped at message `answers.len()`, if it did.
+        failed: Option<CallError>,
+    },
+    /// `on-messages` was called on a plugin without the `batch-handler` export.
+    NoBatchHandler,
     /// From a hook without a result.
     Done,
 }
@@ -175,6 +198,8 @@ struct Instance {
     plugin: Plugin,
     /// The `raw-handler` export, when the component has it.
     raw: Option<RawHandler>,
+    /// The `batch-handler` export, when the component has it.
+    batch: Option<BatchHandler>,
     calls: u64,
     /// Counted in `switchboard_plugin_instances` while it lives.
     _counted: InstanceGuard,
@@ -277,6 +302,8 @@ fn arm(store: &mut Store<HostState>) {
     state.yields = 0;
     state.usage = Default::default();
     state.panic = None;
+    state.batch.messages = 0;
+    state.batch.answers.clear();
     state.clock.reset();
     store.set_epoch_deadline(1);
 }
@@ -359,7 +386,7 @@ impl LoadedPlugin {
         // Describe with a provisional environment, then bind the real name.
         let provisional = Arc::new(env(Arc::from("")));
         let mut store = new_store(engine, provisional.clone());
-        let (plugin, raw) = bindings.instantiate(&mut store).await.map_err(invalid)?;
+        let (plugin, raw, batch) = bindings.instantiate(&mut store).await.map_err(invalid)?;
         let manifest = plugin
             .switchboard_plugin_handler()
             .call_describe(&mut store)
@@ -411,6 +438,7 @@ impl LoadedPlugin {
                 store,
                 plugin,
                 raw,
+                batch,
                 calls: 0,
                 _counted: series.instance(),
             }]),
@@ -429,9 +457,14 @@ impl LoadedPlugin {
         self.bindings.raw.is_some()
     }
 
+    /// Whether the component exports `batch-handler` (it takes several messages per call).
+    pub fn takes_batches(&self) -> bool {
+        self.bindings.batch.is_some()
+    }
+
     async fn instantiate(&self) -> Result<Instance, CallError> {
         let mut store = new_store(&self.engine, self.env.clone());
-        let (plugin, raw) = self
+        let (plugin, raw, batch) = self
             .bindings
             .instantiate(&mut store)
             .await
@@ -445,6 +478,7 @@ impl LoadedPlugin {
                 store,
                 plugin,
                 raw,
+                batch,
                 calls: 0,
                 _counted: self.series.instance(),
             }),
@@ -456,17 +490,35 @@ impl LoadedPlugin {
     /// Runs one call on a warm (or fresh) instance. `wait` lets lifecycle hooks queue for a
     /// slot instead of being refused; messages never wait.
     pub async fn call(&self, call: Call<'_>, wait: bool) -> Result<Answer, CallError> {
-        self.series.called();
+        self.series.called_many(call.messages());
         let result = self.run(&call, wait).await;
         match &result {
             Ok(Answer::Message(Err(_)) | Answer::Frames(Err(_))) => {
                 self.series.failed(CallFailure::HandlerError);
             }
+            Ok(Answer::Batch { answers, failed }) => {
+                for _ in answers.iter().filter(|answer| answer.is_err()) {
+                    self.series.failed(CallFailure::HandlerError);
+                }
+                if let Some(error) = failed {
+                    self.series.failed(error.failure());
+                    let stopped_at = match call {
+                        Call::Messages(_, messages) => messages.get(answers.len()),
+                        _ => None,
+                    };
+                    self.log_failure(&call, stopped_at, error);
+                }
+            }
             Ok(_) => {}
             Err(error) => {
                 self.series.failed(error.failure());
                 if *error != CallError::Overloaded {
-                    self.log_failure(&call, error);
+                    let message = match call {
+                        Call::Message(_, message) => Some(message),
+                        Call::Messages(_, messages) => messages.first(),
+                        _ => None,
+                    };
+                    self.log_failure(&call, message, error);
                 }
             }
         }
@@ -474,13 +526,13 @@ impl LoadedPlugin {
     }
 
     /// One line per failed call, with everything needed to find it again.
-    fn log_failure(&self, call: &Call<'_>, error: &CallError) {
-        let (msg_type, correlation_id) = match call {
-            Call::Message(_, message) => (
+    fn log_failure(&self, call: &Call<'_>, message: Option<&Message>, error: &CallError) {
+        let (msg_type, correlation_id) = match message {
+            Some(message) => (
                 Some(message.msg_type.as_str()),
                 message.correlation_id.as_deref(),
             ),
-            _ => (None, None),
+            None => (None, None),
         };
         let (trap, panic) = match error {
             CallError::Trapped { trap, panic } => (trap.as_str(), panic.as_deref()),
@@ -516,7 +568,8 @@ impl LoadedPlugin {
         };
         let tenant = &self.env.tenant;
         admit(tenant, wait, self.env.limits.cpu_budget).await?;
-        self.calls.fetch_add(1, Ordering::Relaxed);
+        let messages = call.messages();
+        self.calls.fetch_add(messages as u64, Ordering::Relaxed);
         let pooled = self.idle.lock().pop();
         let mut instance = match pooled {
             Some(instance) => instance,
@@ -532,10 +585,14 @@ impl LoadedPlugin {
             },
         };
         arm(&mut instance.store);
+        if let Call::Messages(..) = call {
+            instance.store.data_mut().batch.messages = messages;
+        }
         let started = Instant::now();
         let clock = instance.store.data().clock.clone();
         let handler = instance.plugin.switchboard_plugin_handler();
         let raw = instance.raw.as_ref();
+        let batch = instance.batch.as_ref();
         let store = &mut instance.store;
         let result = clock
             .run(async {
@@ -544,6 +601,16 @@ impl LoadedPlugin {
                         .call_on_message(&mut *store, conn, message)
                         .await
                         .map(Answer::Message),
+                    Call::Messages(conn, messages) => match batch {
+                        Some(batch) => batch
+                            .call_on_messages(&mut *store, conn, messages)
+                            .await
+                            .map(|()| Answer::Batch {
+                                answers: Vec::new(),
+                                failed: None,
+                            }),
+                        None => Ok(Answer::NoBatchHandler),
+                    },
                     Call::Connect(conn) => handler
                         .call_on_connect(&mut *store, conn)
                         .await
@@ -570,7 +637,7 @@ impl LoadedPlugin {
                 }
             })
             .await;
-        self.series.ran(started.elapsed());
+        self.series.ran_many(started.elapsed(), messages);
         let used = clock.uncharged();
         tenant
             .metrics
@@ -582,8 +649,23 @@ impl LoadedPlugin {
             self.yields.fetch_add(yields, Ordering::Relaxed);
         }
         let panic = instance.store.data_mut().panic.take();
+        let answers = std::mem::take(&mut instance.store.data_mut().batch.answers);
         match result {
+            Ok(Answer::Batch { .. }) if answers.len() < messages => {
+                // Not a trap, yet the store is in no known state: the instance goes.
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                Ok(Answer::Batch {
+                    answers,
+                    failed: Some(CallError::trapped(
+                        "`on-messages` returned without answering every message",
+                    )),
+                })
+            }
             Ok(answer) => {
+                let answer = match answer {
+                    Answer::Batch { failed, .. } => Answer::Batch { answers, failed },
+                    answer => answer,
+                };
                 if let Some(panic) = panic {
                     // Reported, yet the call answered: say so rather than lose it.
                     tracing::error!(
@@ -593,7 +675,7 @@ impl LoadedPlugin {
                         "plugin reported a panic and went on"
                     );
                 }
-                instance.calls += 1;
+                instance.calls += messages as u64;
                 if instance.calls < self.env.limits.recycle_after {
                     self.idle.lock().push(instance);
                 }
@@ -602,7 +684,14 @@ impl LoadedPlugin {
             Err(error) => {
                 // A trapped store refuses further calls: the instance is dropped here.
                 self.errors.fetch_add(1, Ordering::Relaxed);
-                Err(classify(&error, panic))
+                match call {
+                    // The messages answered keep their answers.
+                    Call::Messages(..) => Ok(Answer::Batch {
+                        answers,
+                        failed: Some(classify(&error, panic)),
+                    }),
+                    _ => Err(classify(&error, panic)),
+                }
             }
         }
     }
@@ -615,6 +704,9 @@ struct Bindings {
     plugin: PluginIndices,
     /// `None` for a component without the `raw-handler` export (every plugin built before it).
     raw: Option<RawIndices>,
+    /// `None` for a component without the `batch-handler` export (every plugin built before
+    /// it, and components not built with the Rust SDK).
+    batch: Option<BatchIndices>,
 }
 
 impl Bindings {
@@ -622,20 +714,30 @@ impl Bindings {
         let plugin = PluginIndices::new(&pre)?;
         // Only the name is looked up here; a `raw-handler` of the wrong shape fails `load`.
         let raw = RawIndices::new(&pre).ok();
-        Ok(Bindings { pre, plugin, raw })
+        let batch = BatchIndices::new(&pre).ok();
+        Ok(Bindings {
+            pre,
+            plugin,
+            raw,
+            batch,
+        })
     }
 
     async fn instantiate(
         &self,
         store: &mut Store<HostState>,
-    ) -> wasmtime::Result<(Plugin, Option<RawHandler>)> {
+    ) -> wasmtime::Result<(Plugin, Option<RawHandler>, Option<BatchHandler>)> {
         let instance = self.pre.instantiate_async(&mut *store).await?;
         let plugin = self.plugin.load(&mut *store, &instance)?;
         let raw = match &self.raw {
             Some(raw) => Some(raw.load(&mut *store, &instance)?),
             None => None,
         };
-        Ok((plugin, raw))
+        let batch = match &self.batch {
+            Some(batch) => Some(batch.load(&mut *store, &instance)?),
+            None => None,
+        };
+        Ok((plugin, raw, batch))
     }
 }
 
