@@ -2,6 +2,7 @@
 //! One module per subsystem; `support` holds the harness.
 
 mod artifacts;
+mod batches;
 mod certs;
 mod client;
 mod closes;

@@ -3,7 +3,7 @@
 
 use switchboard_sdk::{
     ConnInfo, Frame, HandlerError, LogLevel, Manifest, Message, Plugin, RawPlugin,
-    export_raw_plugin, frames, log, realtime,
+    env, export_raw_plugin, frames, log, realtime,
 };
 
 /// The plugin.
@@ -35,6 +35,7 @@ impl Plugin for Hostile {
                 "hostile:poke",
                 "hostile:escape",
                 "hostile:log",
+                "hostile:spin",
             ],
         )
     }
@@ -59,6 +60,17 @@ impl Plugin for Hostile {
                 Ok(Some(recurse(0, &mut trail).to_string()))
             }
             "hostile:panic" => panic!("hostile plugin panics on purpose"),
+            "hostile:spin" => {
+                // Busy for the payload's milliseconds of wall time, then answers them.
+                let millis: u64 = msg.payload()?;
+                let until = env::now_ms().saturating_add(millis);
+                while env::now_ms() < until {
+                    for _ in 0..1_000 {
+                        std::hint::spin_loop();
+                    }
+                }
+                Ok(Some(millis.to_string()))
+            }
             "hostile:log" => {
                 // Fields of their own, one that tries to pass for the host's `tenant`, then a
                 // line with more fields than the host keeps apart.

@@ -157,6 +157,7 @@ impl CallFailure {
 #[derive(Debug, Default)]
 pub struct PluginCalls {
     calls: AtomicU64,
+    batches: AtomicU64,
     failures: [AtomicU64; CallFailure::ALL.len()],
     /// Calls per duration bucket (not cumulative); the last slot is past the last bound.
     buckets: [AtomicU64; CALL_DURATION_BUCKETS.len() + 1],
@@ -170,6 +171,11 @@ impl PluginCalls {
     /// message.
     pub fn called_many(&self, calls: usize) {
         self.calls.fetch_add(calls as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one `on-messages` call (its messages are counted by `called_many`).
+    pub fn batched(&self) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records how long a call that ran took, from entering the guest to its answer; a batch
@@ -264,12 +270,18 @@ pub fn render_calls(out: &mut String, tenants: &[(&str, &PluginSeries)]) {
         }
     }
     rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    let simple: [SimpleSeries; 3] = [
+    let simple: [SimpleSeries; 4] = [
         (
             "switchboard_plugin_calls_total",
             "counter",
             "Plugin calls asked for (messages and hooks), across the plugin's versions.",
             |calls| calls.calls.load(Ordering::Relaxed),
+        ),
+        (
+            "switchboard_plugin_batch_calls_total",
+            "counter",
+            "Guest calls that carried several messages of a connection (on-messages); each message also counts in switchboard_plugin_calls_total.",
+            |calls| calls.batches.load(Ordering::Relaxed),
         ),
         (
             "switchboard_plugin_instances",

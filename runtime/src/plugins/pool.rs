@@ -491,6 +491,9 @@ impl LoadedPlugin {
     /// slot instead of being refused; messages never wait.
     pub async fn call(&self, call: Call<'_>, wait: bool) -> Result<Answer, CallError> {
         self.series.called_many(call.messages());
+        if let Call::Messages(..) = call {
+            self.series.batched();
+        }
         let result = self.run(&call, wait).await;
         match &result {
             Ok(Answer::Message(Err(_)) | Answer::Frames(Err(_))) => {
