@@ -84,6 +84,11 @@ struct Args {
     /// alongside the others in every repetition: the table gets a `sb ÷ before` column
     #[arg(long)]
     before: Option<PathBuf>,
+    /// The plugins the `before` binary loads (a folder of `switchboard_plugin_*.wasm` built from
+    /// the same commit), when it cannot load the current build's: a plugin built against a
+    /// newer plugin world imports what an older host does not have [default: the current ones]
+    #[arg(long, requires = "before")]
+    before_plugins: Option<PathBuf>,
     /// The Node program.
     #[arg(long, default_value = "node")]
     node: String,
@@ -491,6 +496,7 @@ async fn suite(args: Args) -> Result<()> {
     if let Some(echo) = &args.echo_wasm {
         programs.echo_wasm = echo.clone();
     }
+    programs.before_plugins = args.before_plugins.clone();
     programs.prepare(&plan.servers)?;
     eprintln!(
         "switchboard: {}; plugins: {}",

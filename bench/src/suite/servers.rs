@@ -60,6 +60,8 @@ pub struct Programs {
     pub bare: PathBuf,
     /// The `before` Switchboard binary, when comparing two.
     pub before: Option<PathBuf>,
+    /// The folder of the plugins the `before` binary loads, when not the current ones.
+    pub before_plugins: Option<PathBuf>,
     pub node: String,
     pub node_script: PathBuf,
     /// The plugins as built (copied next to the config before use).
@@ -101,6 +103,7 @@ impl Programs {
             switchboard: switchboard.unwrap_or_else(|| sibling("switchboard")),
             bare: bare.unwrap_or_else(|| sibling("bare-server")),
             before,
+            before_plugins: None,
             node,
             node_script: repo.join("bench/baselines/node-ws/server.mjs"),
             echo_wasm: plugin_dir.join(ECHO),
@@ -297,14 +300,29 @@ const NOISY_API_KEY: &str = "bench-noisy-key";
 
 /// Writes Switchboard's configs ([`CONFIG`], [`ISOLATION_CONFIG`]) and a private copy of the
 /// plugins into `dir`.
+/// With `--before-plugins`, the `before` server's configs go in [`BEFORE_DIR`] of `dir`, with
+/// those plugins.
 pub fn write_switchboard_config(programs: &Programs, dir: &Path) -> Result<()> {
+    let plugins = [
+        (programs.echo_wasm.clone(), ECHO),
+        (programs.broadcast_wasm.clone(), BROADCAST),
+        (programs.hostile_wasm.clone(), HOSTILE),
+    ];
+    write_configs(dir, &plugins)?;
+    if let Some(before) = &programs.before_plugins {
+        let plugins = PLUGINS.map(|name| (before.join(name), name));
+        write_configs(&dir.join(BEFORE_DIR), &plugins)?;
+    }
+    Ok(())
+}
+
+/// Where the `before` server's configs are, under the scratch folder, with `--before-plugins`.
+const BEFORE_DIR: &str = "before";
+
+fn write_configs(dir: &Path, plugins: &[(PathBuf, &str)]) -> Result<()> {
     let plugin_dir = dir.join("plugins");
     std::fs::create_dir_all(&plugin_dir)?;
-    for (from, name) in [
-        (&programs.echo_wasm, ECHO),
-        (&programs.broadcast_wasm, BROADCAST),
-        (&programs.hostile_wasm, HOSTILE),
-    ] {
+    for (from, name) in plugins {
         std::fs::copy(from, plugin_dir.join(name))
             .with_context(|| format!("cannot copy {}", from.display()))?;
     }
@@ -339,11 +357,15 @@ impl Running {
                     (Server::Before, None) => bail!("the `before` server needs --before PATH"),
                     _ => &programs.switchboard,
                 };
+                let config_dir = match (server, &programs.before_plugins) {
+                    (Server::Before, Some(_)) => dir.join(BEFORE_DIR),
+                    _ => dir.to_path_buf(),
+                };
                 let mut command = Command::new(binary);
                 command
                     .arg("serve")
                     .arg("--config")
-                    .arg(dir.join(config))
+                    .arg(config_dir.join(config))
                     .env_remove("RUST_LOG");
                 command
             }
