@@ -444,7 +444,7 @@ async fn run_unit(
             &plan.swap,
             clock,
             &env.http,
-            (&env.programs.echo_wasm, swap::Upload::Wasm),
+            (&env.programs.echo_wasm_of(server), swap::Upload::Wasm),
             rep,
         )
         .await

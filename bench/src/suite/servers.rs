@@ -185,6 +185,14 @@ impl Programs {
         })
     }
 
+    /// The `echo` plugin `server` loads: `before`'s own with `--before-plugins`.
+    pub fn echo_wasm_of(&self, server: Server) -> PathBuf {
+        match (server, &self.before_plugins) {
+            (Server::Before, Some(dir)) => dir.join(ECHO),
+            _ => self.echo_wasm.clone(),
+        }
+    }
+
     /// Versions of the programs, for the report.
     pub fn describe(&self) -> String {
         let node = Command::new(&self.node)
