@@ -21,9 +21,9 @@ use crate::conn_handle::ConnHandle;
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
 use crate::node::Node;
 use crate::outbox::Batch;
+use crate::plugins::pool::LoadedPlugin;
 use crate::protocol::{self, CloseReason, Envelope, ErrorCode, Frame};
 use crate::ratelimit::TokenBucket;
-use crate::plugins::pool::LoadedPlugin;
 use crate::wit::{self as plugin_bindings, RawFrame};
 
 /// At most this many already-received messages are handled before the outbox gets its turn.

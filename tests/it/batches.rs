@@ -67,8 +67,14 @@ async fn pipelined_messages_for_a_plugin_go_in_one_call_and_are_answered_in_orde
             burst.push(request("echo", format!("{attempt}-{index}"), json!(index)));
         }
         burst.insert(4, json!({"type": "echo", "payload": "unanswered"}));
-        burst.insert(6, json!({"type": "ping", "correlationId": format!("{attempt}-ping")}));
-        burst.insert(9, request("nobody:takes", format!("{attempt}-none"), json!(null)));
+        burst.insert(
+            6,
+            json!({"type": "ping", "correlationId": format!("{attempt}-ping")}),
+        );
+        burst.insert(
+            9,
+            request("nobody:takes", format!("{attempt}-none"), json!(null)),
+        );
         let replies = pipelined(&mut client, &burst).await;
         let expected: Vec<&Value> = burst
             .iter()
@@ -93,7 +99,9 @@ async fn pipelined_messages_for_a_plugin_go_in_one_call_and_are_answered_in_orde
     }
     assert!(batched, "no burst of {ATTEMPTS} reached echo in one call");
     // Nothing else arrived: the uncorrelated echo was not answered.
-    client.expect_silence(std::time::Duration::from_millis(100)).await;
+    client
+        .expect_silence(std::time::Duration::from_millis(100))
+        .await;
 }
 
 /// Limits small enough that a per-call budget or quota shared by a batch would run out.
@@ -144,7 +152,10 @@ async fn a_trap_or_an_overrun_in_a_batch_fails_only_its_own_message() {
             break;
         }
     }
-    assert!(batched, "no burst of {ATTEMPTS} reached hostile in one call");
+    assert!(
+        batched,
+        "no burst of {ATTEMPTS} reached hostile in one call"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +174,13 @@ async fn each_message_of_a_batch_has_its_own_cpu_budget_and_quotas() {
         }
         // Each flood may send up to its own quota of 20, not what is left of a shared one.
         let floods: Vec<Value> = (0..3)
-            .map(|index| request("hostile:flood", format!("{attempt}-flood-{index}"), json!(null)))
+            .map(|index| {
+                request(
+                    "hostile:flood",
+                    format!("{attempt}-flood-{index}"),
+                    json!(null),
+                )
+            })
             .collect();
         let sent = floods.len() * 20;
         let mut replies = Vec::new();
@@ -189,7 +206,10 @@ async fn each_message_of_a_batch_has_its_own_cpu_budget_and_quotas() {
             assert_eq!(ack["payload"]["refused"], "HostError::RateLimited", "{ack}");
         }
         assert_eq!(
-            replies.iter().filter(|reply| reply["type"] == "flood").count(),
+            replies
+                .iter()
+                .filter(|reply| reply["type"] == "flood")
+                .count(),
             sent
         );
         if batch_calls(&server, "hostile").await >= before + 2 {
@@ -197,7 +217,10 @@ async fn each_message_of_a_batch_has_its_own_cpu_budget_and_quotas() {
             break;
         }
     }
-    assert!(batched, "no attempt of {ATTEMPTS} had both bursts in one call each");
+    assert!(
+        batched,
+        "no attempt of {ATTEMPTS} had both bursts in one call each"
+    );
 }
 
 #[tokio::test]

@@ -2,8 +2,8 @@
 //! show that a trap or an overrun ends only that call.
 
 use switchboard_sdk::{
-    ConnInfo, Frame, HandlerError, LogLevel, Manifest, Message, Plugin, RawPlugin,
-    env, export_raw_plugin, frames, log, realtime,
+    ConnInfo, Frame, HandlerError, LogLevel, Manifest, Message, Plugin, RawPlugin, env,
+    export_raw_plugin, frames, log, realtime,
 };
 
 /// The plugin.
