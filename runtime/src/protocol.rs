@@ -390,6 +390,14 @@ fn truncate_to_boundary(mut text: String, max: usize) -> String {
 // ---- encoders: each builds one frame, serialised once ----
 
 fn json_string(out: &mut String, value: &str) {
+    // Most values (ids, codes) need no escape: copied as they are, with the same bytes
+    // serde_json would write, and without its intermediate string.
+    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+        return;
+    }
     // Serialising a &str into a String cannot fail.
     let quoted = serde_json::to_string(value).unwrap_or_else(|_| "\"\"".to_owned());
     out.push_str(&quoted);
@@ -425,7 +433,9 @@ pub fn welcome(
 
 /// An `ack` reply; `payload` is raw JSON.
 pub fn ack(correlation_id: &str, payload: Option<&str>) -> Frame {
-    let mut out = String::with_capacity(48 + correlation_id.len());
+    // Room for the payload too: growing the string would copy it once more.
+    let payload_len = payload.map_or(0, str::len);
+    let mut out = String::with_capacity(48 + correlation_id.len() + payload_len);
     out.push_str(r#"{"type":"ack","correlationId":"#);
     json_string(&mut out, correlation_id);
     if let Some(payload) = payload {

@@ -586,3 +586,33 @@ fn a_binary_frame_goes_on_the_socket_as_binary() {
     assert_eq!(Frame::binary(vec![1u8, 2, 3]).len(), 3);
     assert_eq!(Frame::binary(vec![1u8]).as_str(), "");
 }
+
+#[test]
+fn a_string_is_quoted_exactly_as_serde_json_quotes_it() {
+    let cases = [
+        "",
+        "c-17",
+        "a/b é ✓ \u{7f}",
+        "say \"hi\"",
+        "back\\slash",
+        "tab\tnew\nline\u{1}",
+        "\u{1f}",
+        " ",
+    ];
+    for value in cases {
+        let mut out = String::new();
+        json_string(&mut out, value);
+        let expected = serde_json::to_string(value).expect("a string serialises");
+        assert_eq!(out, expected, "{value:?}");
+    }
+}
+
+#[test]
+fn an_ack_carries_its_payload_as_is() {
+    let frame = ack("c\"1", Some(r#"{"n":[1,2]}"#));
+    let value: serde_json::Value = serde_json::from_str(frame.as_str()).expect("JSON");
+    assert_eq!(
+        value,
+        serde_json::json!({"type": "ack", "correlationId": "c\"1", "payload": {"n": [1, 2]}})
+    );
+}
