@@ -155,7 +155,8 @@ fn plugin_info(plugin: &LoadedPlugin) -> PluginInfo<'_> {
     }
 }
 
-/// `/api/tenants/{tenant}/plugins[/{name}]`: list (GET) and upload (PUT) a tenant's plugins.
+/// `/api/tenants/{tenant}/plugins[/{name}]`: list (GET), upload (PUT) and remove (DELETE) a
+/// tenant's plugins.
 pub async fn plugins(
     node: &Arc<Node>,
     request: Request<Incoming>,
@@ -210,8 +211,22 @@ async fn plugins_checked(
                 })?;
             upload(node, &tenant, &name, body).await
         }
+        (http::Method::DELETE, Some(name)) if !name.is_empty() && !name.contains('/') => {
+            let removed = node
+                .plugins
+                .remove(&tenant.name, name)
+                .map_err(|error| ApiError::Conflict(error.to_string()))?
+                .ok_or_else(|| ApiError::UnknownPlugin(name.to_owned()))?;
+            tracing::info!(
+                tenant = %tenant.name,
+                plugin = name,
+                version = %removed.manifest.version,
+                "plugin removed"
+            );
+            Ok(json_ok(StatusCode::OK, plugin_info(&removed).to_json()))
+        }
         _ => Err(ApiError::MethodNotAllowed(
-            "GET /api/tenants/{tenant}/plugins or PUT /api/tenants/{tenant}/plugins/{name}",
+            "GET /api/tenants/{tenant}/plugins, PUT or DELETE /api/tenants/{tenant}/plugins/{name}",
         )),
     }
 }

@@ -584,6 +584,69 @@ async fn the_plugin_api_lists_and_refuses_bad_uploads_keeping_the_old_version() 
     assert_eq!(reply["payload"], json!({"version": 2}));
 }
 
+/// `DELETE /api/tenants/default/plugins/{name}`: the status and the JSON answer.
+async fn delete_plugin(server: &TestServer, name: &str, key: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .delete(server.http_url(&format!("/api/tenants/default/plugins/{name}")));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.expect("request succeeds");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
+#[tokio::test]
+async fn deleting_a_plugin_makes_its_types_unknown_and_leaves_the_others() {
+    let server = server_with(&["greeter-v1", "echo"], "").await;
+    let key = crate::support::api_key("default");
+    let mut client = Client::connect(&server, "default", "alice").await;
+    assert_eq!(greet_version(&mut client).await, json!(1));
+
+    // Refusals change nothing.
+    let (status, body) = delete_plugin(&server, "greeter", None).await;
+    assert_eq!(status, 401, "{body}");
+    crate::support::assert_error_body(&body, "no key");
+    let (status, body) = delete_plugin(&server, "greeter", Some("not-the-key")).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = delete_plugin(&server, "nobody", Some(&key)).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"], "not_found");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`nobody`")),
+        "{body}"
+    );
+    let (status, body) = delete_plugin(&server, "", Some(&key)).await;
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(greet_version(&mut client).await, json!(1));
+
+    let (status, body) = delete_plugin(&server, "greeter", Some(&key)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "greeter");
+    assert_eq!(body["version"], "1.0.0");
+    let reply = client.request(json!({"type": "greet"})).await;
+    assert_eq!(reply["payload"]["code"], "unknown_type", "{reply}");
+    let echoed = client.request(json!({"type": "echo", "payload": 7})).await;
+    assert_eq!(echoed["payload"], 7, "{echoed}");
+    let (_, list) = list_plugins(&server, Some(&key)).await;
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|plugin| plugin["name"].as_str())
+        .collect();
+    assert_eq!(names, ["echo"]);
+    let (status, _) = delete_plugin(&server, "greeter", Some(&key)).await;
+    assert_eq!(status, 404, "a second delete finds nothing");
+
+    // The name is free again.
+    let (status, body) = put_plugin(&server, "greeter", Some(&key), wasm_bytes("greeter-v2")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(greet_version(&mut client).await, json!(2));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloading_twenty_times_under_traffic_drops_nothing() {
     let server = server_with(

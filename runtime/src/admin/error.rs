@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The request names no configured tenant.
     #[error("unknown tenant")]
     UnknownTenant,
+    /// The tenant has no plugin of that name.
+    #[error("the tenant has no plugin `{0}`")]
+    UnknownPlugin(String),
     /// No API key, or not this tenant's. `closing` when the body was left unread, so the
     /// connection cannot carry another request.
     #[error("missing or wrong API key for this tenant")]
@@ -68,7 +71,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NoSuchPath | ApiError::UnknownTenant => StatusCode::NOT_FOUND,
+            ApiError::NoSuchPath | ApiError::UnknownTenant | ApiError::UnknownPlugin(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Body { error, .. } => match error {
@@ -100,7 +105,9 @@ impl ApiError {
     pub fn error_code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad_request",
-            ApiError::NoSuchPath | ApiError::UnknownTenant => "not_found",
+            ApiError::NoSuchPath | ApiError::UnknownTenant | ApiError::UnknownPlugin(_) => {
+                "not_found"
+            }
             ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Body { error, .. } => match error {

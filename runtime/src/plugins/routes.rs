@@ -276,6 +276,32 @@ impl Plugins {
         Ok(())
     }
 
+    /// Takes plugin `name` out of the tenant's routes, atomically: calls in flight finish, its
+    /// types answer `unknown_type` from the next message on, its ticks stop. Returns the
+    /// version that was routed, `None` when the tenant has no such plugin.
+    pub fn remove(
+        self: &Arc<Self>,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<Arc<LoadedPlugin>>, SwapError> {
+        let removed = std::cell::RefCell::new(None);
+        self.update(tenant, |current| {
+            let Some(found) = current.plugins.iter().find(|plugin| plugin.name() == name) else {
+                *removed.borrow_mut() = None;
+                return Ok(None);
+            };
+            *removed.borrow_mut() = Some(found.clone());
+            let rest = current
+                .plugins
+                .iter()
+                .filter(|plugin| plugin.name() != name)
+                .cloned()
+                .collect();
+            Routes::new(rest).map(Some).map_err(SwapError::Conflict)
+        })?;
+        Ok(removed.into_inner())
+    }
+
     /// Swaps `optimized` in for `baseline` if `baseline` is still the routed version (a newer
     /// upload wins over an older version's optimized build). Its call counts carry over.
     pub(super) fn upgrade(
