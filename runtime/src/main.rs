@@ -1,8 +1,9 @@
-//! The `switchboard` command: `serve`, `check`, `token` and `precompile` (and the hidden
-//! `compile-worker` that `serve` runs). Thin: parse flags, load the config, set up logging,
+//! The `switchboard` command: `serve`, `check`, `token`, `precompile`, `dev`, `plugin new`,
+//! the operator's `plugins` (and the hidden `compile-worker` that `serve` runs). Thin: parse flags, load the config, set up logging,
 //! hand over to the library.
 
 mod dev_loop;
+mod ops;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -89,6 +90,26 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// A running node's plugins, through its API: list, deploy, delete. Exit code 1 when the
+    /// node refuses, 2 when it cannot be asked.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+        /// The node (or its load balancer): an http:// URL.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The tenant.
+        #[arg(long, global = true, default_value = "default")]
+        tenant: String,
+        /// The tenant's API key (default: the environment's `SWITCHBOARD_API_KEY`).
+        #[arg(
+            long,
+            global = true,
+            env = "SWITCHBOARD_API_KEY",
+            hide_env_values = true
+        )]
+        key: Option<String>,
+    },
     /// Compiles one plugin for a running node: the component on stdin, the sealed build on
     /// stdout. `serve` starts it; not for people.
     #[command(name = "compile-worker", hide = true)]
@@ -121,6 +142,25 @@ enum PluginCommand {
         /// from).
         #[arg(long)]
         sdk: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// The tenant's plugins: name, version, tier, calls, errors, sha256, types.
+    List,
+    /// Upload a component (`.wasm`) or a precompiled artifact (`.cwasm`) as plugin NAME; the
+    /// version serving keeps serving if it does not load.
+    Deploy {
+        /// The plugin's name (as its manifest says).
+        name: String,
+        /// The file to upload.
+        file: PathBuf,
+    },
+    /// Take plugin NAME out: its message types answer `unknown_type` from then on.
+    Delete {
+        /// The plugin's name.
+        name: String,
     },
 }
 
@@ -157,6 +197,20 @@ fn main() -> ExitCode {
             command: PluginCommand::New { name, dir, sdk },
         } => new_plugin(&name, dir, sdk),
         Command::Dev { dir, port } => dev_loop::run(&dir, port),
+        Command::Plugins {
+            command,
+            url,
+            tenant,
+            key,
+        } => {
+            let target = ops::Target { url, tenant, key };
+            let action = match &command {
+                PluginsCommand::List => ops::Action::List,
+                PluginsCommand::Deploy { name, file } => ops::Action::Deploy { name, file },
+                PluginsCommand::Delete { name } => ops::Action::Delete { name },
+            };
+            return ops::run(&target, action);
+        }
         Command::CompileWorker {
             tier,
             memory_bytes,

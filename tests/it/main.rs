@@ -19,6 +19,7 @@ mod http;
 mod isolation;
 mod kv;
 mod lifecycle;
+mod ops_cli;
 mod pipelining;
 mod plugins;
 mod raw;

@@ -1,0 +1,115 @@
+//! `switchboard plugins list|deploy|delete`, the operator's commands, against a real node:
+//! readable output, the API's refusals passed on, exit codes 0, 1 (refused) and 2 (not asked).
+
+use serde_json::json;
+
+use crate::plugins::{server_with, wasm_bytes};
+use crate::support::{Client, TestServer, api_key, binary, greet_version};
+
+/// Runs `switchboard plugins ARGS --url <server>`; the exit code, stdout and stderr.
+async fn plugins(server: &TestServer, key: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut command = tokio::process::Command::new(binary());
+    command
+        .arg("plugins")
+        .args(args)
+        .args(["--url", &server.http_url("")])
+        .env_remove("SWITCHBOARD_API_KEY");
+    if let Some(key) = key {
+        command.env("SWITCHBOARD_API_KEY", key);
+    }
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), command.output())
+        .await
+        .expect("the command ends in time")
+        .expect("the command runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugins_commands_list_deploy_and_delete_through_the_api() {
+    let server = server_with(&["greeter-v1", "echo"], "").await;
+    let key = api_key("default");
+    let mut client = Client::connect(&server, "default", "alice").await;
+
+    let (code, out, err) = plugins(&server, Some(&key), &["list"]).await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("VERSION"),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("greeter") && line.contains("1.0.0")),
+        "{out}"
+    );
+    assert!(lines.iter().any(|line| line.starts_with("echo")), "{out}");
+
+    let v2 = crate::support::temp_file("greeter-v2.wasm", "");
+    std::fs::write(&v2.0, wasm_bytes("greeter-v2")).expect("written");
+    let file = v2.0.display().to_string();
+    let (code, out, err) = plugins(&server, Some(&key), &["deploy", "greeter", &file]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("deployed greeter 2.0.0"), "{out}");
+    assert_eq!(greet_version(&mut client).await, json!(2));
+
+    let (code, out, err) = plugins(&server, Some(&key), &["delete", "greeter"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("deleted greeter 2.0.0"), "{out}");
+    let reply = client.request(json!({"type": "greet"})).await;
+    assert_eq!(reply["payload"]["code"], "unknown_type", "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugins_commands_say_why_and_exit_1_when_refused_and_2_when_not_asked() {
+    let server = server_with(&["echo"], "").await;
+    let key = api_key("default");
+
+    // Refused by the node: its code and message, exit 1.
+    let (code, _, err) = plugins(&server, None, &["list"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("401 unauthorized"), "{err}");
+    let (code, _, err) = plugins(&server, Some(&key), &["delete", "nobody"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("404 not_found") && err.contains("`nobody`"),
+        "{err}"
+    );
+    let garbage = crate::support::temp_file("garbage.wasm", "not a component");
+    let file = garbage.0.display().to_string();
+    let (code, _, err) = plugins(&server, Some(&key), &["deploy", "echo", &file]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("422 invalid_plugin"), "{err}");
+    // The refused upload changed nothing.
+    let mut client = Client::connect(&server, "default", "alice").await;
+    let echoed = client.request(json!({"type": "echo", "payload": 1})).await;
+    assert_eq!(echoed["payload"], 1, "{echoed}");
+
+    // Not asked: exit 2 with the reason.
+    let (code, _, err) = plugins(
+        &server,
+        Some(&key),
+        &["deploy", "echo", "/no/such/file.wasm"],
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot read /no/such/file.wasm"), "{err}");
+    for (url, why) in [
+        ("https://127.0.0.1:1", "not an http:// URL"),
+        ("http://127.0.0.1:1", "cannot reach"),
+        ("not a url", "not a URL"),
+    ] {
+        let output = tokio::process::Command::new(binary())
+            .args(["plugins", "list", "--url", url, "--key", &key])
+            .output()
+            .await
+            .expect("the command runs");
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{url}: {err}");
+        assert!(err.contains(why), "{url}: {err}");
+    }
+}
