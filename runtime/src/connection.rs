@@ -75,6 +75,28 @@ enum Step {
 struct Held {
     plugin: Option<Arc<LoadedPlugin>>,
     messages: Vec<plugin_bindings::Message>,
+    /// What the held messages' strings take.
+    bytes: usize,
+}
+
+/// Bytes a held batch may take beyond its first message: a read batch of large messages would
+/// otherwise hold up to `READ_BATCH` times `limits.max_message_bytes` per connection at once,
+/// where handling them one by one holds one.
+const HELD_BYTES: usize = 64 * 1024;
+
+impl Held {
+    /// Whether a message of `bytes` may join the held ones (else they are handed over first).
+    fn has_room(&self, bytes: usize) -> bool {
+        self.messages.is_empty() || self.bytes.saturating_add(bytes) <= HELD_BYTES
+    }
+}
+
+/// What a plugin message's strings take.
+fn message_bytes(message: &plugin_bindings::Message) -> usize {
+    message.msg_type.len()
+        + message.payload_json.len()
+        + message.channel.as_ref().map_or(0, String::len)
+        + message.correlation_id.as_ref().map_or(0, String::len)
 }
 
 /// The transport under the WebSocket layer, reached only to end a connection cleanly.
@@ -396,15 +418,18 @@ async fn handle_message(
     };
     match plugin {
         Some(plugin) => {
-            if held
+            let message = plugin_message(&envelope);
+            let bytes = message_bytes(&message);
+            let other_plugin = held
                 .plugin
                 .as_ref()
-                .is_some_and(|holding| !Arc::ptr_eq(holding, &plugin))
-            {
+                .is_some_and(|holding| !Arc::ptr_eq(holding, &plugin));
+            if other_plugin || !held.has_room(bytes) {
                 hand_over(node, conn, held).await;
             }
             held.plugin = Some(plugin);
-            held.messages.push(plugin_message(&envelope));
+            held.messages.push(message);
+            held.bytes += bytes;
         }
         None => {
             hand_over(node, conn, held).await;
@@ -441,6 +466,7 @@ async fn hand_over(node: &Node, conn: &Arc<ConnHandle>, held: &mut Held) {
     };
     // Taken, not cleared: an idle connection keeps no buffer.
     let messages = std::mem::take(&mut held.messages);
+    held.bytes = 0;
     // Boxed: a plugin call's future is large (see `serve`).
     Box::pin(async {
         let routed = node.plugins.to_plugin(conn, &plugin, &messages).await;

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::{Ending, Linger, run};
+use super::{Ending, HELD_BYTES, Held, Linger, message_bytes, plugin_bindings, run};
 use crate::conn_handle::ConnHandle;
 use crate::node::Node;
 use crate::tenant::Tenants;
@@ -321,4 +321,38 @@ async fn frames_queued_by_others_are_written_before_a_server_close() {
         ["pong a", "pong b", "close 1001 server shutting down"]
     );
     assert_eq!(ending, Ending::ClosedByServer(1001));
+}
+
+fn plugin_message_of(payload_bytes: usize) -> plugin_bindings::Message {
+    plugin_bindings::Message {
+        msg_type: "echo".to_owned(),
+        channel: None,
+        payload_json: "1".repeat(payload_bytes),
+        correlation_id: Some("c1".to_owned()),
+        received_at_ms: 0,
+    }
+}
+
+#[test]
+fn a_held_batch_takes_large_messages_one_at_a_time_and_small_ones_up_to_its_bound() {
+    let mut held = Held::default();
+    // The first message always fits, however large.
+    let big = plugin_message_of(1 << 20);
+    assert!(held.has_room(message_bytes(&big)));
+    held.bytes += message_bytes(&big);
+    held.messages.push(big);
+    assert!(!held.has_room(message_bytes(&plugin_message_of(10))));
+
+    let mut held = Held::default();
+    let small = plugin_message_of(1000);
+    let each = message_bytes(&small);
+    assert_eq!(each, 4 + 1000 + 2);
+    let mut count = 0;
+    while held.has_room(each) && count < 1000 {
+        held.bytes += each;
+        held.messages.push(small.clone());
+        count += 1;
+    }
+    assert_eq!(count, HELD_BYTES / each);
+    assert!(held.bytes <= HELD_BYTES);
 }
