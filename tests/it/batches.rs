@@ -13,8 +13,8 @@ use crate::support::{Client, TestServer, config, http_get, tenant};
 /// always arrives in one read; the socket may still split it).
 const ATTEMPTS: usize = 5;
 
-/// Writes every message with one flush, then reads one reply per correlated message.
-async fn pipelined(client: &mut Client, messages: &[Value]) -> Vec<Value> {
+/// Writes every message with one flush.
+async fn send_all(client: &mut Client, messages: &[Value]) {
     for message in messages {
         client
             .ws
@@ -23,6 +23,11 @@ async fn pipelined(client: &mut Client, messages: &[Value]) -> Vec<Value> {
             .expect("queued");
     }
     client.ws.flush().await.expect("flushed");
+}
+
+/// Writes every message with one flush, then reads one reply per correlated message.
+async fn pipelined(client: &mut Client, messages: &[Value]) -> Vec<Value> {
+    send_all(client, messages).await;
     let correlated = messages
         .iter()
         .filter(|message| message.get("correlationId").is_some())
@@ -185,14 +190,7 @@ async fn each_message_of_a_batch_has_its_own_cpu_budget_and_quotas() {
         let sent = floods.len() * 20;
         let mut replies = Vec::new();
         let expected = floods.len() + sent;
-        for message in &floods {
-            client
-                .ws
-                .feed(Message::text(message.to_string()))
-                .await
-                .expect("queued");
-        }
-        client.ws.flush().await.expect("flushed");
+        send_all(&mut client, &floods).await;
         while replies.len() < expected {
             replies.push(client.recv().await);
         }

@@ -26,8 +26,9 @@ impl Routed {
     /// The one reply the client gets for a message routed to a plugin: an `ack` (only when
     /// the message had a `correlationId`), the plugin's own error, or the host's error for a
     /// failure: `overloaded` (no instance free), `handler_timeout` (past the CPU budget),
-    /// `handler_failed` (a trap, or a reply over the message size limit or not JSON). With `expose_panics` (the tenant's `plugin_limits.expose_panics`, for
-    /// development) a trap's message is the plugin's panic message. `None`: nothing to send.
+    /// `handler_failed` (a trap, or a reply over the message size limit or not JSON). With
+    /// `expose_panics` (the tenant's `plugin_limits.expose_panics`, for development) a trap's
+    /// message is the plugin's panic message. `None`: nothing to send.
     pub fn reply(self, correlation_id: Option<&str>, expose_panics: bool) -> Option<Frame> {
         let failure =
             |code: ErrorCode, message: &str| Some(protocol::error(correlation_id, code, message));
