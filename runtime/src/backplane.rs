@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use crate::config::HistoryConfig;
 use crate::ids::{ConnId, RoomKey};
 use crate::kv::SharedKv;
+use crate::state::StateStore;
 use crate::protocol::{Frame, MemberInfo};
 
 /// A message to publish on a channel.
@@ -155,6 +156,11 @@ pub trait Backplane: Send + Sync + std::fmt::Debug {
     fn is_ready(&self) -> bool;
     /// The key-value store plugins share across nodes, when this backplane has one.
     fn shared_kv(&self) -> Option<Arc<dyn SharedKv>> {
+        None
+    }
+    /// Where the cluster keeps its desired state (plugin deployments), when this backplane
+    /// shares one; a node without it keeps the state on local disk.
+    fn state_store(&self) -> Option<Arc<dyn StateStore>> {
         None
     }
     /// Appends this backplane's Prometheus metrics.

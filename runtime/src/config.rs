@@ -19,6 +19,7 @@ pub mod plugins;
 pub mod presence;
 pub mod redis;
 pub mod shutdown;
+pub mod state;
 pub mod tenant;
 pub mod tenant_plugins;
 
@@ -69,6 +70,9 @@ pub struct Config {
     pub http: HttpConfig,
     /// Node-wide bounds on compiling and holding plugins.
     pub plugin_bounds: PluginBounds,
+    /// Where the memory backplane keeps the desired state (`[state] dir`); a Redis backplane
+    /// keeps it in Redis.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// The default `listen`.
@@ -175,6 +179,8 @@ struct RawConfig {
     plugins: plugins::RawNodePlugins,
     #[serde(default)]
     http: http::RawHttp,
+    #[serde(default)]
+    state: state::RawState,
 }
 
 /// A secret given inline or as `{ env = "VAR" }`.
@@ -235,6 +241,7 @@ impl Validator<'_> {
         let http = self.http(raw.http);
         let plugins = self.node_plugins(raw.plugins);
         let tenants = self.tenants(raw.tenants, plugins.bounds.max_plugins);
+        let state_dir = self.state_dir(raw.state);
         Config {
             listen,
             log,
@@ -248,6 +255,7 @@ impl Validator<'_> {
             tiered_swaps: plugins.tiered_swaps,
             http,
             plugin_bounds: plugins.bounds,
+            state_dir,
         }
     }
 

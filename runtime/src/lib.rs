@@ -22,6 +22,7 @@ pub mod config;
 pub mod conn_handle;
 pub mod connection;
 pub mod cpu_share;
+pub mod deployments;
 pub mod heartbeat;
 pub mod ids;
 pub mod kv;
@@ -36,6 +37,7 @@ pub mod registry;
 pub mod rooms;
 pub mod scaffold;
 pub mod server;
+pub mod state;
 pub mod tenant;
 #[cfg(test)]
 mod test_random;

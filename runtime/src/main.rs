@@ -90,8 +90,9 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
-    /// A running node's plugins, through its API: list, deploy, delete. Exit code 1 when the
-    /// node refuses, 2 when it cannot be asked.
+    /// A running node's plugins, through its API: list, deploy, rollback, history, delete
+    /// (changes reach every node of the cluster). Exit code 1 when the node refuses, 2 when
+    /// it cannot be asked.
     Plugins {
         #[command(subcommand)]
         command: PluginsCommand,
@@ -147,18 +148,34 @@ enum PluginCommand {
 
 #[derive(Subcommand)]
 enum PluginsCommand {
-    /// The tenant's plugins: name, version, tier, calls, errors, sha256, types.
+    /// The tenant's plugins: name, version, source, tier, nodes serving it, calls, errors,
+    /// sha256, types.
     List,
-    /// Upload a component (`.wasm`) or a precompiled artifact (`.cwasm`) as plugin NAME; the
-    /// version serving keeps serving if it does not load.
+    /// Deploy a component (`.wasm`) or a precompiled artifact (`.cwasm`) as plugin NAME on
+    /// every node; the version serving keeps serving if it does not load.
     Deploy {
         /// The plugin's name (as its manifest says).
         name: String,
         /// The file to upload.
         file: PathBuf,
     },
-    /// Take plugin NAME out: its message types answer `unknown_type` from then on.
+    /// Take plugin NAME out on every node: its message types answer `unknown_type` from then
+    /// on (a configured file of that name is not served either).
     Delete {
+        /// The plugin's name.
+        name: String,
+    },
+    /// Serve the version of NAME deployed before the serving one again (or, with --to, a kept
+    /// version by its sha256).
+    Rollback {
+        /// The plugin's name.
+        name: String,
+        /// The sha256 of a kept version (`switchboard plugins history NAME`).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// The kept versions of NAME (the last 10 deployed), newest first.
+    History {
         /// The plugin's name.
         name: String,
     },
@@ -208,6 +225,11 @@ fn main() -> ExitCode {
                 PluginsCommand::List => ops::Action::List,
                 PluginsCommand::Deploy { name, file } => ops::Action::Deploy { name, file },
                 PluginsCommand::Delete { name } => ops::Action::Delete { name },
+                PluginsCommand::Rollback { name, to } => ops::Action::Rollback {
+                    name,
+                    to: to.as_deref(),
+                },
+                PluginsCommand::History { name } => ops::Action::History { name },
             };
             return ops::run(&target, action);
         }

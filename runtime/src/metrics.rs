@@ -8,6 +8,7 @@
 //! - `plugins`: plugins held and their compiles.
 
 pub mod backplane;
+pub mod deployments;
 pub mod http;
 pub mod plugins;
 

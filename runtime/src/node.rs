@@ -13,6 +13,7 @@ use crate::backplane::redis::RedisBackplane;
 use crate::backplane::{Backplane, ConnCommand, LocalDelivery};
 use crate::config::{BackplaneConfig, Config, TenantProtocol};
 use crate::conn_handle::ConnHandle;
+use crate::deployments::{self, Deployments};
 use crate::ids::{ConnId, ConnIdGenerator, RoomKey};
 use crate::kv::KvStore;
 use crate::listener::HttpState;
@@ -21,6 +22,8 @@ use crate::plugins::{HostServices, Plugins};
 use crate::protocol::{self, CloseReason, Frame, MemberInfo};
 use crate::registry::Registry;
 use crate::rooms::Rooms;
+use crate::state::StateStore;
+use crate::state::disk::DiskStore;
 use crate::tenant::Tenants;
 
 /// State shared by every part of a running node.
@@ -44,6 +47,8 @@ pub struct Node {
     pub plugins: Arc<Plugins>,
     /// The HTTP listener's bounds: socket budget, request bodies, refused heads.
     pub http: HttpState,
+    /// The desired state of plugin deployments, as this node applies it.
+    pub deployments: Arc<Deployments>,
     ids: ConnIdGenerator,
     me: Weak<Node>,
     draining: Arc<AtomicBool>,
@@ -108,6 +113,11 @@ impl Node {
             metrics: Arc::default(),
             draining: Arc::default(),
         });
+        // A cluster keeps its desired state where every node reads it; one node keeps it on
+        // its disk.
+        let store: Arc<dyn StateStore> = backplane
+            .state_store()
+            .unwrap_or_else(|| Arc::new(DiskStore::new(config.state_dir.clone())));
         let node = Arc::new_cyclic(|me| Node {
             ids: ConnIdGenerator::new(&id),
             me: me.clone(),
@@ -120,6 +130,7 @@ impl Node {
             draining: services.draining.clone(),
             plugins: Arc::new(Plugins::new(&config, services)),
             http: HttpState::new(&config),
+            deployments: Arc::new(Deployments::new(store)),
             connections: AtomicUsize::new(0),
             config,
         });
@@ -138,9 +149,40 @@ impl Node {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Ready to take connections: not draining and the backplane is healthy.
+    /// Ready to take connections: not draining, the backplane is healthy, and the current
+    /// desired state is applied.
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && self.backplane.is_ready()
+        !self.is_draining() && self.backplane.is_ready() && self.deployments.is_synced()
+    }
+
+    /// Applies the desired state once (at start, before the listener opens).
+    pub async fn converge(&self) -> Result<(), crate::state::StoreError> {
+        self.deployments
+            .converge(&self.plugins, &self.config, &self.tenants)
+            .await
+    }
+
+    /// Polls the desired state every `deployments::POLL_INTERVAL` and applies its changes,
+    /// until the node drains or is dropped.
+    pub fn spawn_convergence(self: &Arc<Self>) {
+        let node = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(deployments::POLL_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(node) = node.upgrade() else {
+                    return;
+                };
+                if node.is_draining() {
+                    node.deployments.withdraw(&node.id).await;
+                    return;
+                }
+                node.deployments
+                    .poll(&node.plugins, &node.config, &node.tenants, &node.id)
+                    .await;
+            }
+        });
     }
 
     /// Takes a node-wide connection slot unless the node is full.
@@ -235,6 +277,9 @@ impl Node {
         self.backplane.render_metrics(&mut text);
         self.http.render(&mut text, self.config.max_connections);
         self.plugins.render_metrics(&mut text);
+        self.deployments
+            .metrics
+            .render(&mut text, self.deployments.is_synced());
         let calls: Vec<(&str, &metrics::plugins::PluginSeries)> = tenants
             .iter()
             .map(|tenant| (&*tenant.name, &tenant.metrics.plugins))

@@ -1,4 +1,4 @@
-//! `switchboard plugins list|deploy|delete`: the operator's commands, thin clients of a node's
+//! `switchboard plugins list|deploy|rollback|history|delete`: the operator's commands, thin clients of a node's
 //! plugin API (`/api/tenants/{tenant}/plugins`) over plain HTTP/1.1. What the API answers is
 //! printed readably; a refusal prints the API's error code and message. Exit codes: 0 done,
 //! 1 the node refused, 2 the node could not be asked (bad URL, unreachable, not the API).
@@ -47,6 +47,10 @@ pub enum Action<'a> {
     Deploy { name: &'a str, file: &'a Path },
     /// Take plugin `name` out.
     Delete { name: &'a str },
+    /// Serve an earlier kept version of `name` (`to`: its sha256; none: the one before).
+    Rollback { name: &'a str, to: Option<&'a str> },
+    /// The kept versions of `name`.
+    History { name: &'a str },
 }
 
 /// Runs one command against `target` and prints its outcome.
@@ -98,6 +102,64 @@ async fn act(target: &Target, action: Action<'_>) -> Result<String, Failure> {
             let plugin = call(target, "DELETE", &format!("{base}/{name}"), Vec::new()).await?;
             Ok(format!("deleted {}", describe(&plugin)))
         }
+        Action::Rollback { name, to } => {
+            let query = to.map(|to| format!("?to={to}")).unwrap_or_default();
+            let path = format!("{base}/{name}/rollback{query}");
+            let plugin = call(target, "POST", &path, Vec::new()).await?;
+            Ok(format!("rolled back to {}", describe(&plugin)))
+        }
+        Action::History { name } => {
+            let history = call(target, "GET", &format!("{base}/{name}/history"), Vec::new()).await?;
+            Ok(history_table(&history))
+        }
+    }
+}
+
+/// The kept versions as aligned columns, the serving one marked with `*`.
+fn history_table(history: &Value) -> String {
+    let mut rows = vec![[
+        String::new(),
+        "VERSION".to_owned(),
+        "SHA256".to_owned(),
+        "BYTES".to_owned(),
+        "DEPLOYED_AT_MS".to_owned(),
+    ]];
+    for version in history["versions"].as_array().into_iter().flatten() {
+        rows.push([
+            if version["active"] == Value::Bool(true) {
+                "*".to_owned()
+            } else {
+                String::new()
+            },
+            text(&version["version"]),
+            text(&version["sha256"]),
+            text(&version["bytes"]),
+            text(&version["deployedAtMs"]),
+        ]);
+    }
+    let mut out = columns(&rows);
+    if history["deleted"] == Value::Bool(true) {
+        out.push_str("\n(deleted: no version serves; `rollback` serves the newest again)");
+    } else if rows.len() == 1 {
+        out.push_str("\n(no kept versions: the configured file decides this plugin)");
+    }
+    out
+}
+
+/// How many of the reporting nodes serve this node's version: `3/3`, `2/3 (1 error)`, or
+/// `-` for a plugin its file decides.
+fn nodes_column(plugin: &Value) -> String {
+    let Some(nodes) = plugin["nodes"].as_array().filter(|nodes| !nodes.is_empty()) else {
+        return "-".to_owned();
+    };
+    let same = nodes
+        .iter()
+        .filter(|node| node["sha256"] == plugin["sha256"])
+        .count();
+    let errors = nodes.iter().filter(|node| !node["error"].is_null()).count();
+    match errors {
+        0 => format!("{same}/{}", nodes.len()),
+        errors => format!("{same}/{} ({errors} error{})", nodes.len(), if errors == 1 { "" } else { "s" }),
     }
 }
 
@@ -192,7 +254,9 @@ fn table(plugins: &[Value]) -> String {
     let mut rows = vec![[
         "NAME".to_owned(),
         "VERSION".to_owned(),
+        "SOURCE".to_owned(),
         "TIER".to_owned(),
+        "NODES".to_owned(),
         "CALLS".to_owned(),
         "ERRORS".to_owned(),
         "SHA256".to_owned(),
@@ -207,14 +271,21 @@ fn table(plugins: &[Value]) -> String {
         rows.push([
             text(&plugin["name"]),
             text(&plugin["version"]),
+            text(&plugin["source"]),
             text(&plugin["tier"]),
+            nodes_column(plugin),
             text(&plugin["calls"]),
             text(&plugin["errors"]),
             sha.chars().take(12).collect(),
             types.join(" "),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
+    columns(&rows)
+}
+
+/// Rows of cells as aligned columns.
+fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
         .collect();
     rows.iter()

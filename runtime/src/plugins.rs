@@ -57,6 +57,9 @@ pub struct Plugins {
     pub services: Arc<HostServices>,
     artifact_key: Option<ArtifactKey>,
     tiered_swaps: bool,
+    /// The (tenant, plugin) pairs whose version the desired state decides (deployed, rolled
+    /// back or deleted through the API): a change of a configured file no longer swaps them.
+    deployed: parking_lot::RwLock<std::collections::HashSet<(String, String)>>,
 }
 
 impl Plugins {
@@ -77,12 +80,26 @@ impl Plugins {
             services,
             artifact_key: config.artifact_key.clone(),
             tiered_swaps: config.tiered_swaps,
+            deployed: Default::default(),
         }
     }
 
     /// The current routes of a tenant.
     pub fn routes(&self, tenant: &str) -> Option<Arc<Routes>> {
         self.routes.get(tenant).map(|routes| routes.load_full())
+    }
+
+    /// Whether the desired state decides the version of a tenant's plugin (`source: api`),
+    /// rather than its configured file.
+    pub fn is_deployed(&self, tenant: &str, plugin: &str) -> bool {
+        self.deployed
+            .read()
+            .contains(&(tenant.to_owned(), plugin.to_owned()))
+    }
+
+    /// Records which plugins the desired state decides.
+    pub fn set_deployed(&self, pairs: std::collections::HashSet<(String, String)>) {
+        *self.deployed.write() = pairs;
     }
 
     /// Appends the plugin metrics: what each tenant holds, and the compiles.

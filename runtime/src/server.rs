@@ -60,6 +60,10 @@ pub enum StartError {
     /// A configured plugin did not load.
     #[error("{}", .0.join("\n"))]
     Plugins(Vec<String>),
+    /// The state directory cannot be read (a disk error, or a file that does not parse: it
+    /// is not taken as empty, which would silently drop deployments).
+    #[error("{0}")]
+    State(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -110,6 +114,17 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .load_configured(&node.config, &node.tenants)
         .await
         .map_err(StartError::Plugins)?;
+    // The desired state wins over the files. On one node it is on local disk, so the node
+    // serves it from its first connection on; in a cluster, Redis may not be reachable yet:
+    // the node converges in the background and `/readyz` waits for it.
+    match node.converge().await {
+        Ok(()) => {}
+        Err(error) if node.deployments.store_kind() == "disk" => {
+            return Err(StartError::State(error.to_string()));
+        }
+        Err(error) => tracing::info!(%error, "the desired state is not readable yet; /readyz waits for it"),
+    }
+    node.spawn_convergence();
     let watcher = crate::plugins::watch::start(&node.plugins, &node.config, &node.tenants)
         .map_err(|error| StartError::Plugins(vec![error.to_string()]))?;
     let accept = tokio::spawn(accept_loop(listener, node.clone()));

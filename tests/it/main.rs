@@ -7,6 +7,7 @@ mod certs;
 mod client;
 mod closes;
 mod cluster;
+mod deployments;
 mod compile;
 mod dev_loop;
 mod diagnostics;

@@ -72,7 +72,22 @@ pub fn parse_config(config_text: &str) -> switchboard::config::Config {
     if compiler.is_none() {
         *compiler = Some(binary());
     }
+    // Every server keeps its desired state apart (the default, `test.state` beside the
+    // fixtures, would be shared by every test), unless the test names a directory.
+    if !config_text.contains("[state]") {
+        config.state_dir = fresh_state_dir();
+    }
     config
+}
+
+/// A state directory no other server uses (not created: a node makes it on its first write).
+pub fn fresh_state_dir() -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    std::env::temp_dir().join(format!(
+        "switchboard-state-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// A server running inside the test process.
@@ -663,6 +678,8 @@ pub struct TempFile(pub PathBuf);
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+        // A server started on this config keeps its desired state beside it.
+        let _ = std::fs::remove_dir_all(self.0.with_extension("state"));
     }
 }
 

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The tenant has no plugin of that name.
     #[error("the tenant has no plugin `{0}`")]
     UnknownPlugin(String),
+    /// The plugin's kept history has no such version.
+    #[error("{0}")]
+    UnknownVersion(String),
     /// No API key, or not this tenant's. `closing` when the body was left unread, so the
     /// connection cannot carry another request.
     #[error("missing or wrong API key for this tenant")]
@@ -71,9 +74,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NoSuchPath | ApiError::UnknownTenant | ApiError::UnknownPlugin(_) => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::NoSuchPath
+            | ApiError::UnknownTenant
+            | ApiError::UnknownPlugin(_)
+            | ApiError::UnknownVersion(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Body { error, .. } => match error {
@@ -105,9 +109,10 @@ impl ApiError {
     pub fn error_code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad_request",
-            ApiError::NoSuchPath | ApiError::UnknownTenant | ApiError::UnknownPlugin(_) => {
-                "not_found"
-            }
+            ApiError::NoSuchPath
+            | ApiError::UnknownTenant
+            | ApiError::UnknownPlugin(_)
+            | ApiError::UnknownVersion(_) => "not_found",
             ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Body { error, .. } => match error {

@@ -23,6 +23,7 @@ mod link;
 mod random;
 mod scripts;
 mod shared;
+mod state;
 mod subscriptions;
 mod supervisor;
 pub(crate) mod wire;
@@ -42,6 +43,7 @@ use super::{
 use crate::config::RedisConfig;
 use crate::ids::ConnId;
 use crate::kv::SharedKv;
+use crate::state::StateStore;
 use crate::metrics;
 use crate::protocol::{Frame, MemberInfo};
 
@@ -325,6 +327,10 @@ impl Backplane for RedisBackplane {
 
     fn shared_kv(&self) -> Option<Arc<dyn SharedKv>> {
         Some(Arc::new(kv::RedisKv::new(self.shared.clone())))
+    }
+
+    fn state_store(&self) -> Option<Arc<dyn StateStore>> {
+        Some(Arc::new(state::RedisState::new(self.shared.clone())))
     }
 
     fn render_metrics(&self, out: &mut String) {

@@ -276,6 +276,24 @@ impl Plugins {
         Ok(())
     }
 
+    /// Checks, without swapping, that `plugin` could replace the tenant's version of the same
+    /// name now: what `replace` would refuse, it refuses.
+    pub fn would_replace(&self, tenant: &Tenant, plugin: &Arc<LoadedPlugin>) -> Result<(), SwapError> {
+        let current = self
+            .routes(&tenant.name)
+            .ok_or_else(|| SwapError::UnknownTenant(tenant.name.to_string()))?;
+        self.room_in(tenant, &current, Some(plugin.name()), plugin.file_bytes)
+            .map_err(SwapError::Limit)?;
+        let plugins = current
+            .plugins
+            .iter()
+            .filter(|existing| existing.name() != plugin.name())
+            .cloned()
+            .chain(std::iter::once(plugin.clone()))
+            .collect();
+        Routes::new(plugins).map(drop).map_err(SwapError::Conflict)
+    }
+
     /// Takes plugin `name` out of the tenant's routes, atomically: calls in flight finish, its
     /// types answer `unknown_type` from the next message on, its ticks stop. Returns the
     /// version that was routed, `None` when the tenant has no such plugin.

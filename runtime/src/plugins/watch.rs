@@ -178,6 +178,12 @@ async fn reload(plugins: &Arc<Plugins>, path: &std::path::Path, watched: &Watche
                 } => None,
                 other => Some(other.to_string()),
             })?;
+        if plugins.is_deployed(&tenant.name, loaded.name()) {
+            // The file is only the seed: once a version was deployed (or the plugin deleted)
+            // through the API, the desired state decides, on every node alike.
+            tracing::info!(tenant = %tenant.name, plugin = %loaded.name(), path = %path.display(), "plugin file changed; not swapped in: the version deployed through the API wins over the file");
+            return Err(None);
+        }
         plugins
             .replace(tenant, loaded.clone())
             .map_err(|error| Some(error.to_string()))?;

@@ -194,6 +194,9 @@ pub struct PluginInfo<'a> {
     pub sha256: &'a str,
     /// Which compiler made its code: `baseline` or `optimized`.
     pub tier: &'static str,
+    /// `file` when its configured file decides its version, `api` once a deploy, rollback or
+    /// delete through the API recorded it in the desired state.
+    pub source: &'static str,
     /// The message types it handles.
     pub types: &'a [String],
     /// The version it declares.
@@ -210,10 +213,71 @@ impl PluginInfo<'_> {
     }
 }
 
-/// The body listing a tenant's plugins: a JSON array of `PluginInfo`.
-pub fn plugin_list(plugins: &[PluginInfo<'_>]) -> String {
+/// What one node serves of a plugin (the list's `nodes`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeServing<'a> {
+    /// The node's id.
+    pub node: &'a str,
+    /// The version it serves (`null`: none).
+    pub version: Option<&'a str>,
+    /// The SHA-256 of the component it serves.
+    pub sha256: Option<&'a str>,
+    /// `baseline` or `optimized`.
+    pub tier: Option<&'a str>,
+    /// Why the deployed version did not load there (it keeps the version it had).
+    pub error: Option<&'a str>,
+}
+
+/// A plugin in the list: what this node serves, and, for a deployed one, every live node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListedPlugin<'a> {
+    /// This node's version.
+    #[serde(flatten)]
+    pub info: PluginInfo<'a>,
+    /// Every live node's version (a plugin deployed through the API; empty for a file's).
+    pub nodes: Vec<NodeServing<'a>>,
+}
+
+/// The body listing a tenant's plugins: a JSON array of `ListedPlugin`.
+pub fn plugin_list(plugins: &[ListedPlugin<'_>]) -> String {
     // Serialising plain fields into a String cannot fail.
     serde_json::to_string(plugins).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// A kept version of a plugin (`GET .../plugins/{name}/history`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeptVersion<'a> {
+    /// The version it declares.
+    pub version: &'a str,
+    /// The SHA-256 of its component.
+    pub sha256: &'a str,
+    /// The SHA-256 of the bytes as uploaded (its address in the state store).
+    pub blob: &'a str,
+    /// The upload's size.
+    pub bytes: usize,
+    /// When it was first deployed (Unix milliseconds).
+    pub deployed_at_ms: u64,
+    /// Whether it is the version that should serve.
+    pub active: bool,
+}
+
+/// The body of a plugin's history: `{"name", "deleted", "versions": [...]}`, newest first.
+pub fn plugin_history(name: &str, deleted: bool, versions: &[KeptVersion<'_>]) -> String {
+    #[derive(Serialize)]
+    struct History<'a> {
+        name: &'a str,
+        deleted: bool,
+        versions: &'a [KeptVersion<'a>],
+    }
+    // Serialising plain fields into a String cannot fail.
+    serde_json::to_string(&History {
+        name,
+        deleted,
+        versions,
+    })
+    .unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// The body of `/healthz` and of a ready `/readyz`: `{"status":...}`.

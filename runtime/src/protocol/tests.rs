@@ -495,6 +495,7 @@ mod api {
             name: "chat",
             path: "upload:chat".to_owned(),
             sha256: "ab12",
+            source: "api",
             tier: "baseline",
             types,
             version: "1.2.0",
@@ -512,6 +513,7 @@ mod api {
             "version": "1.2.0",
             "types": types,
             "sha256": "ab12",
+            "source": "api",
             "path": "upload:chat",
             "loadedAtMs": 1_700_000_000_000_u64,
             "compileMs": 12.5,
@@ -524,12 +526,34 @@ mod api {
         assert_eq!(info.to_json(), before.to_string());
         assert_eq!(
             info.to_json(),
-            r#"{"calls":3,"compileMs":12.5,"errors":1,"loadMs":20.0,"loadedAtMs":1700000000000,"name":"chat","path":"upload:chat","sha256":"ab12","tier":"baseline","types":["chat:send","chat:\"typing\""],"version":"1.2.0","yields":0}"#
+            r#"{"calls":3,"compileMs":12.5,"errors":1,"loadMs":20.0,"loadedAtMs":1700000000000,"name":"chat","path":"upload:chat","sha256":"ab12","source":"api","tier":"baseline","types":["chat:send","chat:\"typing\""],"version":"1.2.0","yields":0}"#
         );
-        let list = [info.clone(), info];
+        let serving = NodeServing {
+            node: "n1",
+            version: Some("1.2.0"),
+            sha256: Some("ab12"),
+            tier: Some("optimized"),
+            error: None,
+        };
+        let list = [
+            ListedPlugin {
+                info: info.clone(),
+                nodes: vec![serving],
+            },
+            ListedPlugin {
+                info,
+                nodes: Vec::new(),
+            },
+        ];
+        let mut with_nodes = before.clone();
+        with_nodes["nodes"] = serde_json::json!([
+            {"node": "n1", "version": "1.2.0", "sha256": "ab12", "tier": "optimized", "error": null}
+        ]);
+        let mut without = before;
+        without["nodes"] = serde_json::json!([]);
         assert_eq!(
-            plugin_list(&list),
-            serde_json::Value::from(vec![before.clone(), before]).to_string()
+            serde_json::from_str::<serde_json::Value>(&plugin_list(&list)).expect("json"),
+            serde_json::Value::from(vec![with_nodes, without])
         );
         assert_eq!(plugin_list(&[]), "[]");
     }

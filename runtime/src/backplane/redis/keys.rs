@@ -51,6 +51,33 @@ impl Keys {
         format!("{}:n:{{{node}}}", self.prefix)
     }
 
+    /// The hash of the desired state's plugin records: `tenant<TAB>plugin` to the record's
+    /// JSON. Every key of the desired state shares the `{state}` tag, so its scripts touch one
+    /// Redis Cluster slot.
+    pub fn state_records(&self) -> String {
+        format!("{}:{{state}}:records", self.prefix)
+    }
+
+    /// The desired state's revision counter.
+    pub fn state_revision(&self) -> String {
+        format!("{}:{{state}}:revision", self.prefix)
+    }
+
+    /// The sorted set of stored plugin binaries, scored by when they were stored.
+    pub fn state_blobs(&self) -> String {
+        format!("{}:{{state}}:blobs", self.prefix)
+    }
+
+    /// One stored plugin binary, by its SHA-256.
+    pub fn state_blob(&self, blob: &str) -> String {
+        format!("{}:{{state}}:blob:{blob}", self.prefix)
+    }
+
+    /// The hash of node reports: node id to what it serves.
+    pub fn state_reports(&self) -> String {
+        format!("{}:{{state}}:nodes", self.prefix)
+    }
+
     /// The set of rooms (`tenant:channel`) where a node has members.
     pub fn node_rooms(&self, node: &str) -> String {
         format!("{}:rooms", self.node_inbox(node))
@@ -161,6 +188,21 @@ mod tests {
     fn the_node_of_a_connection_is_its_id_prefix() {
         assert_eq!(node_of("0a1b2c3d4e5f-1f"), Some("0a1b2c3d4e5f"));
         assert_eq!(node_of("nodash"), None);
+    }
+
+    #[test]
+    fn the_desired_state_shares_one_tag() {
+        let keys = Keys::new("sb");
+        let records = keys.state_records();
+        let tag = hash_tag(&records);
+        for key in [
+            keys.state_revision(),
+            keys.state_blobs(),
+            keys.state_blob("ab12"),
+            keys.state_reports(),
+        ] {
+            assert_eq!(hash_tag(&key), tag, "{key}");
+        }
     }
 
     #[test]

@@ -245,6 +245,18 @@ impl Link {
         .map_err(unavailable)
     }
 
+    /// Runs a pipeline and returns its replies (its commands must share a slot in a cluster).
+    pub async fn query_pipe_values<T: FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+    ) -> Result<T, BackplaneError> {
+        let mut conn = self.current()?;
+        tokio::time::timeout(self.config.command_timeout, pipe.query_async::<T>(&mut conn))
+            .await
+            .map_err(|_| unavailable("Redis pipeline timed out"))?
+            .map_err(unavailable)
+    }
+
     /// Runs a script with its keys and text arguments.
     pub async fn invoke<T: FromRedisValue>(
         &self,

@@ -360,3 +360,24 @@ return redis.call('ZRANGEBYLEX', KEYS[4], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber
 ",
     )
 });
+
+/// Writes a plugin record of the desired state if the stored one is at the revision the
+/// writer read, and counts the change. KEYS: records hash, revision counter. ARGV: field,
+/// the revision read (0: none), the record's JSON. Returns 1 when written, 0 when another
+/// write came first.
+pub static STATE_WRITE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+local stored = 0
+if current then
+  local ok, record = pcall(cjson.decode, current)
+  if ok and type(record) == 'table' then stored = tonumber(record.revision) or 0 end
+end
+if stored ~= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('INCR', KEYS[2])
+return 1
+",
+    )
+});
