@@ -135,4 +135,3 @@ fn authorize(tenant: &Tenant, headers: &http::HeaderMap) -> Result<(), ApiError>
         _ => Err(ApiError::Unauthorized { closing: false }),
     }
 }
-

@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use crate::config::HistoryConfig;
 use crate::ids::{ConnId, RoomKey};
 use crate::kv::SharedKv;
-use crate::state::StateStore;
 use crate::protocol::{Frame, MemberInfo};
+use crate::state::StateStore;
 
 /// A message to publish on a channel.
 #[derive(Debug, Clone, Copy)]

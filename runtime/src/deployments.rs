@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use sha2::{Digest as _, Sha256};
 
+use crate::clock::unix_millis as now_ms;
 use crate::config::Config;
 use crate::plugins::compile::Purpose;
 use crate::plugins::pool::{LoadError, LoadedPlugin};
@@ -23,7 +24,6 @@ use crate::plugins::{Plugins, SwapError, artifact};
 use crate::state::{
     NodeReport, PluginRecord, RecordError, Served, Snapshot, StateStore, StoreError, Version,
 };
-use crate::clock::unix_millis as now_ms;
 use crate::tenant::{Tenant, Tenants};
 
 pub use crate::metrics::deployments::DeployMetrics;
@@ -164,7 +164,11 @@ impl Deployments {
     }
 
     /// A plugin's record, read from the store now.
-    pub async fn record(&self, tenant: &str, plugin: &str) -> Result<Option<PluginRecord>, StoreError> {
+    pub async fn record(
+        &self,
+        tenant: &str,
+        plugin: &str,
+    ) -> Result<Option<PluginRecord>, StoreError> {
         let snapshot = self.store.snapshot().await?;
         Ok(snapshot.record(tenant, plugin).cloned())
     }
@@ -257,8 +261,13 @@ impl Deployments {
             bytes: bytes.len(),
             deployed_at_ms: now_ms(),
         };
+        let seed = self.file_version(plugins, tenant, loaded.name()).await;
         let record = self
             .write(&tenant.name, loaded.name(), |current| {
+                let mut current = current.clone();
+                if let Some(seed) = seed.as_ref().filter(|_| current.history.is_empty()) {
+                    current.history.push(seed.clone());
+                }
                 Ok(current.deployed(version.clone()))
             })
             .await?;
@@ -269,6 +278,41 @@ impl Deployments {
         self.remember(plugins, &tenant.name, loaded.name(), record);
         self.collect_blobs().await;
         swapped.map_err(DeployError::Swap)
+    }
+
+    /// The configured file's version a plugin serves here, stored as a blob, so the first
+    /// deploy over it keeps it in the history and a rollback can return to it. `None` when
+    /// the plugin has no file version routed, it is an artifact, or the file changed since it
+    /// was loaded.
+    async fn file_version(
+        &self,
+        plugins: &Plugins,
+        tenant: &Tenant,
+        name: &str,
+    ) -> Option<Version> {
+        let routed = plugins
+            .routes(&tenant.name)?
+            .plugins
+            .iter()
+            .find(|plugin| plugin.name() == name)
+            .cloned()?;
+        if routed.path == deployed_path(name) {
+            return None;
+        }
+        let bytes = tokio::fs::read(&routed.path).await.ok()?;
+        let blob = blob_address(&bytes);
+        // An artifact names the `.wasm` it came from, not itself: only a `.wasm` is checked.
+        if blob != routed.sha256 {
+            return None;
+        }
+        self.store.put_blob(&blob, &bytes).await.ok()?;
+        Some(Version {
+            blob,
+            sha256: routed.sha256.clone(),
+            version: routed.manifest.version.clone(),
+            bytes: bytes.len(),
+            deployed_at_ms: routed.loaded_at_ms,
+        })
     }
 
     /// Deletes a plugin: its record says none serves (a configured file of that name is not
@@ -295,7 +339,44 @@ impl Deployments {
             .remove(&tenant.name, name)
             .map_err(DeployError::Swap)?;
         self.remember(plugins, &tenant.name, name, record);
+        self.forget_deleted(tenant).await;
+        self.collect_blobs().await;
         Ok(removed.or(routed))
+    }
+
+    /// Keeps at most `plugin_limits.max_plugins` deleted plugins' records (with their
+    /// histories) per tenant, forgetting the longest-deleted first: what a tenant can make the
+    /// store hold stays bounded however many names it deploys and deletes. A failure only
+    /// leaves them for the next delete.
+    async fn forget_deleted(&self, tenant: &Tenant) {
+        let Ok(snapshot) = self.store.snapshot().await else {
+            return;
+        };
+        let mut deleted: Vec<(u64, &str, u64)> = snapshot
+            .plugins
+            .iter()
+            .filter(|((owner, _), record)| *owner == *tenant.name && record.active.is_none())
+            .map(|((_, name), record)| (record.changed_at_ms, name.as_str(), record.revision))
+            .collect();
+        let kept = tenant.plugin_limits.max_plugins;
+        if deleted.len() <= kept {
+            return;
+        }
+        deleted.sort_unstable();
+        for (_, name, revision) in &deleted[..deleted.len() - kept] {
+            match self.store.forget(&tenant.name, name, *revision).await {
+                Ok(true) => {
+                    self.metrics.changes_written.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(tenant = %tenant.name, plugin = name, kept, "a deleted plugin's record and history forgotten (plugin_limits.max_plugins deleted ones are kept)");
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(tenant = %tenant.name, plugin = name, %error, "a deleted plugin's record not forgotten");
+                    return;
+                }
+            }
+        }
+        // This node's next poll sees the new revision and drops them from what it knows.
     }
 
     /// Rolls a plugin back to a kept version (`to`: its blob or SHA-256; `None`: the one
@@ -328,12 +409,12 @@ impl Deployments {
         let blob = version.blob.clone();
         let record = self
             .write(&tenant.name, name, |latest| {
-                latest
-                    .rolled_back(Some(&blob))
-                    .map_err(DeployError::Record)
+                latest.rolled_back(Some(&blob)).map_err(DeployError::Record)
             })
             .await?;
-        applied.failures.remove(&(tenant.name.to_string(), name.to_owned()));
+        applied
+            .failures
+            .remove(&(tenant.name.to_string(), name.to_owned()));
         let swapped = plugins.replace(tenant, loaded.clone());
         self.remember(plugins, &tenant.name, name, record);
         swapped.map_err(DeployError::Swap)?;
@@ -387,7 +468,10 @@ impl Deployments {
         };
         match self.store.collect(&snapshot.blobs()).await {
             Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "unused plugin binaries deleted from the state store"),
+            Ok(removed) => tracing::info!(
+                removed,
+                "unused plugin binaries deleted from the state store"
+            ),
             Err(error) => tracing::warn!(%error, "unused plugin binaries not collected"),
         }
     }
@@ -395,7 +479,13 @@ impl Deployments {
     /// One poll: applies the desired state if it changed since the last pass (or a failed
     /// version is due for another try). A store failure leaves everything serving as it is
     /// and the node unready until a pass succeeds.
-    pub async fn poll(&self, plugins: &Arc<Plugins>, config: &Config, tenants: &Tenants, node: &str) {
+    pub async fn poll(
+        &self,
+        plugins: &Arc<Plugins>,
+        config: &Config,
+        tenants: &Tenants,
+        node: &str,
+    ) {
         let revision = match self.store.revision().await {
             Ok(revision) => revision,
             Err(error) => return self.store_failed(&error),
@@ -447,7 +537,14 @@ impl Deployments {
             };
             let key = (tenant_name.clone(), name.clone());
             match self
-                .apply(plugins, config, tenant, name, record, applied.failures.get(&key))
+                .apply(
+                    plugins,
+                    config,
+                    tenant,
+                    name,
+                    record,
+                    applied.failures.get(&key),
+                )
                 .await
             {
                 Ok(changed) => {
@@ -479,12 +576,20 @@ impl Deployments {
             }
         }
         applied.revision = Some(snapshot.revision);
-        self.metrics.revision.store(snapshot.revision, Ordering::Relaxed);
+        self.metrics
+            .revision
+            .store(snapshot.revision, Ordering::Relaxed);
         self.known.store(Arc::new(snapshot));
         let mismatched = self.mismatches(plugins);
-        self.metrics.mismatched.store(mismatched as u64, Ordering::Relaxed);
+        self.metrics
+            .mismatched
+            .store(mismatched as u64, Ordering::Relaxed);
         if !self.synced.swap(true, Ordering::AcqRel) {
-            tracing::info!(store = self.store.kind(), mismatched, "desired state applied");
+            tracing::info!(
+                store = self.store.kind(),
+                mismatched,
+                "desired state applied"
+            );
         }
         Ok(())
     }
@@ -504,12 +609,16 @@ impl Deployments {
             .and_then(|routes| routes.plugins.iter().find(|p| p.name() == name).cloned());
         let Some(version) = record.active_version() else {
             if record.active.is_some() {
-                return Err(DeployError::MissingBlob(record.active.clone().unwrap_or_default()));
+                return Err(DeployError::MissingBlob(
+                    record.active.clone().unwrap_or_default(),
+                ));
             }
             if routed.is_none() {
                 return Ok(false);
             }
-            plugins.remove(&tenant.name, name).map_err(DeployError::Swap)?;
+            plugins
+                .remove(&tenant.name, name)
+                .map_err(DeployError::Swap)?;
             tracing::info!(tenant = %tenant.name, plugin = name, "plugin removed (desired state)");
             return Ok(true);
         };

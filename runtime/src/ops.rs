@@ -109,7 +109,8 @@ async fn act(target: &Target, action: Action<'_>) -> Result<String, Failure> {
             Ok(format!("rolled back to {}", describe(&plugin)))
         }
         Action::History { name } => {
-            let history = call(target, "GET", &format!("{base}/{name}/history"), Vec::new()).await?;
+            let history =
+                call(target, "GET", &format!("{base}/{name}/history"), Vec::new()).await?;
             Ok(history_table(&history))
         }
     }
@@ -159,7 +160,11 @@ fn nodes_column(plugin: &Value) -> String {
     let errors = nodes.iter().filter(|node| !node["error"].is_null()).count();
     match errors {
         0 => format!("{same}/{}", nodes.len()),
-        errors => format!("{same}/{} ({errors} error{})", nodes.len(), if errors == 1 { "" } else { "s" }),
+        errors => format!(
+            "{same}/{} ({errors} error{})",
+            nodes.len(),
+            if errors == 1 { "" } else { "s" }
+        ),
     }
 }
 

@@ -10,12 +10,15 @@
 //!   client gets for a routed message;
 //! - `ticks`: the `on-tick` tasks of the routed versions;
 //! - `services`: what the host API reaches of the node;
+//! - `builds`: finished builds kept by source and tier, so a version that comes back loads
+//!   without a compile;
 //! - `artifact`, `code_cache`, `compile`, `engine`, `hint`, `host_api`, `pool`, `watch`:
 //!   precompiled artifacts, Cranelift's incremental cache, compiling in a worker process, the
 //!   engines and their epoch ticker, what to do about a plugin that does not load, the imports
 //!   plugins call, one loaded version's instances, and hot reload from disk.
 
 pub mod artifact;
+pub mod builds;
 pub mod code_cache;
 pub mod compile;
 pub mod engine;
@@ -60,6 +63,8 @@ pub struct Plugins {
     /// The (tenant, plugin) pairs whose version the desired state decides (deployed, rolled
     /// back or deleted through the API): a change of a configured file no longer swaps them.
     deployed: parking_lot::RwLock<std::collections::HashSet<(String, String)>>,
+    /// Finished builds, so a source compiles once per tier on this node.
+    pub builds: builds::Builds,
 }
 
 impl Plugins {
@@ -81,6 +86,7 @@ impl Plugins {
             artifact_key: config.artifact_key.clone(),
             tiered_swaps: config.tiered_swaps,
             deployed: Default::default(),
+            builds: builds::Builds::default(),
         }
     }
 
@@ -115,5 +121,7 @@ impl Plugins {
             .collect();
         metrics::plugins::render_held(out, &held);
         metrics::plugins::render_compiles(out, &self.compiler.figures());
+        let builds = self.builds.figures();
+        metrics::plugins::render_builds(out, builds.hits, builds.misses, builds.bytes);
     }
 }

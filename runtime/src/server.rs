@@ -122,7 +122,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         Err(error) if node.deployments.store_kind() == "disk" => {
             return Err(StartError::State(error.to_string()));
         }
-        Err(error) => tracing::info!(%error, "the desired state is not readable yet; /readyz waits for it"),
+        Err(error) => {
+            tracing::info!(%error, "the desired state is not readable yet; /readyz waits for it")
+        }
     }
     node.spawn_convergence();
     let watcher = crate::plugins::watch::start(&node.plugins, &node.config, &node.tenants)

@@ -99,6 +99,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         plugin: &str,
         record: &PluginRecord,
     ) -> Result<bool, StoreError>;
+    /// Removes a plugin's record if it is still at `revision` (a deleted plugin forgotten);
+    /// `false` when another write came first.
+    async fn forget(&self, tenant: &str, plugin: &str, revision: u64) -> Result<bool, StoreError>;
     /// Deletes the blobs no record names (any stored for longer than a minute: a deploy puts
     /// its blob before its record). Returns how many went.
     async fn collect(&self, keep: &BTreeSet<String>) -> Result<usize, StoreError>;

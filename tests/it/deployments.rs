@@ -23,9 +23,7 @@ async fn api(addr: SocketAddr, method: &str, path: &str, body: Option<Vec<u8>>) 
     let url = format!("http://{addr}/api/tenants/default/plugins{path}");
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
     let (status, _, answer) = http_send(|client| {
-        let request = client
-            .request(method, url)
-            .bearer_auth(api_key("default"));
+        let request = client.request(method, url).bearer_auth(api_key("default"));
         match body {
             Some(body) => request.body(body),
             None => request,
@@ -42,7 +40,11 @@ async fn greet(client: &mut Client, id: u64) -> Value {
         .send(json!({"type": "greet", "correlationId": id}))
         .await;
     let reply = client.recv().await;
-    assert_eq!(reply["correlationId"], json!(id), "replies in order: {reply}");
+    assert_eq!(
+        reply["correlationId"],
+        json!(id),
+        "replies in order: {reply}"
+    );
     reply
 }
 
@@ -55,14 +57,20 @@ fn outcome(reply: &Value) -> Value {
 }
 
 fn find<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
-    list.as_array()?.iter().find(|plugin| plugin["name"] == name)
+    list.as_array()?
+        .iter()
+        .find(|plugin| plugin["name"] == name)
 }
 
 /// A single node's config with `greeter-v1` and `echo` from files and its state in `dir`.
 fn single_node(dir: &std::path::Path, listen: &str) -> String {
     config(
         &format!("[state]\ndir = \"{}\"\n", dir.display()),
-        &[tenant("default", "", &plugin_tables(&["greeter-v1", "echo"], ""))],
+        &[tenant(
+            "default",
+            "",
+            &plugin_tables(&["greeter-v1", "echo"], ""),
+        )],
     )
     .replace("127.0.0.1:0", listen)
 }
@@ -79,7 +87,10 @@ async fn one_node_keeps_deploys_rollbacks_and_deletes_across_a_kill() {
     assert_eq!(find(&list, "greeter").expect("listed")["source"], "file");
     assert_eq!(
         api(addr, "GET", "/greeter/history", None).await,
-        (200, json!({"name": "greeter", "deleted": false, "versions": []}))
+        (
+            200,
+            json!({"name": "greeter", "deleted": false, "versions": []})
+        )
     );
     assert_eq!(
         api(addr, "POST", "/greeter/rollback", None).await.0,
@@ -92,10 +103,21 @@ async fn one_node_keeps_deploys_rollbacks_and_deletes_across_a_kill() {
     assert_eq!(deployed["source"], "api");
     assert_eq!(outcome(&greet(&mut client, 2).await), 2);
     let v2 = deployed["sha256"].as_str().expect("sha256").to_owned();
+    // The file's version the first deploy replaced is kept: a rollback can return to it.
+    let (_, history) = api(addr, "GET", "/greeter/history", None).await;
+    assert_eq!(history["deleted"], false);
+    let kept: Vec<(Value, Value)> = history["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|version| (version["version"].clone(), version["active"].clone()))
+        .collect();
     assert_eq!(
-        api(addr, "POST", "/greeter/rollback", None).await.0,
-        409,
-        "one deployed version: nothing earlier"
+        kept,
+        vec![
+            (json!("2.0.0"), json!(true)),
+            (json!("1.0.0"), json!(false))
+        ]
     );
 
     // SIGKILL: no shutdown work. The same config on the same directory serves the deploy.
@@ -103,18 +125,35 @@ async fn one_node_keeps_deploys_rollbacks_and_deletes_across_a_kill() {
     node.wait(WAIT).await;
     let mut node = BinaryServer::start(&single_node(&dir, &listen)).await;
     let mut client = Client::connect_addr(addr, "default", "alice").await;
-    assert_eq!(outcome(&greet(&mut client, 3).await), 2, "the deploy survived");
+    assert_eq!(
+        outcome(&greet(&mut client, 3).await),
+        2,
+        "the deploy survived"
+    );
     let (_, list) = api(addr, "GET", "", None).await;
     let greeter = find(&list, "greeter").expect("listed");
-    assert_eq!((greeter["source"].clone(), greeter["sha256"].clone()), (json!("api"), json!(v2)));
+    assert_eq!(
+        (greeter["source"].clone(), greeter["sha256"].clone()),
+        (json!("api"), json!(v2))
+    );
 
     // v1 deployed on top; then back to v2, then to v1 by its SHA-256.
+    let hits = "switchboard_plugin_build_cache_hits_total";
+    let before = crate::cluster::metric(addr, hits).await;
     let (status, deployed) = api(addr, "PUT", "/greeter", Some(wasm_bytes("greeter-v1"))).await;
     assert_eq!(status, 200, "{deployed}");
+    // The same bytes as the configured file, whose optimized build was made at start: kept
+    // and reused, not compiled again.
+    assert_eq!(deployed["tier"], "optimized", "{deployed}");
+    assert_eq!(crate::cluster::metric(addr, hits).await, before + 1.0);
     let v1 = deployed["sha256"].as_str().expect("sha256").to_owned();
     assert_eq!(outcome(&greet(&mut client, 4).await), 1);
     let (status, back) = api(addr, "POST", "/greeter/rollback", None).await;
-    assert_eq!((status, back["version"].clone()), (200, json!("2.0.0")), "{back}");
+    assert_eq!(
+        (status, back["version"].clone()),
+        (200, json!("2.0.0")),
+        "{back}"
+    );
     assert_eq!(outcome(&greet(&mut client, 5).await), 2);
     let (status, history) = api(addr, "GET", "/greeter/history", None).await;
     assert_eq!(status, 200);
@@ -143,7 +182,11 @@ async fn one_node_keeps_deploys_rollbacks_and_deletes_across_a_kill() {
         ("GET", "/greeter/other", 404, "not_found"),
     ] {
         let (got, body) = api(addr, method, path, None).await;
-        assert_eq!((got, body["error"].clone()), (status, json!(code)), "{method} {path}: {body}");
+        assert_eq!(
+            (got, body["error"].clone()),
+            (status, json!(code)),
+            "{method} {path}: {body}"
+        );
     }
     assert_eq!(outcome(&greet(&mut client, 7).await), 1);
 
@@ -162,7 +205,11 @@ async fn one_node_keeps_deploys_rollbacks_and_deletes_across_a_kill() {
     assert_eq!(echo["payload"], "still here", "other plugins untouched");
     // A rollback after a delete brings the newest kept version back.
     let (status, restored) = api(addr, "POST", "/greeter/rollback", None).await;
-    assert_eq!((status, restored["sha256"].clone()), (200, json!(v1)), "{restored}");
+    assert_eq!(
+        (status, restored["sha256"].clone()),
+        (200, json!(v1)),
+        "{restored}"
+    );
     assert_eq!(outcome(&greet(&mut client, 10).await), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -186,6 +233,55 @@ async fn a_state_file_that_does_not_parse_stops_the_start_instead_of_dropping_de
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("state.json"), "names the file: {stderr}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_tenant_keeps_at_most_max_plugins_deleted_records_forgetting_the_oldest() {
+    let server = crate::support::TestServer::start(&config(
+        "",
+        &[tenant(
+            "default",
+            "",
+            "[tenants.plugin_limits]\nmax_plugins = 1\n",
+        )],
+    ))
+    .await;
+    let addr = server.addr;
+    for name in ["greeter", "echo"] {
+        let fixture = if name == "greeter" {
+            "greeter-v1"
+        } else {
+            "echo"
+        };
+        let (status, body) = api(addr, "PUT", &format!("/{name}"), Some(wasm_bytes(fixture))).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = api(addr, "DELETE", &format!("/{name}"), None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Two deleted records for a tenant that keeps one: the older is gone with its history.
+    let (status, body) = api(addr, "GET", "/greeter/history", None).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (404, json!("not_found")),
+        "{body}"
+    );
+    assert_eq!(
+        api(addr, "POST", "/greeter/rollback", None).await.0,
+        404,
+        "nothing left to bring back"
+    );
+    let (status, body) = api(addr, "GET", "/echo/history", None).await;
+    assert_eq!(
+        (status, body["deleted"].clone()),
+        (200, json!(true)),
+        "{body}"
+    );
+    let (status, body) = api(addr, "POST", "/echo/rollback", None).await;
+    assert_eq!(
+        (status, body["name"].clone()),
+        (200, json!("echo")),
+        "{body}"
+    );
 }
 
 /// Three nodes on one Redis behind nginx, `greeter-v1` and `echo` from their files.
@@ -246,7 +342,8 @@ fn senders(
         .map(|index| {
             let stop = stop.clone();
             tokio::spawn(async move {
-                let mut client = Client::connect_addr(front, "default", &format!("user{index}")).await;
+                let mut client =
+                    Client::connect_addr(front, "default", &format!("user{index}")).await;
                 let mut seen = Vec::new();
                 // Bounded: the test stops them within seconds; 20,000 is far beyond that.
                 for id in 0..20_000 {
@@ -287,7 +384,12 @@ async fn change_under_load(
         total += seen.len();
         for (sent, got) in seen {
             if sent >= changed + CONVERGED {
-                assert_eq!(got, after, "{method} {path}: a request {:?} after the change", sent - changed);
+                assert_eq!(
+                    got,
+                    after,
+                    "{method} {path}: a request {:?} after the change",
+                    sent - changed
+                );
             } else {
                 assert!(
                     got == before || got == after,
@@ -297,7 +399,11 @@ async fn change_under_load(
         }
     }
     assert!(total > 200, "the clients kept sending ({total} requests)");
-    assert_eq!(cluster.outcomes().await, vec![after.clone(); 3], "every node");
+    assert_eq!(
+        cluster.outcomes().await,
+        vec![after.clone(); 3],
+        "every node"
+    );
 }
 
 #[tokio::test]
@@ -324,7 +430,13 @@ async fn a_change_through_nginx_serves_on_every_node_within_two_seconds_under_lo
     nodes.sort_by_key(|node| node.0.to_string());
     assert_eq!(nodes, vec![(json!("2.0.0"), Value::Null); 3], "{greeter}");
 
-    change_under_load(&cluster, ("POST", "/greeter/rollback", None), json!(2), json!(1)).await;
+    change_under_load(
+        &cluster,
+        ("POST", "/greeter/rollback", None),
+        json!(2),
+        json!(1),
+    )
+    .await;
     change_under_load(
         &cluster,
         ("DELETE", "/greeter", None),
@@ -332,7 +444,13 @@ async fn a_change_through_nginx_serves_on_every_node_within_two_seconds_under_lo
         json!("unknown_type"),
     )
     .await;
-    change_under_load(&cluster, ("POST", "/greeter/rollback", None), json!("unknown_type"), json!(1)).await;
+    change_under_load(
+        &cluster,
+        ("POST", "/greeter/rollback", None),
+        json!("unknown_type"),
+        json!(1),
+    )
+    .await;
     change_under_load(
         &cluster,
         ("PUT", "/greeter", Some(wasm_bytes("greeter-v2"))),
@@ -347,13 +465,21 @@ async fn a_change_through_nginx_serves_on_every_node_within_two_seconds_under_lo
     cluster.nodes[1] = BinaryServer::start(&cluster.configs[1]).await;
     readyz_becomes(cluster.nodes[1].addr, 200, WAIT).await;
     let mut client = Client::connect_addr(cluster.nodes[1].addr, "default", "back").await;
-    assert_eq!(outcome(&greet(&mut client, 1).await), 2, "the restarted node");
+    assert_eq!(
+        outcome(&greet(&mut client, 1).await),
+        2,
+        "the restarted node"
+    );
 
     // Redis restarted (empty: the test's Redis keeps nothing): every node keeps serving what
     // it had, comes back ready, and the next deploy reaches all of them again.
     cluster.redis.restart().await;
     sleep(Duration::from_millis(300)).await;
-    assert_eq!(cluster.outcomes().await, vec![json!(2); 3], "kept through the outage");
+    assert_eq!(
+        cluster.outcomes().await,
+        vec![json!(2); 3],
+        "kept through the outage"
+    );
     for node in &cluster.nodes {
         readyz_becomes(node.addr, 200, Duration::from_secs(10)).await;
     }
@@ -380,7 +506,11 @@ async fn a_version_that_cannot_load_is_refused_and_changes_nothing_anywhere() {
     sleep(CONVERGED).await;
     assert_eq!(cluster.outcomes().await, vec![json!(1); 3]);
     let (status, history) = api(front, "GET", "/greeter/history", None).await;
-    assert_eq!((status, history["versions"].clone()), (200, json!([])), "nothing recorded");
+    assert_eq!(
+        (status, history["versions"].clone()),
+        (200, json!([])),
+        "nothing recorded"
+    );
 }
 
 #[tokio::test]
@@ -392,7 +522,11 @@ async fn the_store_going_away_keeps_the_node_serving_and_unready_until_it_is_bac
     assert_eq!(cluster.outcomes().await, vec![json!(1); 3], "still serving");
     // A change cannot be recorded while the store is away: refused, nothing changes.
     let (status, answer) = api(node, "PUT", "/greeter", Some(wasm_bytes("greeter-v2"))).await;
-    assert_eq!((status, answer["error"].clone()), (503, json!("unavailable")), "{answer}");
+    assert_eq!(
+        (status, answer["error"].clone()),
+        (503, json!("unavailable")),
+        "{answer}"
+    );
     assert_eq!(cluster.outcomes().await, vec![json!(1); 3]);
     cluster.redis.restart().await;
     readyz_becomes(node, 200, Duration::from_secs(10)).await;

@@ -201,7 +201,10 @@ async fn history(
             return Err(ApiError::UnknownPlugin(name.to_owned()));
         }
         // A configured plugin never deployed through the API has no kept versions.
-        return Ok(json_ok(StatusCode::OK, api::plugin_history(name, false, &[])));
+        return Ok(json_ok(
+            StatusCode::OK,
+            api::plugin_history(name, false, &[]),
+        ));
     };
     let versions: Vec<KeptVersion<'_>> = record
         .history

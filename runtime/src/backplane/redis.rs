@@ -43,9 +43,9 @@ use super::{
 use crate::config::RedisConfig;
 use crate::ids::ConnId;
 use crate::kv::SharedKv;
-use crate::state::StateStore;
 use crate::metrics;
 use crate::protocol::{Frame, MemberInfo};
+use crate::state::StateStore;
 
 /// Receivers handed to the tasks when the backplane is attached.
 struct TaskInputs {

@@ -36,6 +36,33 @@ pub struct CompileFigures {
     pub waiting: usize,
 }
 
+/// Renders the kept builds' figures (`plugins/builds.rs`).
+pub fn render_builds(out: &mut String, hits: u64, misses: u64, bytes: usize) {
+    for (name, kind, help, value) in [
+        (
+            "switchboard_plugin_build_cache_hits_total",
+            "counter",
+            "Plugin loads that took a build this node had made before instead of compiling.",
+            hits,
+        ),
+        (
+            "switchboard_plugin_build_cache_misses_total",
+            "counter",
+            "Plugin loads that compiled.",
+            misses,
+        ),
+        (
+            "switchboard_plugin_build_cache_bytes",
+            "gauge",
+            "Bytes of finished plugin builds kept for reuse.",
+            bytes as u64,
+        ),
+    ] {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
 /// Renders what each tenant holds: rows of (tenant, plugins loaded, bytes of their files).
 pub fn render_held(out: &mut String, rows: &[(&str, usize, usize)]) {
     let mut held: Vec<(String, usize, usize)> = rows

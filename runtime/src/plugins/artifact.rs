@@ -39,12 +39,17 @@ pub enum ArtifactError {
 }
 
 /// An artifact whose signature checks: the only input `deserialize` takes.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Verified {
     bytes: Vec<u8>,
 }
 
 impl Verified {
+    /// Its size in bytes.
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Hex SHA-256 of the `.wasm` the artifact was compiled from.
     pub fn source_sha256(&self) -> String {
         hex(&self.bytes[MAGIC.len()..MAGIC.len() + HASH])

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use sha2::{Digest as _, Sha256};
+
 use super::compile::Purpose;
 use super::engine::{self, Tier};
 use super::host_api::PluginEnv;
@@ -76,15 +78,22 @@ impl Plugins {
             })?;
             (Tier::Optimized, verified)
         } else {
-            let compiled = self
-                .compiler
-                .compile(tenant, tier, purpose, &bytes)
-                .await
-                .map_err(|error| LoadError::Compile {
-                    path: shown.clone(),
-                    error,
-                })?;
-            (tier, compiled)
+            let source = artifact::hex(&Sha256::digest(&bytes));
+            match self.builds.best(tier, &source) {
+                Some(kept) => kept,
+                None => {
+                    let compiled = self
+                        .compiler
+                        .compile(tenant, tier, purpose, &bytes)
+                        .await
+                        .map_err(|error| LoadError::Compile {
+                            path: shown.clone(),
+                            error,
+                        })?;
+                    self.builds.insert(tier, &source, &compiled);
+                    (tier, compiled)
+                }
+            }
         };
         let source = Source {
             build,

@@ -278,7 +278,11 @@ impl Plugins {
 
     /// Checks, without swapping, that `plugin` could replace the tenant's version of the same
     /// name now: what `replace` would refuse, it refuses.
-    pub fn would_replace(&self, tenant: &Tenant, plugin: &Arc<LoadedPlugin>) -> Result<(), SwapError> {
+    pub fn would_replace(
+        &self,
+        tenant: &Tenant,
+        plugin: &Arc<LoadedPlugin>,
+    ) -> Result<(), SwapError> {
         let current = self
             .routes(&tenant.name)
             .ok_or_else(|| SwapError::UnknownTenant(tenant.name.to_string()))?;

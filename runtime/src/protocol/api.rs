@@ -257,7 +257,8 @@ pub struct KeptVersion<'a> {
     pub blob: &'a str,
     /// The upload's size.
     pub bytes: usize,
-    /// When it was first deployed (Unix milliseconds).
+    /// When it was last deployed (Unix milliseconds; a configured file's version: when it
+    /// was loaded).
     pub deployed_at_ms: u64,
     /// Whether it is the version that should serve.
     pub active: bool,

@@ -20,6 +20,8 @@ pub struct DiskStore {
     dir: PathBuf,
     /// The records as last read or written; `None` until first read.
     cached: Arc<Mutex<Option<Snapshot>>>,
+    /// Held by a record write from its read to its rename.
+    writing: Arc<Mutex<()>>,
 }
 
 /// `state.json`.
@@ -44,7 +46,10 @@ fn unavailable(what: &str, path: &Path, error: impl std::fmt::Display) -> StoreE
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|error| unavailable("cannot create", dir, error))?;
-    let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("state");
+    let name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("state");
     let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let written = (|| {
         let mut file = std::fs::File::create(&temporary)?;
@@ -66,6 +71,7 @@ impl DiskStore {
         DiskStore {
             dir,
             cached: Arc::new(Mutex::new(None)),
+            writing: Arc::new(Mutex::new(())),
         }
     }
 
@@ -105,19 +111,26 @@ impl DiskStore {
         Ok(snapshot)
     }
 
+    /// Replaces (`Some`) or removes (`None`) a record if the stored one is at `expected`.
     fn write_record(
         &self,
         tenant: &str,
         plugin: &str,
-        record: &PluginRecord,
+        expected: u64,
+        record: Option<&PluginRecord>,
     ) -> Result<bool, StoreError> {
+        // Read, check and write as one step, so two writes never lose one another.
+        let _writing = self.writing.lock();
         let mut snapshot = self.read()?;
         let key = (tenant.to_owned(), plugin.to_owned());
         let stored = snapshot.plugins.get(&key).map_or(0, |found| found.revision);
-        if stored + 1 != record.revision {
+        if stored != expected || (record.is_none() && !snapshot.plugins.contains_key(&key)) {
             return Ok(false);
         }
-        snapshot.plugins.insert(key, record.clone());
+        match record {
+            Some(record) => snapshot.plugins.insert(key, record.clone()),
+            None => snapshot.plugins.remove(&key),
+        };
         snapshot.revision += 1;
         let file = StateFile {
             revision: snapshot.revision,
@@ -194,7 +207,13 @@ impl StateStore for DiskStore {
             plugin.to_owned(),
             record.clone(),
         );
-        blocking(move || store.write_record(&tenant, &plugin, &record)).await
+        let expected = record.revision.saturating_sub(1);
+        blocking(move || store.write_record(&tenant, &plugin, expected, Some(&record))).await
+    }
+
+    async fn forget(&self, tenant: &str, plugin: &str, revision: u64) -> Result<bool, StoreError> {
+        let (store, tenant, plugin) = (self.clone(), tenant.to_owned(), plugin.to_owned());
+        blocking(move || store.write_record(&tenant, &plugin, revision, None)).await
     }
 
     async fn collect(&self, keep: &BTreeSet<String>) -> Result<usize, StoreError> {
@@ -285,6 +304,37 @@ mod tests {
             .filter(|entry| entry.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "no temporary file is left");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_record_is_forgotten_only_at_the_revision_read_and_concurrent_writes_all_land() {
+        let dir = temp_dir("forget");
+        let store = DiskStore::new(dir.clone());
+        let record = PluginRecord::default().deployed(version("abc"));
+        assert_eq!(store.write("t", "p", &record).await, Ok(true));
+        assert_eq!(
+            store.forget("t", "p", 0).await,
+            Ok(false),
+            "a stale revision"
+        );
+        assert_eq!(store.forget("t", "q", 0).await, Ok(false), "no such record");
+        assert_eq!(store.forget("t", "p", 1).await, Ok(true));
+        let reopened = DiskStore::new(dir.clone());
+        let snapshot = reopened.snapshot().await.expect("read");
+        assert_eq!((snapshot.revision, snapshot.record("t", "p")), (2, None));
+
+        // Writes of different records at once: none loses another.
+        let writes = (0..16).map(|n| {
+            let store = store.clone();
+            let record = PluginRecord::default().deployed(version(&format!("b{n}")));
+            tokio::spawn(async move { store.write("t", &format!("p{n}"), &record).await })
+        });
+        for write in writes {
+            assert_eq!(write.await.expect("task"), Ok(true));
+        }
+        let snapshot = DiskStore::new(dir.clone()).snapshot().await.expect("read");
+        assert_eq!((snapshot.revision, snapshot.plugins.len()), (18, 16));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

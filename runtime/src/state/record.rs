@@ -19,7 +19,7 @@ pub struct Version {
     pub version: String,
     /// Size of the upload.
     pub bytes: usize,
-    /// When it was first deployed (Unix milliseconds).
+    /// When it was last deployed (Unix milliseconds).
     pub deployed_at_ms: u64,
 }
 
@@ -37,6 +37,9 @@ pub struct PluginRecord {
     /// reach a node is measured from it.
     #[serde(default)]
     pub changed_at_ms: u64,
+    /// After a delete: the `blob` that served until then, which a rollback brings back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_from: Option<String>,
 }
 
 /// Why a rollback cannot be made.
@@ -58,18 +61,18 @@ impl PluginRecord {
     }
 
     /// The record after deploying `version`: it serves, and heads the history (a blob already
-    /// kept keeps its place and first deploy time).
+    /// kept moves there: it is the newest deploy, so a rollback returns to the one before it).
     pub fn deployed(&self, version: Version) -> PluginRecord {
         let mut history = self.history.clone();
-        if !history.iter().any(|kept| kept.blob == version.blob) {
-            history.insert(0, version.clone());
-            history.truncate(MAX_HISTORY);
-        }
+        history.retain(|kept| kept.blob != version.blob);
+        history.insert(0, version.clone());
+        history.truncate(MAX_HISTORY);
         PluginRecord {
             revision: self.revision + 1,
             active: Some(version.blob),
             history,
             changed_at_ms: self.changed_at_ms,
+            deleted_from: None,
         }
     }
 
@@ -80,12 +83,13 @@ impl PluginRecord {
             active: None,
             history: self.history.clone(),
             changed_at_ms: self.changed_at_ms,
+            deleted_from: self.active.clone().or_else(|| self.deleted_from.clone()),
         }
     }
 
     /// The record after a rollback: to the kept version whose `blob` or `sha256` is `to`,
     /// or, without `to`, to the version deployed before the serving one (after a delete, to
-    /// the newest kept one).
+    /// the one that served until the delete, else the newest kept one).
     pub fn rolled_back(&self, to: Option<&str>) -> Result<PluginRecord, RecordError> {
         let target = match to {
             Some(wanted) => self
@@ -95,13 +99,16 @@ impl PluginRecord {
                 .ok_or_else(|| RecordError::NotKept(wanted.to_owned()))?,
             None => {
                 let next = match self.active.as_deref() {
-                    None => 0,
-                    Some(active) => {
-                        self.history
-                            .iter()
-                            .position(|version| version.blob == active)
-                            .map_or(0, |at| at + 1)
-                    }
+                    None => self
+                        .deleted_from
+                        .as_deref()
+                        .and_then(|last| self.history.iter().position(|kept| kept.blob == last))
+                        .unwrap_or(0),
+                    Some(active) => self
+                        .history
+                        .iter()
+                        .position(|version| version.blob == active)
+                        .map_or(0, |at| at + 1),
                 };
                 self.history.get(next).ok_or(RecordError::NothingEarlier)?
             }
@@ -111,6 +118,7 @@ impl PluginRecord {
             active: Some(target.blob.clone()),
             history: self.history.clone(),
             changed_at_ms: self.changed_at_ms,
+            deleted_from: None,
         })
     }
 }
@@ -143,13 +151,15 @@ mod tests {
     }
 
     #[test]
-    fn redeploying_a_kept_build_keeps_its_place() {
+    fn redeploying_a_kept_build_moves_it_to_the_head_once() {
         let record = PluginRecord::default()
             .deployed(version(1))
             .deployed(version(2))
             .deployed(version(1));
-        assert_eq!(record.history, vec![version(2), version(1)]);
+        assert_eq!(record.history, vec![version(1), version(2)]);
         assert_eq!(record.active.as_deref(), Some("blob1"));
+        let back = record.rolled_back(None).expect("to 2");
+        assert_eq!(back.active.as_deref(), Some("blob2"));
     }
 
     #[test]
@@ -172,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rollback_after_a_delete_restores_the_newest() {
+    fn a_rollback_after_a_delete_restores_what_served_before_it() {
         let record = PluginRecord::default()
             .deployed(version(1))
             .deployed(version(2))
@@ -180,6 +190,15 @@ mod tests {
         assert_eq!(record.active_version(), None);
         let back = record.rolled_back(None).expect("restored");
         assert_eq!(back.active.as_deref(), Some("blob2"));
+        assert_eq!(back.deleted_from, None);
+        // Rolled back to 1, deleted (twice): 1 comes back, not the newest.
+        let earlier = record
+            .rolled_back(Some("blob1"))
+            .expect("to 1")
+            .deleted()
+            .deleted();
+        let back = earlier.rolled_back(None).expect("restored");
+        assert_eq!(back.active.as_deref(), Some("blob1"));
         assert_eq!(
             PluginRecord::default().deleted().rolled_back(None),
             Err(RecordError::NothingEarlier)

@@ -251,10 +251,13 @@ impl Link {
         pipe: &Pipeline,
     ) -> Result<T, BackplaneError> {
         let mut conn = self.current()?;
-        tokio::time::timeout(self.config.command_timeout, pipe.query_async::<T>(&mut conn))
-            .await
-            .map_err(|_| unavailable("Redis pipeline timed out"))?
-            .map_err(unavailable)
+        tokio::time::timeout(
+            self.config.command_timeout,
+            pipe.query_async::<T>(&mut conn),
+        )
+        .await
+        .map_err(|_| unavailable("Redis pipeline timed out"))?
+        .map_err(unavailable)
     }
 
     /// Runs a script with its keys and text arguments.

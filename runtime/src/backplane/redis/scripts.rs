@@ -361,6 +361,24 @@ return redis.call('ZRANGEBYLEX', KEYS[4], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber
     )
 });
 
+/// Removes a desired-state record if it is still at the revision the writer read, and counts
+/// the change. KEYS and ARGV as `STATE_WRITE` without the JSON. Returns 1 when removed.
+pub static STATE_FORGET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+local ok, record = pcall(cjson.decode, current)
+local stored = 0
+if ok and type(record) == 'table' then stored = tonumber(record.revision) or 0 end
+if stored ~= tonumber(ARGV[2]) then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('INCR', KEYS[2])
+return 1
+",
+    )
+});
+
 /// Writes a plugin record of the desired state if the stored one is at the revision the
 /// writer read, and counts the change. KEYS: records hash, revision counter. ARGV: field,
 /// the revision read (0: none), the record's JSON. Returns 1 when written, 0 when another

@@ -8,10 +8,10 @@ use async_trait::async_trait;
 
 use super::scripts;
 use super::shared::Shared;
+use crate::clock::unix_millis as now_ms;
 use crate::state::{
     BLOB_GRACE_MS, NodeReport, PluginRecord, REPORT_TTL_MS, Snapshot, StateStore, StoreError,
 };
-use crate::clock::unix_millis as now_ms;
 
 /// The desired state kept in Redis.
 #[derive(Debug)]
@@ -94,7 +94,11 @@ impl StateStore for RedisState {
             .arg(now_ms())
             .arg(blob)
             .ignore();
-        self.shared.link.query_pipe(&pipe).await.map_err(unavailable)
+        self.shared
+            .link
+            .query_pipe(&pipe)
+            .await
+            .map_err(unavailable)
     }
 
     async fn blob(&self, blob: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -113,8 +117,8 @@ impl StateStore for RedisState {
         record: &PluginRecord,
     ) -> Result<bool, StoreError> {
         let keys = &self.shared.keys;
-        let json =
-            serde_json::to_string(record).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let json = serde_json::to_string(record)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
         let expected = record.revision.saturating_sub(1).to_string();
         let written: i64 = self
             .shared
@@ -127,6 +131,21 @@ impl StateStore for RedisState {
             .await
             .map_err(unavailable)?;
         Ok(written == 1)
+    }
+
+    async fn forget(&self, tenant: &str, plugin: &str, revision: u64) -> Result<bool, StoreError> {
+        let keys = &self.shared.keys;
+        let forgotten: i64 = self
+            .shared
+            .link
+            .invoke(
+                &scripts::STATE_FORGET,
+                &[&keys.state_records(), &keys.state_revision()],
+                &[&field(tenant, plugin), &revision.to_string()],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(forgotten == 1)
     }
 
     async fn collect(&self, keep: &BTreeSet<String>) -> Result<usize, StoreError> {
@@ -152,14 +171,18 @@ impl StateStore for RedisState {
             pipe.cmd("DEL").arg(keys.state_blob(blob)).ignore();
             pipe.cmd("ZREM").arg(keys.state_blobs()).arg(*blob).ignore();
         }
-        self.shared.link.query_pipe(&pipe).await.map_err(unavailable)?;
+        self.shared
+            .link
+            .query_pipe(&pipe)
+            .await
+            .map_err(unavailable)?;
         Ok(unnamed.len())
     }
 
     async fn report(&self, report: &NodeReport) -> Result<(), StoreError> {
         let keys = &self.shared.keys;
-        let json =
-            serde_json::to_string(report).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let json = serde_json::to_string(report)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
         self.shared
             .link
             .query::<()>(
