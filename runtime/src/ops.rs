@@ -140,7 +140,7 @@ fn history_table(history: &Value) -> String {
     }
     let mut out = columns(&rows);
     if history["deleted"] == Value::Bool(true) {
-        out.push_str("\n(deleted: no version serves; `rollback` serves the newest again)");
+        out.push_str("\n(deleted: no version serves; `rollback` serves the one that served before the delete)");
     } else if rows.len() == 1 {
         out.push_str("\n(no kept versions: the configured file decides this plugin)");
     }

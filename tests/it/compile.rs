@@ -309,7 +309,11 @@ async fn a_background_build_that_runs_out_of_time_leaves_the_baseline_build_serv
         &[tenant(
             "default",
             "",
-            &greeter_tables("[tenants.plugin_limits]\ncompile_timeout = \"3s\"\n"),
+            // Memory to spare, so the clock is the limit this build meets however fast the
+            // machine is (on an idle one it reached 512 MiB before 3 s).
+            &greeter_tables(
+                "[tenants.plugin_limits]\ncompile_timeout = \"3s\"\ncompile_memory_bytes = 4294967296\n",
+            ),
         )],
     ))
     .await;

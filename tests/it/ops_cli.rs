@@ -1,4 +1,4 @@
-//! `switchboard plugins list|deploy|delete`, the operator's commands, against a real node:
+//! `switchboard plugins list|deploy|delete|history|rollback`, the operator's commands, against a real node:
 //! readable output, the API's refusals passed on, exit codes 0, 1 (refused) and 2 (not asked).
 
 use serde_json::json;
@@ -29,7 +29,7 @@ async fn plugins(server: &TestServer, key: Option<&str>, args: &[&str]) -> (i32,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_plugins_commands_list_deploy_and_delete_through_the_api() {
+async fn the_plugins_commands_list_deploy_delete_and_roll_back_through_the_api() {
     let server = server_with(&["greeter-v1", "echo"], "").await;
     let key = api_key("default");
     let mut client = Client::connect(&server, "default", "alice").await;
@@ -62,6 +62,53 @@ async fn the_plugins_commands_list_deploy_and_delete_through_the_api() {
     assert!(out.starts_with("deleted greeter 2.0.0"), "{out}");
     let reply = client.request(json!({"type": "greet"})).await;
     assert_eq!(reply["payload"]["code"], "unknown_type", "{reply}");
+
+    // The kept versions: the deploy and the file's version it replaced.
+    let (code, out, err) = plugins(&server, Some(&key), &["history", "greeter"]).await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains("VERSION") && lines[0].contains("SHA256"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("2.0.0") && lines[2].contains("1.0.0"),
+        "{out}"
+    );
+    assert!(out.contains("(deleted:"), "{out}");
+    // Back from the delete to what served, then one further back, then no further.
+    let (code, out, err) = plugins(&server, Some(&key), &["rollback", "greeter"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("rolled back to greeter 2.0.0"), "{out}");
+    assert_eq!(greet_version(&mut client).await, json!(2));
+    let (code, out, err) = plugins(&server, Some(&key), &["rollback", "greeter"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("rolled back to greeter 1.0.0"), "{out}");
+    assert_eq!(greet_version(&mut client).await, json!(1));
+    let (code, out, err) = plugins(&server, Some(&key), &["history", "greeter"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .nth(2)
+            .is_some_and(|line| line.starts_with('*') && line.contains("1.0.0")),
+        "the serving one marked: {out}"
+    );
+    let (code, _, err) = plugins(&server, Some(&key), &["rollback", "greeter"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("409 conflict"), "{err}");
+    let (code, _, err) = plugins(
+        &server,
+        Some(&key),
+        &["rollback", "greeter", "--to", "0000"],
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("404 not_found"), "{err}");
+    assert_eq!(
+        greet_version(&mut client).await,
+        json!(1),
+        "refusals changed nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

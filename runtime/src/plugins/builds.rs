@@ -44,12 +44,13 @@ pub struct BuildFigures {
 }
 
 impl Builds {
-    /// The best kept build of `source` for a load that asked for `wanted`: the optimized one
-    /// if there is one (it is what a baseline build would be replaced by), else one of
-    /// `wanted`'s tier. Counts a hit or a miss.
-    pub fn best(&self, wanted: Tier, source: &str) -> Option<(Tier, Verified)> {
+    /// A kept build of `source` for a load that asked for `wanted`: with `upgrade`, the
+    /// optimized one if there is one (what a baseline build would be replaced by), else one
+    /// of `wanted`'s tier. Counts a hit or a miss.
+    pub fn best(&self, wanted: Tier, source: &str, upgrade: bool) -> Option<(Tier, Verified)> {
         let mut held = self.held.lock();
-        let found = [Tier::Optimized, wanted].into_iter().find_map(|tier| {
+        let first = if upgrade { Tier::Optimized } else { wanted };
+        let found = [first, wanted].into_iter().find_map(|tier| {
             held.entries
                 .iter()
                 .position(|(kept, hash, _)| *kept == tier && hash == source)

@@ -354,6 +354,16 @@ impl Compiler {
         (registered, cancelled, superseded)
     }
 
+    /// Cancels the jobs a load for `purpose` supersedes, for a load that needs no compile (its
+    /// build was kept): a newer upload cancels older ones whether it compiles or not.
+    pub fn supersede(&self, tenant: &str, purpose: &Purpose) {
+        for job in self.jobs.lock().iter() {
+            if &*job.tenant == tenant && purpose.supersedes(&job.purpose) {
+                job.cancel.send_replace(true);
+            }
+        }
+    }
+
     /// Cancels the optimized builds of versions no longer routed.
     pub fn cancel_optimizing(&self, tenant: &str, stale: impl Fn(usize) -> bool) {
         for job in self.jobs.lock().iter() {

@@ -79,8 +79,14 @@ impl Plugins {
             (Tier::Optimized, verified)
         } else {
             let source = artifact::hex(&Sha256::digest(&bytes));
-            match self.builds.best(tier, &source) {
-                Some(kept) => kept,
+            // A deploy by name takes a kept optimized build at once; other loads (files,
+            // tests of one tier) get the tier they asked for.
+            let upgrade = matches!(purpose, Purpose::Swap(Some(_)));
+            match self.builds.best(tier, &source, upgrade) {
+                Some(kept) => {
+                    self.compiler.supersede(&tenant.name, &purpose);
+                    kept
+                }
                 None => {
                     let compiled = self
                         .compiler

@@ -192,11 +192,11 @@ pub struct PluginInfo<'a> {
     pub path: String,
     /// Hex SHA-256 of the component bytes.
     pub sha256: &'a str,
-    /// Which compiler made its code: `baseline` or `optimized`.
-    pub tier: &'static str,
     /// `file` when its configured file decides its version, `api` once a deploy, rollback or
     /// delete through the API recorded it in the desired state.
     pub source: &'static str,
+    /// Which compiler made its code: `baseline` or `optimized`.
+    pub tier: &'static str,
     /// The message types it handles.
     pub types: &'a [String],
     /// The version it declares.
