@@ -513,6 +513,99 @@ async fn a_version_that_cannot_load_is_refused_and_changes_nothing_anywhere() {
     );
 }
 
+/// Waits until the node's series `name` reads `value`.
+async fn metric_becomes(addr: SocketAddr, name: &str, value: f64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = crate::cluster::metric(addr, name).await;
+        if now == value {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} stayed {now}, wanted {value}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_version_one_node_cannot_load_is_reported_there_and_its_old_version_keeps_serving() {
+    const KEY: &str = "artifact-key-for-tests-0123456789abcdef";
+    let redis = RedisServer::start().await;
+    let tables = plugin_tables(&["greeter-v1", "echo"], "");
+    let keyless = redis_node_config(&format!("url = \"{}\"\n", redis.url()), &tables);
+    // Only this node may load artifacts signed with the key.
+    let keyed = keyless.replacen(
+        "[redis]\n",
+        &format!("[plugins]\nartifact_key = \"{KEY}\"\n[redis]\n"),
+        1,
+    );
+    let (keyed, keyless) = (
+        BinaryServer::start(&keyed).await,
+        BinaryServer::start(&keyless).await,
+    );
+    for node in [&keyed, &keyless] {
+        readyz_becomes(node.addr, 200, WAIT).await;
+    }
+    let key = switchboard::config::ArtifactKey::new(KEY).expect("long enough");
+    let artifact = switchboard::plugins::Plugins::precompile(&key, &wasm_bytes("greeter-v2"))
+        .expect("precompiles");
+    let (status, answer) = api(keyed.addr, "PUT", "/greeter", Some(artifact)).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // The keyless node refuses the artifact, keeps 1.0 and says so; the keyed one serves 2.0.
+    let failures = "switchboard_state_apply_failures_total";
+    metric_becomes(keyless.addr, failures, 1.0, CONVERGED).await;
+    let mismatched = "switchboard_state_mismatched_plugins";
+    assert_eq!(crate::cluster::metric(keyless.addr, mismatched).await, 1.0);
+    assert_eq!(crate::cluster::metric(keyed.addr, mismatched).await, 0.0);
+    for (node, version) in [(&keyed, 2), (&keyless, 1)] {
+        let mut client = Client::connect_addr(node.addr, "default", "probe").await;
+        assert_eq!(outcome(&greet(&mut client, 1).await), version);
+    }
+    // Both nodes' reports, listed through either node.
+    sleep(Duration::from_millis(500)).await;
+    let (_, list) = api(keyed.addr, "GET", "", None).await;
+    let greeter = find(&list, "greeter").expect("listed");
+    let mut nodes: Vec<(Value, bool)> = greeter["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|node| (node["version"].clone(), node["error"].is_string()))
+        .collect();
+    nodes.sort_by_key(|node| node.0.to_string());
+    assert_eq!(
+        nodes,
+        vec![(json!("1.0.0"), true), (json!("2.0.0"), false)],
+        "{greeter}"
+    );
+    let error = greeter["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find_map(|node| node["error"].as_str()))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("artifact"),
+        "the load error says why: {error}"
+    );
+
+    // A version every node loads ends the mismatch.
+    let (status, answer) = api(
+        keyless.addr,
+        "PUT",
+        "/greeter",
+        Some(wasm_bytes("greeter-v2")),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    for node in [&keyed, &keyless] {
+        metric_becomes(node.addr, mismatched, 0.0, CONVERGED).await;
+        let mut client = Client::connect_addr(node.addr, "default", "probe").await;
+        assert_eq!(outcome(&greet(&mut client, 2).await), 2);
+    }
+}
+
 #[tokio::test]
 async fn the_store_going_away_keeps_the_node_serving_and_unready_until_it_is_back() {
     let mut cluster = Cluster::start().await;
