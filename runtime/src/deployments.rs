@@ -103,6 +103,9 @@ pub struct Deployments {
     synced: AtomicBool,
     /// Unix milliseconds of the last report sent.
     reported_at: AtomicU64,
+    /// The bytes of the versions this node serves by record, by blob: what it puts back if
+    /// the store loses its data (bounded by what the tenants may load).
+    sources: parking_lot::Mutex<HashMap<String, Arc<[u8]>>>,
     /// Counters for `/metrics`.
     pub metrics: DeployMetrics,
 }
@@ -143,6 +146,7 @@ impl Deployments {
             known: ArcSwap::from_pointee(Snapshot::default()),
             synced: AtomicBool::new(false),
             reported_at: AtomicU64::new(0),
+            sources: parking_lot::Mutex::default(),
             metrics: DeployMetrics::default(),
         }
     }
@@ -275,6 +279,7 @@ impl Deployments {
             .failures
             .remove(&(tenant.name.to_string(), loaded.name().to_owned()));
         let swapped = plugins.replace(tenant, loaded.clone());
+        self.keep_source(&version.blob, bytes);
         self.remember(plugins, &tenant.name, loaded.name(), record);
         self.collect_blobs().await;
         swapped.map_err(DeployError::Swap)
@@ -416,6 +421,7 @@ impl Deployments {
             .failures
             .remove(&(tenant.name.to_string(), name.to_owned()));
         let swapped = plugins.replace(tenant, loaded.clone());
+        self.keep_source(&blob, &bytes);
         self.remember(plugins, &tenant.name, name, record);
         swapped.map_err(DeployError::Swap)?;
         self.optimize_later(plugins, config, tenant, &loaded, bytes);
@@ -490,6 +496,13 @@ impl Deployments {
             Ok(revision) => revision,
             Err(error) => return self.store_failed(&error),
         };
+        let lost = {
+            let applied = self.applying.lock().await;
+            applied.revision.is_some_and(|applied| revision < applied)
+        };
+        if lost && let Err(error) = self.reseed().await {
+            return self.store_failed(&error);
+        }
         let due = {
             let applied = self.applying.lock().await;
             applied.revision != Some(revision)
@@ -509,6 +522,56 @@ impl Deployments {
         {
             self.report(plugins, node).await;
         }
+    }
+
+    /// Keeps the bytes of a version this node serves by record.
+    fn keep_source(&self, blob: &str, bytes: &[u8]) {
+        self.sources
+            .lock()
+            .entry(blob.to_owned())
+            .or_insert_with(|| Arc::from(bytes));
+    }
+
+    /// Puts back what a store that lost its data (its revision went back: Redis restarted
+    /// empty, say) no longer has, from what this node applied last: each record with the
+    /// version it serves (whose bytes this node holds; the rest of the history is gone) or
+    /// its delete. A record the store has again (another node was first, or a restored
+    /// backup has it) is left as it is.
+    async fn reseed(&self) -> Result<(), StoreError> {
+        let _applied = self.applying.lock().await;
+        let known = self.known.load_full();
+        let sources = self.sources.lock().clone();
+        let mut restored = 0;
+        for ((tenant, plugin), record) in &known.plugins {
+            let serving = record
+                .active_version()
+                .and_then(|version| Some((version.clone(), sources.get(&version.blob)?.clone())));
+            let history = match (&record.active, serving) {
+                (None, _) => Vec::new(),
+                (Some(_), None) => continue,
+                (Some(_), Some((version, bytes))) => {
+                    self.store.put_blob(&version.blob, &bytes).await?;
+                    vec![version]
+                }
+            };
+            let record = PluginRecord {
+                revision: 1,
+                active: record.active.clone(),
+                history,
+                changed_at_ms: now_ms(),
+                deleted_from: None,
+            };
+            if self.store.write(tenant, plugin, &record).await? {
+                self.metrics.changes_written.fetch_add(1, Ordering::Relaxed);
+                restored += 1;
+            }
+        }
+        tracing::warn!(
+            restored,
+            known = known.plugins.len(),
+            "the state store lost the desired state (its revision went back); records put back from what this node serves"
+        );
+        Ok(())
     }
 
     fn store_failed(&self, error: &StoreError) {
@@ -576,6 +639,12 @@ impl Deployments {
             }
         }
         applied.revision = Some(snapshot.revision);
+        let serving: HashSet<&String> = snapshot
+            .plugins
+            .values()
+            .filter_map(|record| record.active.as_ref())
+            .collect();
+        self.sources.lock().retain(|blob, _| serving.contains(blob));
         self.metrics
             .revision
             .store(snapshot.revision, Ordering::Relaxed);
@@ -639,6 +708,7 @@ impl Deployments {
         plugins
             .replace(tenant, loaded.clone())
             .map_err(DeployError::Swap)?;
+        self.keep_source(&version.blob, &bytes);
         tracing::info!(
             tenant = %tenant.name,
             plugin = name,

@@ -483,6 +483,30 @@ async fn a_change_through_nginx_serves_on_every_node_within_two_seconds_under_lo
     for node in &cluster.nodes {
         readyz_becomes(node.addr, 200, Duration::from_secs(10)).await;
     }
+    // The nodes put back what they serve: a node started now gets the deployed version, not
+    // its file's, and the history starts again from it.
+    cluster.nodes[2].signal("KILL");
+    cluster.nodes[2].wait(WAIT).await;
+    cluster.nodes[2] = BinaryServer::start(&cluster.configs[2]).await;
+    readyz_becomes(cluster.nodes[2].addr, 200, WAIT).await;
+    let mut client = Client::connect_addr(cluster.nodes[2].addr, "default", "back").await;
+    assert_eq!(
+        outcome(&greet(&mut client, 2).await),
+        2,
+        "started after the loss"
+    );
+    let (status, history) = api(front, "GET", "/greeter/history", None).await;
+    let kept: Vec<(Value, Value)> = history["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|version| (version["version"].clone(), version["active"].clone()))
+        .collect();
+    assert_eq!(
+        (status, kept),
+        (200, vec![(json!("2.0.0"), json!(true))]),
+        "{history}"
+    );
     change_under_load(
         &cluster,
         ("PUT", "/greeter", Some(wasm_bytes("greeter-v1"))),
