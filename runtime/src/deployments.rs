@@ -7,7 +7,7 @@
 //! rollback or delete writes a record, and from then on the record decides on every node,
 //! across restarts; a change of the file no longer swaps it (`Plugins::is_deployed`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -741,12 +741,22 @@ impl Deployments {
             .count()
     }
 
-    /// What this node serves of the recorded plugins, and why a version did not load here.
+    /// What this node serves (the recorded plugins and those from files), and why a
+    /// recorded version did not load here.
     pub async fn served(&self, plugins: &Plugins, node: &str) -> NodeReport {
         let failures = self.applying.lock().await.failures.clone();
         let known = self.known.load_full();
+        let mut names: BTreeSet<(String, String)> = known.plugins.keys().cloned().collect();
+        for (tenant, routes) in plugins.all_routes() {
+            names.extend(
+                routes
+                    .plugins
+                    .iter()
+                    .map(|plugin| (tenant.to_string(), plugin.name().to_owned())),
+            );
+        }
         let mut served = Vec::new();
-        for (tenant, name) in known.plugins.keys() {
+        for (tenant, name) in &names {
             let Some(routes) = plugins.routes(tenant) else {
                 continue;
             };

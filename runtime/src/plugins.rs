@@ -95,6 +95,14 @@ impl Plugins {
         self.routes.get(tenant).map(|routes| routes.load_full())
     }
 
+    /// Every tenant's routing table.
+    pub fn all_routes(&self) -> Vec<(Arc<str>, Arc<Routes>)> {
+        self.routes
+            .iter()
+            .map(|(tenant, routes)| (tenant.clone(), routes.load_full()))
+            .collect()
+    }
+
     /// Whether the desired state decides the version of a tenant's plugin (`source: api`),
     /// rather than its configured file.
     pub fn is_deployed(&self, tenant: &str, plugin: &str) -> bool {

@@ -379,10 +379,16 @@ async fn change_under_load(
     sleep(CONVERGED + Duration::from_millis(500)).await;
     let _ = stop_tx.send(true);
     let mut total = 0;
+    // The latest request after the change that still got the old answer: how long the change
+    // took to reach every node (printed with `--no-capture`).
+    let mut last_old = Duration::ZERO;
     for client in clients {
         let seen = client.await.expect("client ran");
         total += seen.len();
         for (sent, got) in seen {
+            if got == before && sent > changed {
+                last_old = last_old.max(sent - changed);
+            }
             if sent >= changed + CONVERGED {
                 assert_eq!(
                     got,
@@ -399,6 +405,9 @@ async fn change_under_load(
         }
     }
     assert!(total > 200, "the clients kept sending ({total} requests)");
+    eprintln!(
+        "{method} {path}: {total} requests, the last old answer {last_old:?} after the change was answered"
+    );
     assert_eq!(
         cluster.outcomes().await,
         vec![after.clone(); 3],
@@ -429,6 +438,13 @@ async fn a_change_through_nginx_serves_on_every_node_within_two_seconds_under_lo
         .collect();
     nodes.sort_by_key(|node| node.0.to_string());
     assert_eq!(nodes, vec![(json!("2.0.0"), Value::Null); 3], "{greeter}");
+    let echo = find(&list, "echo").expect("listed");
+    assert_eq!(echo["source"], "file");
+    assert_eq!(
+        echo["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "file plugins too: {echo}"
+    );
 
     change_under_load(
         &cluster,
