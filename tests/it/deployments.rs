@@ -316,6 +316,15 @@ impl Cluster {
         }
     }
 
+    /// SIGKILLs node `index` and starts it again on the same config; returns once it is ready.
+    async fn restart(&mut self, index: usize) -> SocketAddr {
+        self.nodes[index].signal("KILL");
+        self.nodes[index].wait(WAIT).await;
+        self.nodes[index] = BinaryServer::start(&self.configs[index]).await;
+        readyz_becomes(self.nodes[index].addr, 200, WAIT).await;
+        self.nodes[index].addr
+    }
+
     fn front(&self) -> SocketAddr {
         ([127, 0, 0, 1], self.nginx.port).into()
     }
@@ -476,11 +485,8 @@ async fn a_change_through_nginx_serves_on_every_node_within_two_seconds_under_lo
     .await;
 
     // A node killed and started again serves the current version before it says ready.
-    cluster.nodes[1].signal("KILL");
-    cluster.nodes[1].wait(WAIT).await;
-    cluster.nodes[1] = BinaryServer::start(&cluster.configs[1]).await;
-    readyz_becomes(cluster.nodes[1].addr, 200, WAIT).await;
-    let mut client = Client::connect_addr(cluster.nodes[1].addr, "default", "back").await;
+    let restarted = cluster.restart(1).await;
+    let mut client = Client::connect_addr(restarted, "default", "back").await;
     assert_eq!(
         outcome(&greet(&mut client, 1).await),
         2,
@@ -501,11 +507,8 @@ async fn a_change_through_nginx_serves_on_every_node_within_two_seconds_under_lo
     }
     // The nodes put back what they serve: a node started now gets the deployed version, not
     // its file's, and the history starts again from it.
-    cluster.nodes[2].signal("KILL");
-    cluster.nodes[2].wait(WAIT).await;
-    cluster.nodes[2] = BinaryServer::start(&cluster.configs[2]).await;
-    readyz_becomes(cluster.nodes[2].addr, 200, WAIT).await;
-    let mut client = Client::connect_addr(cluster.nodes[2].addr, "default", "back").await;
+    let restarted = cluster.restart(2).await;
+    let mut client = Client::connect_addr(restarted, "default", "back").await;
     assert_eq!(
         outcome(&greet(&mut client, 2).await),
         2,
