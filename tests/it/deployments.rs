@@ -56,6 +56,16 @@ fn outcome(reply: &Value) -> Value {
     }
 }
 
+/// A history's versions as (`field`, `active`), newest first.
+fn kept_versions(history: &Value, field: &str) -> Vec<(Value, Value)> {
+    history["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|version| (version[field].clone(), version["active"].clone()))
+        .collect()
+}
+
 fn find<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
     list.as_array()?
         .iter()
@@ -106,12 +116,7 @@ async fn one_node_keeps_deploys_rollbacks_and_deletes_across_a_kill() {
     // The file's version the first deploy replaced is kept: a rollback can return to it.
     let (_, history) = api(addr, "GET", "/greeter/history", None).await;
     assert_eq!(history["deleted"], false);
-    let kept: Vec<(Value, Value)> = history["versions"]
-        .as_array()
-        .expect("versions")
-        .iter()
-        .map(|version| (version["version"].clone(), version["active"].clone()))
-        .collect();
+    let kept = kept_versions(&history, "version");
     assert_eq!(
         kept,
         vec![
@@ -157,12 +162,7 @@ async fn one_node_keeps_deploys_rollbacks_and_deletes_across_a_kill() {
     assert_eq!(outcome(&greet(&mut client, 5).await), 2);
     let (status, history) = api(addr, "GET", "/greeter/history", None).await;
     assert_eq!(status, 200);
-    let versions: Vec<(Value, Value)> = history["versions"]
-        .as_array()
-        .expect("versions")
-        .iter()
-        .map(|version| (version["sha256"].clone(), version["active"].clone()))
-        .collect();
+    let versions = kept_versions(&history, "sha256");
     assert_eq!(
         versions,
         vec![(json!(v1), json!(false)), (json!(v2), json!(true))],
@@ -515,12 +515,7 @@ async fn a_change_through_nginx_serves_on_every_node_within_two_seconds_under_lo
         "started after the loss"
     );
     let (status, history) = api(front, "GET", "/greeter/history", None).await;
-    let kept: Vec<(Value, Value)> = history["versions"]
-        .as_array()
-        .expect("versions")
-        .iter()
-        .map(|version| (version["version"].clone(), version["active"].clone()))
-        .collect();
+    let kept = kept_versions(&history, "version");
     assert_eq!(
         (status, kept),
         (200, vec![(json!("2.0.0"), json!(true))]),
