@@ -44,7 +44,6 @@ async fn publish_checked(
     let tenant = node
         .tenants
         .get(&request.tenant)
-        .cloned()
         .ok_or(ApiError::UnknownTenant)?;
     authorize(&tenant, &parts.headers)?;
     let message = request.message().map_err(bad_request)?;

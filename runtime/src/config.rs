@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod admin;
 pub mod heartbeat;
 pub mod history;
 pub mod http;
@@ -73,6 +74,8 @@ pub struct Config {
     /// Where the memory backplane keeps the desired state (`[state] dir`); a Redis backplane
     /// keeps it in Redis.
     pub state_dir: std::path::PathBuf,
+    /// The operator's key (`admin.api_key`): the tenant API, and every tenant's plugin API.
+    pub admin_api_key: Option<String>,
 }
 
 /// The default `listen`.
@@ -148,12 +151,42 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigEr
         file,
         base_dir,
         issues: Vec::new(),
+        inline_only: false,
     };
     let config = validator.config(raw);
     if validator.issues.is_empty() {
         Ok(config)
     } else {
         Err(ConfigError::Invalid(validator.issues))
+    }
+}
+
+/// Validates one tenant given as JSON with the fields of a `[[tenants]]` table (the tenant
+/// API). Everything is inline: a file path or an `env` reference would name one node's disk
+/// or environment, and plugins are deployed through the plugin API. The problems, keyed by
+/// the field (`jwt.secret`).
+pub fn tenant_from_json(value: serde_json::Value) -> Result<TenantConfig, Vec<ConfigIssue>> {
+    let issue = |key: &str, message: String| ConfigIssue {
+        file: String::new(),
+        key: key.to_owned(),
+        message,
+    };
+    let raw: tenant::RawTenant =
+        serde_json::from_value(value).map_err(|error| vec![issue("", error.to_string())])?;
+    let mut validator = Validator {
+        file: "",
+        base_dir: Path::new("."),
+        issues: Vec::new(),
+        inline_only: true,
+    };
+    let config = validator.tenant("", raw);
+    let mut issues = validator.issues;
+    for issue in &mut issues {
+        issue.key = issue.key.trim_start_matches('.').to_owned();
+    }
+    match config {
+        Some(config) if issues.is_empty() => Ok(config),
+        _ => Err(issues),
     }
 }
 
@@ -181,6 +214,8 @@ struct RawConfig {
     http: http::RawHttp,
     #[serde(default)]
     state: state::RawState,
+    #[serde(default)]
+    admin: admin::RawAdmin,
 }
 
 /// A secret given inline or as `{ env = "VAR" }`.
@@ -207,6 +242,8 @@ struct Validator<'a> {
     file: &'a str,
     base_dir: &'a Path,
     issues: Vec<ConfigIssue>,
+    /// A tenant given through the API: no file paths, no `env`, no plugins.
+    inline_only: bool,
 }
 
 impl Validator<'_> {
@@ -242,6 +279,7 @@ impl Validator<'_> {
         let plugins = self.node_plugins(raw.plugins);
         let tenants = self.tenants(raw.tenants, plugins.bounds.max_plugins);
         let state_dir = self.state_dir(raw.state);
+        let admin_api_key = self.admin_key(raw.admin);
         Config {
             listen,
             log,
@@ -256,12 +294,20 @@ impl Validator<'_> {
             http,
             plugin_bounds: plugins.bounds,
             state_dir,
+            admin_api_key,
         }
     }
 
     fn secret(&mut self, key: &str, raw: RawSecret) -> Option<String> {
         match raw {
             RawSecret::Inline(value) => Some(value),
+            RawSecret::Env { .. } if self.inline_only => {
+                self.issue(
+                    key,
+                    "give the value inline: `env` would name one node's environment",
+                );
+                None
+            }
             RawSecret::Env { env } => match std::env::var(&env) {
                 Ok(value) => Some(value),
                 Err(_) => {

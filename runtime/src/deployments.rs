@@ -603,7 +603,7 @@ impl Deployments {
                 .apply(
                     plugins,
                     config,
-                    tenant,
+                    &tenant,
                     name,
                     record,
                     applied.failures.get(&key),

@@ -53,7 +53,9 @@ pub use tiering::Optimized;
 /// Every tenant's plugins on this node, and what their host API reaches.
 #[derive(Debug)]
 pub struct Plugins {
-    routes: HashMap<Arc<str>, ArcSwap<Routes>>,
+    /// Each tenant's routing table; the map itself is swapped whole when a tenant comes or
+    /// goes, so the message path takes no lock.
+    routes: ArcSwap<HashMap<Arc<str>, Arc<ArcSwap<Routes>>>>,
     /// Compiles of plugin code, bounded and cancellable.
     pub compiler: Compiler,
     /// What the plugins' host API reaches of the node.
@@ -72,16 +74,18 @@ impl Plugins {
     pub fn new(config: &Config, services: Arc<HostServices>) -> Self {
         Plugins {
             compiler: Compiler::new(config, services.draining.clone()),
-            routes: config
-                .tenants
-                .iter()
-                .map(|tenant| {
-                    (
-                        Arc::from(tenant.name.as_str()),
-                        ArcSwap::from_pointee(Routes::default()),
-                    )
-                })
-                .collect(),
+            routes: ArcSwap::from_pointee(
+                config
+                    .tenants
+                    .iter()
+                    .map(|tenant| {
+                        (
+                            Arc::from(tenant.name.as_str()),
+                            Arc::new(ArcSwap::from_pointee(Routes::default())),
+                        )
+                    })
+                    .collect(),
+            ),
             services,
             artifact_key: config.artifact_key.clone(),
             tiered_swaps: config.tiered_swaps,
@@ -92,12 +96,52 @@ impl Plugins {
 
     /// The current routes of a tenant.
     pub fn routes(&self, tenant: &str) -> Option<Arc<Routes>> {
-        self.routes.get(tenant).map(|routes| routes.load_full())
+        self.routes
+            .load()
+            .get(tenant)
+            .map(|routes| routes.load_full())
+    }
+
+    /// The slot of a tenant's routing table.
+    fn slot(&self, tenant: &str) -> Option<Arc<ArcSwap<Routes>>> {
+        self.routes.load().get(tenant).cloned()
+    }
+
+    /// Gives a tenant created at run time an empty routing table (and its compile slots),
+    /// or a tenant updated its compile slots; a tenant's routes are kept.
+    pub fn add_tenant(&self, tenant: &crate::tenant::Tenant) {
+        self.compiler
+            .set_tenant_gate(&tenant.name, &tenant.plugin_limits);
+        if self.routes.load().contains_key(&*tenant.name) {
+            return;
+        }
+        self.routes.rcu(|current| {
+            let mut next = (**current).clone();
+            next.entry(tenant.name.clone())
+                .or_insert_with(|| Arc::new(ArcSwap::from_pointee(Routes::default())));
+            next
+        });
+    }
+
+    /// Takes a deleted tenant's plugins out: calls in flight finish, its tick tasks stop,
+    /// and its versions are dropped when the last call ends. Returns how many were routed.
+    pub fn remove_tenant(&self, tenant: &str) -> usize {
+        let mut removed = 0;
+        self.routes.rcu(|current| {
+            let mut next = (**current).clone();
+            removed = next
+                .remove(tenant)
+                .map_or(0, |slot| slot.load().plugins.len());
+            next
+        });
+        self.compiler.remove_tenant_gate(tenant);
+        removed
     }
 
     /// Every tenant's routing table.
     pub fn all_routes(&self) -> Vec<(Arc<str>, Arc<Routes>)> {
         self.routes
+            .load()
             .iter()
             .map(|(tenant, routes)| (tenant.clone(), routes.load_full()))
             .collect()
@@ -118,8 +162,8 @@ impl Plugins {
 
     /// Appends the plugin metrics: what each tenant holds, and the compiles.
     pub fn render_metrics(&self, out: &mut String) {
-        let held: Vec<(&str, usize, usize)> = self
-            .routes
+        let all = self.routes.load();
+        let held: Vec<(&str, usize, usize)> = all
             .iter()
             .map(|(tenant, routes)| {
                 let routes = routes.load();

@@ -1,6 +1,6 @@
-//! The desired state of the cluster's plugin deployments: for each (tenant, plugin) a record
-//! of the version that should serve and the versions kept for rollback, and the plugin
-//! binaries they name, stored by their SHA-256. One node keeps it in a state directory
+//! The desired state of the cluster: the tenants made through the tenant API, and for each
+//! (tenant, plugin) a record of the version that should serve and the versions kept for
+//! rollback, and the plugin binaries they name, stored by their SHA-256. One node keeps it in a state directory
 //! (`disk`); a cluster keeps it in Redis (`backplane::redis`), where every node reads it.
 
 pub mod disk;
@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use record::{MAX_HISTORY, PluginRecord, RecordError, Version};
+pub use record::{MAX_HISTORY, PluginRecord, RecordError, TenantRecord, Version};
 
 /// Why the state store could not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub revision: u64,
     /// The records by (tenant, plugin).
     pub plugins: BTreeMap<(String, String), PluginRecord>,
+    /// The tenant records by name.
+    pub tenants: BTreeMap<String, TenantRecord>,
 }
 
 impl Snapshot {
@@ -99,6 +101,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         plugin: &str,
         record: &PluginRecord,
     ) -> Result<bool, StoreError>;
+    /// Writes a tenant's record if the stored one is at `record.revision - 1` (0: none);
+    /// `false` when another write came first.
+    async fn write_tenant(&self, tenant: &str, record: &TenantRecord) -> Result<bool, StoreError>;
     /// Removes a plugin's record if it is still at `revision` (a deleted plugin forgotten);
     /// `false` when another write came first.
     async fn forget(&self, tenant: &str, plugin: &str, revision: u64) -> Result<bool, StoreError>;

@@ -1,9 +1,12 @@
 //! A tenant at run time: its verifier, origin policy, API key, limits, presence policy and
-//! connection count. Tenants are fixed at startup.
+//! connection count. The configured tenants are the seed; the operator's tenant API creates,
+//! updates and deletes tenants while the node runs (`deployments` applies those records here).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
 
 use crate::auth::{KeyError, OriginPolicy, TokenVerifier};
 use crate::config::{
@@ -12,7 +15,9 @@ use crate::config::{
 use crate::cpu_share::CpuShare;
 use crate::metrics::TenantMetrics;
 
-/// One tenant.
+/// One version of a tenant's settings. An update makes a new version that shares the
+/// previous one's connection count, counters and CPU share, so a change never resets a limit
+/// in force or a metric series; a connection keeps the version it was accepted under.
 #[derive(Debug)]
 pub struct Tenant {
     /// Its name.
@@ -30,18 +35,36 @@ pub struct Tenant {
     /// Sandbox limits of its plugins.
     pub plugin_limits: PluginLimits,
     /// Its plugins' share of the node's CPU.
-    pub cpu: CpuShare,
+    pub cpu: Arc<CpuShare>,
     /// What its connections speak.
     pub protocol: TenantProtocol,
     presence_disabled: Vec<String>,
-    connections: AtomicUsize,
+    connections: Arc<AtomicUsize>,
     /// Its counters.
-    pub metrics: TenantMetrics,
+    pub metrics: Arc<TenantMetrics>,
+    /// The settings it was built from.
+    pub config: TenantConfig,
 }
 
 impl Tenant {
     /// Builds a tenant; fails when its key material is unusable.
     pub fn new(config: &TenantConfig) -> Result<Self, KeyError> {
+        Self::next(config, None)
+    }
+
+    /// Builds a tenant, carrying over the count, counters and (unless its share changed) the
+    /// CPU budget of the version it replaces.
+    fn next(config: &TenantConfig, previous: Option<&Tenant>) -> Result<Self, KeyError> {
+        let cpu = match previous {
+            Some(previous)
+                if previous.config.plugin_limits.cpu_share == config.plugin_limits.cpu_share =>
+            {
+                previous.cpu.clone()
+            }
+            _ => Arc::new(CpuShare::new(CpuShare::cores_for(
+                config.plugin_limits.cpu_share,
+            ))),
+        };
         Ok(Tenant {
             name: Arc::from(config.name.as_str()),
             verifier: TokenVerifier::new(&config.jwt)?,
@@ -50,11 +73,16 @@ impl Tenant {
             limits: config.limits.clone(),
             history: config.history.clone(),
             plugin_limits: config.plugin_limits.clone(),
-            cpu: CpuShare::new(CpuShare::cores_for(config.plugin_limits.cpu_share)),
+            cpu,
             protocol: config.protocol,
             presence_disabled: config.presence_disabled.clone(),
-            connections: AtomicUsize::new(0),
-            metrics: TenantMetrics::default(),
+            connections: previous
+                .map(|previous| previous.connections.clone())
+                .unwrap_or_default(),
+            metrics: previous
+                .map(|previous| previous.metrics.clone())
+                .unwrap_or_default(),
+            config: config.clone(),
         })
     }
 
@@ -122,10 +150,12 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
-/// All tenants by name.
+/// All tenants by name, swapped whole on a change so a lookup takes no lock.
 #[derive(Debug)]
 pub struct Tenants {
-    by_name: HashMap<String, Arc<Tenant>>,
+    by_name: ArcSwap<HashMap<String, Arc<Tenant>>>,
+    /// Serializes changes, so two never build on the same old map.
+    changing: parking_lot::Mutex<()>,
 }
 
 impl Tenants {
@@ -142,22 +172,51 @@ impl Tenants {
             }
         }
         if errors.is_empty() {
-            Ok(Tenants { by_name })
+            Ok(Tenants {
+                by_name: ArcSwap::from_pointee(by_name),
+                changing: parking_lot::Mutex::new(()),
+            })
         } else {
             Err(errors)
         }
     }
 
     /// A tenant by name.
-    pub fn get(&self, name: &str) -> Option<&Arc<Tenant>> {
-        self.by_name.get(name)
+    pub fn get(&self, name: &str) -> Option<Arc<Tenant>> {
+        self.by_name.load().get(name).cloned()
     }
 
     /// Every tenant, sorted by name.
-    pub fn all(&self) -> Vec<&Arc<Tenant>> {
-        let mut tenants: Vec<_> = self.by_name.values().collect();
+    pub fn all(&self) -> Vec<Arc<Tenant>> {
+        let mut tenants: Vec<_> = self.by_name.load().values().cloned().collect();
         tenants.sort_by(|a, b| a.name.cmp(&b.name));
         tenants
+    }
+
+    /// Creates a tenant, or makes `config` its settings from now on (new connections and
+    /// new messages see them; its count and counters carry over). The new version.
+    pub fn upsert(&self, config: &TenantConfig) -> Result<Arc<Tenant>, KeyError> {
+        let _changing = self.changing.lock();
+        let current = self.by_name.load_full();
+        let tenant = Arc::new(Tenant::next(
+            config,
+            current.get(&config.name).map(|t| &**t),
+        )?);
+        let mut next = (*current).clone();
+        next.insert(config.name.clone(), tenant.clone());
+        self.by_name.store(Arc::new(next));
+        Ok(tenant)
+    }
+
+    /// Takes a tenant out; new upgrades and API calls naming it get 404 from now on.
+    pub fn remove(&self, name: &str) -> Option<Arc<Tenant>> {
+        let _changing = self.changing.lock();
+        let current = self.by_name.load_full();
+        let removed = current.get(name).cloned()?;
+        let mut next = (*current).clone();
+        next.remove(name);
+        self.by_name.store(Arc::new(next));
+        Some(removed)
     }
 }
 

@@ -79,7 +79,6 @@ async fn plugins_checked(
     let tenant = node
         .tenants
         .get(tenant_name)
-        .cloned()
         .ok_or(ApiError::UnknownTenant)?;
     authorize(&tenant, request.headers())?;
     match (request.method().clone(), name, action) {

@@ -70,7 +70,9 @@ const PUBLIC_KEY_ALGORITHMS: &[&str] = &["RS256", "RS384", "RS512", "ES256", "ES
 pub(super) struct RawJwt {
     secret: Option<RawSecret>,
     public_key_file: Option<String>,
+    public_key_pem: Option<String>,
     jwks_file: Option<String>,
+    jwks: Option<String>,
     algorithms: Option<Vec<String>>,
     issuer: Option<String>,
     audience: Option<String>,
@@ -83,7 +85,9 @@ impl Validator<'_> {
         let sources = [
             raw.secret.is_some(),
             raw.public_key_file.is_some(),
+            raw.public_key_pem.is_some(),
             raw.jwks_file.is_some(),
+            raw.jwks.is_some(),
         ]
         .iter()
         .filter(|present| **present)
@@ -91,7 +95,14 @@ impl Validator<'_> {
         if sources != 1 {
             self.issue(
                 key,
-                "set exactly one of `secret`, `public_key_file`, `jwks_file`",
+                "set exactly one of `secret`, `public_key_file`, `public_key_pem`, `jwks_file`, `jwks`",
+            );
+            return None;
+        }
+        if self.inline_only && (raw.public_key_file.is_some() || raw.jwks_file.is_some()) {
+            self.issue(
+                key,
+                "give the key inline (`public_key_pem`, `jwks`): a file path would name one node's disk",
             );
             return None;
         }
@@ -103,6 +114,13 @@ impl Validator<'_> {
                 return None;
             }
             (JwtKey::Secret(secret.into_bytes()), SECRET_ALGORITHMS)
+        } else if let Some(pem) = raw.public_key_pem {
+            let path = PathBuf::from(format!("{key}.public_key_pem").trim_start_matches('.'));
+            let pem = pem.into_bytes();
+            (JwtKey::PublicKeyPem { path, pem }, PUBLIC_KEY_ALGORITHMS)
+        } else if let Some(json) = raw.jwks {
+            let path = PathBuf::from(format!("{key}.jwks").trim_start_matches('.'));
+            (JwtKey::Jwks { path, json }, PUBLIC_KEY_ALGORITHMS)
         } else if let Some(file) = raw.public_key_file {
             let path = self.base_dir.join(&file);
             let pem = match std::fs::read(&path) {

@@ -112,7 +112,7 @@ impl Validator<'_> {
         tenants
     }
 
-    fn tenant(&mut self, key: &str, raw: RawTenant) -> Option<TenantConfig> {
+    pub(super) fn tenant(&mut self, key: &str, raw: RawTenant) -> Option<TenantConfig> {
         let name_ok = !raw.name.is_empty()
             && raw.name.len() <= MAX_TENANT_NAME_BYTES
             && raw
@@ -153,6 +153,12 @@ impl Validator<'_> {
         let history = self.history(&format!("{key}.history"), raw.history);
         let presence_disabled = self.presence_disabled(&format!("{key}.presence"), raw.presence);
         let plugins_key = format!("{key}.plugins");
+        if self.inline_only && !raw.plugins.is_empty() {
+            self.issue(
+                &plugins_key,
+                "deploy plugins with PUT /api/tenants/{tenant}/plugins/{name}",
+            );
+        }
         let plugins = self.tenant_plugins(&plugins_key, raw.plugins);
         let plugin_limits = self.plugin_limits(&format!("{key}.plugin_limits"), raw.plugin_limits);
         self.tenant_plugin_count(&plugins_key, &plugins, &plugin_limits);

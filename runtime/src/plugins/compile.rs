@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::{oneshot, watch};
@@ -33,7 +34,7 @@ use wasmtime::CacheStore as _;
 
 use super::artifact::{self, Verified};
 use super::engine::{self, Tier};
-use crate::config::{ArtifactKey, Config, PluginBounds};
+use crate::config::{ArtifactKey, Config, PluginBounds, PluginLimits};
 use crate::metrics::plugins::CompileFigures;
 use crate::tenant::Tenant;
 use gate::{Gate, Permit, Priority};
@@ -164,7 +165,8 @@ pub struct Compiler {
     /// The node's drain flag: set, no compile starts and running ones are stopped.
     draining: Arc<AtomicBool>,
     node_gate: Arc<Gate>,
-    tenant_gates: HashMap<Arc<str>, Arc<Gate>>,
+    /// Each tenant's compile slots, swapped whole when a tenant comes, goes or changes them.
+    tenant_gates: ArcSwap<HashMap<Arc<str>, Arc<Gate>>>,
     jobs: Mutex<Vec<Job>>,
     next_job: AtomicU64,
     outcomes: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
@@ -192,23 +194,52 @@ impl Compiler {
         Compiler {
             draining,
             node_gate: Gate::new(bounds.compile_concurrency, bounds.compile_queue),
-            tenant_gates: config
-                .tenants
-                .iter()
-                .map(|tenant| {
-                    let limits = &tenant.plugin_limits;
-                    (
-                        Arc::from(tenant.name.as_str()),
-                        Gate::new(limits.compile_concurrency, limits.compile_queue),
-                    )
-                })
-                .collect(),
+            tenant_gates: ArcSwap::from_pointee(
+                config
+                    .tenants
+                    .iter()
+                    .map(|tenant| {
+                        let limits = &tenant.plugin_limits;
+                        (
+                            Arc::from(tenant.name.as_str()),
+                            Gate::new(limits.compile_concurrency, limits.compile_queue),
+                        )
+                    })
+                    .collect(),
+            ),
             bounds,
             jobs: Mutex::new(Vec::new()),
             next_job: AtomicU64::new(0),
             outcomes: Mutex::default(),
             refusals: Mutex::default(),
         }
+    }
+
+    /// Gives a tenant compile slots by its limits (a compile already holding a slot of the
+    /// old ones keeps it).
+    pub fn set_tenant_gate(&self, tenant: &str, limits: &PluginLimits) {
+        self.tenant_gates.rcu(|current| {
+            let mut next = (**current).clone();
+            let same = next.get(tenant).is_some_and(|gate| {
+                gate.capacity() == (limits.compile_concurrency.max(1), limits.compile_queue)
+            });
+            if !same {
+                next.insert(
+                    Arc::from(tenant),
+                    Gate::new(limits.compile_concurrency, limits.compile_queue),
+                );
+            }
+            next
+        });
+    }
+
+    /// Drops a deleted tenant's compile slots.
+    pub fn remove_tenant_gate(&self, tenant: &str) {
+        self.tenant_gates.rcu(|current| {
+            let mut next = (**current).clone();
+            next.remove(tenant);
+            next
+        });
     }
 
     fn is_draining(&self) -> bool {
@@ -301,7 +332,8 @@ impl Compiler {
         tenant: &str,
         priority: Priority,
     ) -> Result<(Option<Permit>, Permit), CompileError> {
-        let tenant_permit = match self.tenant_gates.get(tenant) {
+        let gate = self.tenant_gates.load().get(tenant).cloned();
+        let tenant_permit = match gate {
             Some(gate) => Some(
                 gate.acquire(priority)
                     .await

@@ -122,6 +122,7 @@ impl Plugins {
     /// The plugin that declared `msg_type` in the connection's tenant, if any.
     pub fn handler_for(&self, conn: &ConnHandle, msg_type: &str) -> Option<Arc<LoadedPlugin>> {
         self.routes
+            .load()
             .get(&*conn.tenant.name)
             .and_then(|routes| routes.load().handler(msg_type).cloned())
     }
@@ -192,6 +193,7 @@ impl Plugins {
     ) -> Result<Vec<Frame>, CloseReason> {
         let plugin = self
             .routes
+            .load()
             .get(&*conn.tenant.name)
             .and_then(|routes| routes.load().frame_handler().cloned())
             .ok_or_else(|| {

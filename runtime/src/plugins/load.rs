@@ -132,7 +132,7 @@ impl Plugins {
     ) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
         for (index, tenant_config) in config.tenants.iter().enumerate() {
-            let Some(tenant) = tenants.get(&tenant_config.name).cloned() else {
+            let Some(tenant) = tenants.get(&tenant_config.name) else {
                 continue;
             };
             let mut loaded = Vec::new();

@@ -187,7 +187,7 @@ impl Plugins {
             ));
         }
         let (mut node_count, mut node_total) = (count + 1, total + bytes);
-        for (other, routes) in &self.routes {
+        for (other, routes) in self.routes.load().iter() {
             if **other != *tenant.name {
                 let routes = routes.load();
                 node_count += routes.plugins.len();
@@ -207,7 +207,7 @@ impl Plugins {
     /// Swaps a tenant's routing table atomically: calls in flight finish on the old versions,
     /// new messages go to the new ones. Starts the tick tasks of the new plugins.
     pub fn install(self: &Arc<Self>, tenant: &str, routes: Routes) {
-        let Some(slot) = self.routes.get(tenant) else {
+        let Some(slot) = self.slot(tenant) else {
             return;
         };
         let routes = Arc::new(routes);
@@ -223,7 +223,7 @@ impl Plugins {
         tenant: &str,
         change: impl Fn(&Routes) -> Result<Option<Routes>, SwapError>,
     ) -> Result<bool, SwapError> {
-        let Some(slot) = self.routes.get(tenant) else {
+        let Some(slot) = self.slot(tenant) else {
             return Err(SwapError::UnknownTenant(tenant.to_owned()));
         };
         loop {

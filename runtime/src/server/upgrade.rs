@@ -71,7 +71,6 @@ fn accept(
     let tenant = node
         .tenants
         .get(tenant_name)
-        .cloned()
         .ok_or(Refusal::UnknownTenant)?;
     let key = check_handshake(request)?;
     let headers = request.headers();

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::{BLOB_GRACE_MS, PluginRecord, Snapshot, StateStore, StoreError};
+use super::{BLOB_GRACE_MS, PluginRecord, Snapshot, StateStore, StoreError, TenantRecord};
 
 /// The desired state kept under one directory.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct DiskStore {
 struct StateFile {
     revision: u64,
     plugins: Vec<StoredRecord>,
+    #[serde(default)]
+    tenants: BTreeMap<String, TenantRecord>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -106,6 +108,7 @@ impl DiskStore {
                 .into_iter()
                 .map(|stored| ((stored.tenant, stored.plugin), stored.record))
                 .collect::<BTreeMap<_, _>>(),
+            tenants: file.tenants,
         };
         *self.cached.lock() = Some(snapshot.clone());
         Ok(snapshot)
@@ -119,18 +122,43 @@ impl DiskStore {
         expected: u64,
         record: Option<&PluginRecord>,
     ) -> Result<bool, StoreError> {
-        // Read, check and write as one step, so two writes never lose one another.
+        self.change(|snapshot| {
+            let key = (tenant.to_owned(), plugin.to_owned());
+            let stored = snapshot.plugins.get(&key).map_or(0, |found| found.revision);
+            if stored != expected || (record.is_none() && !snapshot.plugins.contains_key(&key)) {
+                return false;
+            }
+            match record {
+                Some(record) => snapshot.plugins.insert(key, record.clone()),
+                None => snapshot.plugins.remove(&key),
+            };
+            true
+        })
+    }
+
+    /// Replaces a tenant's record if the stored one is at `record.revision - 1`.
+    fn write_tenant_record(&self, tenant: &str, record: &TenantRecord) -> Result<bool, StoreError> {
+        self.change(|snapshot| {
+            let stored = snapshot
+                .tenants
+                .get(tenant)
+                .map_or(0, |found| found.revision);
+            if stored != record.revision.saturating_sub(1) {
+                return false;
+            }
+            snapshot.tenants.insert(tenant.to_owned(), record.clone());
+            true
+        })
+    }
+
+    /// Reads, lets `change` edit (it says whether it did) and writes as one step, so two
+    /// writes never lose one another.
+    fn change(&self, change: impl FnOnce(&mut Snapshot) -> bool) -> Result<bool, StoreError> {
         let _writing = self.writing.lock();
         let mut snapshot = self.read()?;
-        let key = (tenant.to_owned(), plugin.to_owned());
-        let stored = snapshot.plugins.get(&key).map_or(0, |found| found.revision);
-        if stored != expected || (record.is_none() && !snapshot.plugins.contains_key(&key)) {
+        if !change(&mut snapshot) {
             return Ok(false);
         }
-        match record {
-            Some(record) => snapshot.plugins.insert(key, record.clone()),
-            None => snapshot.plugins.remove(&key),
-        };
         snapshot.revision += 1;
         let file = StateFile {
             revision: snapshot.revision,
@@ -143,6 +171,7 @@ impl DiskStore {
                     record: record.clone(),
                 })
                 .collect(),
+            tenants: snapshot.tenants.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&file)
             .map_err(|error| StoreError::Corrupt(error.to_string()))?;
@@ -209,6 +238,11 @@ impl StateStore for DiskStore {
         );
         let expected = record.revision.saturating_sub(1);
         blocking(move || store.write_record(&tenant, &plugin, expected, Some(&record))).await
+    }
+
+    async fn write_tenant(&self, tenant: &str, record: &TenantRecord) -> Result<bool, StoreError> {
+        let (store, tenant, record) = (self.clone(), tenant.to_owned(), record.clone());
+        blocking(move || store.write_tenant_record(&tenant, &record)).await
     }
 
     async fn forget(&self, tenant: &str, plugin: &str, revision: u64) -> Result<bool, StoreError> {

@@ -42,6 +42,19 @@ pub struct PluginRecord {
     pub deleted_from: Option<String>,
 }
 
+/// The desired state of one tenant made or changed through the tenant API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    /// Counts the record's writes: a write must name the revision it read.
+    pub revision: u64,
+    /// Its settings as given: the fields of a `[[tenants]]` table, as JSON. `None`: deleted
+    /// (a configured tenant of that name is not served either).
+    pub settings: Option<serde_json::Value>,
+    /// When the record was last written (Unix milliseconds).
+    #[serde(default)]
+    pub changed_at_ms: u64,
+}
+
 /// Why a rollback cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {

@@ -58,6 +58,11 @@ impl Keys {
         format!("{}:{{state}}:records", self.prefix)
     }
 
+    /// The hash of the desired state's tenant records: name to the record's JSON.
+    pub fn state_tenants(&self) -> String {
+        format!("{}:{{state}}:tenants", self.prefix)
+    }
+
     /// The desired state's revision counter.
     pub fn state_revision(&self) -> String {
         format!("{}:{{state}}:revision", self.prefix)

@@ -11,6 +11,7 @@ use super::shared::Shared;
 use crate::clock::unix_millis as now_ms;
 use crate::state::{
     BLOB_GRACE_MS, NodeReport, PluginRecord, REPORT_TTL_MS, Snapshot, StateStore, StoreError,
+    TenantRecord,
 };
 
 /// The desired state kept in Redis.
@@ -60,8 +61,14 @@ impl StateStore for RedisState {
             .cmd("GET")
             .arg(keys.state_revision())
             .cmd("HGETALL")
-            .arg(keys.state_records());
-        let (revision, fields): (Option<u64>, BTreeMap<String, String>) = self
+            .arg(keys.state_records())
+            .cmd("HGETALL")
+            .arg(keys.state_tenants());
+        let (revision, fields, tenant_fields): (
+            Option<u64>,
+            BTreeMap<String, String>,
+            BTreeMap<String, String>,
+        ) = self
             .shared
             .link
             .query_pipe_values(&pipe)
@@ -76,9 +83,16 @@ impl StateStore for RedisState {
                 .map_err(|error| StoreError::Corrupt(format!("record `{name}`: {error}")))?;
             plugins.insert((tenant.to_owned(), plugin.to_owned()), record);
         }
+        let mut tenants = BTreeMap::new();
+        for (name, json) in tenant_fields {
+            let record: TenantRecord = serde_json::from_str(&json)
+                .map_err(|error| StoreError::Corrupt(format!("tenant `{name}`: {error}")))?;
+            tenants.insert(name, record);
+        }
         Ok(Snapshot {
             revision: revision.unwrap_or(0),
             plugins,
+            tenants,
         })
     }
 
@@ -127,6 +141,25 @@ impl StateStore for RedisState {
                 &scripts::STATE_WRITE,
                 &[&keys.state_records(), &keys.state_revision()],
                 &[&field(tenant, plugin), &expected, &json],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(written == 1)
+    }
+
+    async fn write_tenant(&self, tenant: &str, record: &TenantRecord) -> Result<bool, StoreError> {
+        let keys = &self.shared.keys;
+        let json = serde_json::to_string(record)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let expected = record.revision.saturating_sub(1).to_string();
+        // The records' script: it reads `revision` from the stored JSON, whatever the hash.
+        let written: i64 = self
+            .shared
+            .link
+            .invoke(
+                &scripts::STATE_WRITE,
+                &[&keys.state_tenants(), &keys.state_revision()],
+                &[tenant, &expected, &json],
             )
             .await
             .map_err(unavailable)?;

@@ -81,6 +81,11 @@ impl Gate {
         })
     }
 
+    /// The `(capacity, queue)` it was made with.
+    pub fn capacity(&self) -> (usize, usize) {
+        (self.capacity, self.queue)
+    }
+
     /// Compiles running and waiting.
     pub fn load(&self) -> (usize, usize) {
         let state = self.state.lock();
