@@ -39,13 +39,17 @@ export function backoffDelay(attempt, { baseMs, capMs }, random = Math.random) {
 /**
  * Whether the client reconnects after the server closed an established session with this code.
  * No: 1000 (normal), 1002 / 1003 / 1007 (the client broke the protocol), 1008 for an invalid
- * envelope (a client bug; 1008 for the rate limit does reconnect), and 3000-4999 (application
+ * envelope (a client bug; 1008 for the rate limit does reconnect) or a removed tenant (it is
+ * gone: a reconnect gets 404), and 3000-4999 (application
  * codes, e.g. a plugin closing the connection on purpose). Yes: everything else (1001 drain,
  * 1005, 1006 dropped, 1009, 1011, 1012, 1013 slow consumer, 1014, ...).
  */
 export function shouldReconnectAfterClose(code, reason = "") {
   if (code === 1000 || code === 1002 || code === 1003 || code === 1007) return false;
-  if (code === 1008) return !String(reason).startsWith("invalid envelope");
+  if (code === 1008) {
+    const text = String(reason);
+    return !text.startsWith("invalid envelope") && text !== "tenant removed";
+  }
   if (code >= 3000 && code <= 4999) return false;
   return true;
 }

@@ -163,6 +163,11 @@ pub trait Backplane: Send + Sync + std::fmt::Debug {
     fn state_store(&self) -> Option<Arc<dyn StateStore>> {
         None
     }
+    /// Deletes what a deleted tenant's rooms keep (sequences, history, presence); how many
+    /// channels or keys went.
+    async fn forget_tenant(&self, _tenant: &str) -> Result<usize, BackplaneError> {
+        Ok(0)
+    }
     /// Appends this backplane's Prometheus metrics.
     fn render_metrics(&self, _out: &mut String) {}
     /// Leaves the cluster cleanly (after the node drained).

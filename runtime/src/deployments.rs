@@ -22,11 +22,15 @@ use crate::plugins::compile::Purpose;
 use crate::plugins::pool::{LoadError, LoadedPlugin};
 use crate::plugins::{Plugins, SwapError, artifact};
 use crate::state::{
-    NodeReport, PluginRecord, RecordError, Served, Snapshot, StateStore, StoreError, Version,
+    NodeReport, PluginRecord, RecordError, Served, Snapshot, StateStore, StoreError,
+    TenantRecord, Version,
 };
 use crate::tenant::{Tenant, Tenants};
 
 pub use crate::metrics::deployments::DeployMetrics;
+pub use tenants::{TenantChange, TenantError};
+
+mod tenants;
 
 /// How often a node asks the store whether the desired state changed.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -88,6 +92,9 @@ struct Applied {
     /// The store revision last applied in full.
     revision: Option<u64>,
     failures: HashMap<(String, String), Failure>,
+    /// The settings of each tenant record applied here (or found not to apply), so a pass
+    /// rebuilds only the tenants whose record changed.
+    tenants: HashMap<String, serde_json::Value>,
 }
 
 /// The desired state as this node knows and applies it.
@@ -106,6 +113,8 @@ pub struct Deployments {
     /// The bytes of the versions this node serves by record, by blob: what it puts back if
     /// the store loses its data (bounded by what the tenants may load).
     sources: parking_lot::Mutex<HashMap<String, Arc<[u8]>>>,
+    /// Tenants taken out whose connections and state the node has not cleared yet.
+    removed: parking_lot::Mutex<Vec<Arc<Tenant>>>,
     /// Counters for `/metrics`.
     pub metrics: DeployMetrics,
 }
@@ -147,6 +156,7 @@ impl Deployments {
             synced: AtomicBool::new(false),
             reported_at: AtomicU64::new(0),
             sources: parking_lot::Mutex::default(),
+            removed: parking_lot::Mutex::default(),
             metrics: DeployMetrics::default(),
         }
     }
@@ -566,9 +576,20 @@ impl Deployments {
                 restored += 1;
             }
         }
+        for (name, record) in &known.tenants {
+            let record = TenantRecord {
+                revision: 1,
+                settings: record.settings.clone(),
+                changed_at_ms: now_ms(),
+            };
+            if self.store.write_tenant(name, &record).await? {
+                self.metrics.changes_written.fetch_add(1, Ordering::Relaxed);
+                restored += 1;
+            }
+        }
         tracing::warn!(
             restored,
-            known = known.plugins.len(),
+            known = known.plugins.len() + known.tenants.len(),
             "the state store lost the desired state (its revision went back); records put back from what this node serves"
         );
         Ok(())
@@ -592,6 +613,7 @@ impl Deployments {
     ) -> Result<(), StoreError> {
         let mut applied = self.applying.lock().await;
         let snapshot = self.store.snapshot().await?;
+        self.apply_tenants(&mut applied, &snapshot, plugins, tenants);
         plugins.set_deployed(snapshot.plugins.keys().cloned().collect::<HashSet<_>>());
         for ((tenant_name, name), record) in &snapshot.plugins {
             // A record of a tenant this node does not have is kept for the nodes that do.

@@ -110,6 +110,8 @@ pub trait SharedKv: Send + Sync + std::fmt::Debug {
         after: Option<&str>,
         limit: usize,
     ) -> Result<KeyPage, KvError>;
+    /// Deletes every namespace of a deleted tenant; how many stored keys went.
+    async fn clear_tenant(&self, tenant: &str) -> Result<usize, KvError>;
 }
 
 /// What a shared store's write expects of the entry it replaces.
@@ -249,6 +251,15 @@ impl KvStore {
         match self.shared.get() {
             Some(shared) => shared.incr(tenant, plugin, key, delta, max_bytes).await,
             None => self.memory.incr(tenant, plugin, key, delta, max_bytes),
+        }
+    }
+
+    /// Deletes every plugin namespace of a deleted tenant; how many namespaces (memory) or
+    /// stored keys (shared store) went.
+    pub async fn clear_tenant(&self, tenant: &str) -> Result<usize, KvError> {
+        match self.shared.get() {
+            Some(shared) => shared.clear_tenant(tenant).await,
+            None => Ok(self.memory.clear_tenant(tenant)),
         }
     }
 

@@ -157,9 +157,42 @@ impl Node {
 
     /// Applies the desired state once (at start, before the listener opens).
     pub async fn converge(&self) -> Result<(), crate::state::StoreError> {
-        self.deployments
+        let converged = self
+            .deployments
             .converge(&self.plugins, &self.config, &self.tenants)
-            .await
+            .await;
+        self.clear_removed_tenants().await;
+        converged
+    }
+
+    /// Closes the connections of the tenants the desired state took out (1008 `tenant
+    /// removed`; their rooms and presence empty as they go) and deletes their plugins'
+    /// key-value entries.
+    pub async fn clear_removed_tenants(&self) {
+        for tenant in self.deployments.take_removed() {
+            let mut closed = 0;
+            for conn in self.registry.all() {
+                if conn.tenant.name == tenant.name {
+                    conn.outbox.close(CloseReason::TenantRemoved);
+                    closed += 1;
+                }
+            }
+            let entries = match self.plugins.services.kv.clear_tenant(&tenant.name).await {
+                Ok(entries) => entries,
+                Err(error) => {
+                    tracing::warn!(tenant = %tenant.name, %error, "a deleted tenant's key-value entries not deleted");
+                    0
+                }
+            };
+            let rooms = match self.backplane.forget_tenant(&tenant.name).await {
+                Ok(rooms) => rooms,
+                Err(error) => {
+                    tracing::warn!(tenant = %tenant.name, %error, "a deleted tenant's channel history not deleted");
+                    0
+                }
+            };
+            tracing::info!(tenant = %tenant.name, closed, kv = entries, rooms, "tenant removed: its connections closed and its state deleted");
+        }
     }
 
     /// Polls the desired state every `deployments::POLL_INTERVAL` and applies its changes,
@@ -181,6 +214,7 @@ impl Node {
                 node.deployments
                     .poll(&node.plugins, &node.config, &node.tenants, &node.id)
                     .await;
+                node.clear_removed_tenants().await;
             }
         });
     }
@@ -217,9 +251,12 @@ impl Node {
             .metrics
             .handshakes_accepted
             .fetch_add(1, Ordering::Relaxed);
-        // A drain that began during the handshake did not see this connection.
+        // A drain that began during the handshake did not see this connection, nor did the
+        // close of a tenant deleted meanwhile.
         if self.is_draining() {
             conn.outbox.close(CloseReason::ShuttingDown);
+        } else if conn.tenant.is_removed() {
+            conn.outbox.close(CloseReason::TenantRemoved);
         }
         self.plugins.on_connect(conn).await;
     }

@@ -326,6 +326,8 @@ pub enum CloseReason {
     InvalidEnvelope(String),
     /// 1008: the token bucket ran dry.
     RateLimited,
+    /// 1008: the operator deleted the connection's tenant.
+    TenantRemoved,
     /// 1009: a message over the size limit.
     TooBig,
     /// 1011: an internal error.
@@ -348,7 +350,9 @@ impl CloseReason {
             CloseReason::ProtocolError(_) => 1002,
             CloseReason::BinaryFrame => 1003,
             CloseReason::InvalidUtf8 => 1007,
-            CloseReason::InvalidEnvelope(_) | CloseReason::RateLimited => 1008,
+            CloseReason::InvalidEnvelope(_)
+            | CloseReason::RateLimited
+            | CloseReason::TenantRemoved => 1008,
             CloseReason::TooBig => 1009,
             CloseReason::Internal | CloseReason::HandlerFailed(_) => 1011,
             CloseReason::SlowConsumer => 1013,
@@ -366,6 +370,7 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => "text frame is not valid UTF-8".to_owned(),
             CloseReason::InvalidEnvelope(detail) => format!("invalid envelope: {detail}"),
             CloseReason::RateLimited => "rate limit exceeded".to_owned(),
+            CloseReason::TenantRemoved => "tenant removed".to_owned(),
             CloseReason::TooBig => "message too big".to_owned(),
             CloseReason::Internal => "internal error".to_owned(),
             CloseReason::HandlerFailed(detail) => format!("handler failed: {detail}"),

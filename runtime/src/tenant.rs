@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 
@@ -40,6 +40,9 @@ pub struct Tenant {
     pub protocol: TenantProtocol,
     presence_disabled: Vec<String>,
     connections: Arc<AtomicUsize>,
+    /// Set when the tenant is deleted (shared by its versions), so a connection that was
+    /// upgrading meanwhile is closed too.
+    removed: Arc<AtomicBool>,
     /// Its counters.
     pub metrics: Arc<TenantMetrics>,
     /// The settings it was built from.
@@ -79,6 +82,9 @@ impl Tenant {
             connections: previous
                 .map(|previous| previous.connections.clone())
                 .unwrap_or_default(),
+            removed: previous
+                .map(|previous| previous.removed.clone())
+                .unwrap_or_default(),
             metrics: previous
                 .map(|previous| previous.metrics.clone())
                 .unwrap_or_default(),
@@ -99,6 +105,11 @@ impl Tenant {
     /// plugin did not send (its members are still listed).
     pub fn announces_presence(&self, channel: &str) -> bool {
         self.protocol == TenantProtocol::Envelope && self.presence_enabled(channel)
+    }
+
+    /// Whether the tenant was deleted.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::SeqCst)
     }
 
     /// Live connections of this tenant on this node.
@@ -213,6 +224,7 @@ impl Tenants {
         let _changing = self.changing.lock();
         let current = self.by_name.load_full();
         let removed = current.get(name).cloned()?;
+        removed.removed.store(true, Ordering::SeqCst);
         let mut next = (*current).clone();
         next.remove(name);
         self.by_name.store(Arc::new(next));

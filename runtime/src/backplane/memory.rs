@@ -311,6 +311,13 @@ impl Backplane for MemoryBackplane {
             .is_some_and(|local| local.command(tenant, connection, command)))
     }
 
+    async fn forget_tenant(&self, tenant: &str) -> Result<usize, BackplaneError> {
+        let before = self.channels.len();
+        self.channels.retain(|room, _| &*room.tenant != tenant);
+        self.tenants.remove(tenant);
+        Ok(before - self.channels.len())
+    }
+
     async fn history_since(&self, room: &RoomKey, since: u64) -> Result<Recovery, BackplaneError> {
         // Nothing published here (or it expired) is a channel whose last `seq` is 0.
         let Some(mut log) = self.channels.get_mut(room) else {

@@ -21,6 +21,7 @@ mod keys;
 mod kv;
 mod link;
 mod random;
+mod scan;
 mod scripts;
 mod shared;
 mod state;
@@ -96,6 +97,14 @@ impl RedisBackplane {
 
 #[async_trait]
 impl Backplane for RedisBackplane {
+    async fn forget_tenant(&self, tenant: &str) -> Result<usize, BackplaneError> {
+        let mut removed = 0;
+        for pattern in self.shared.keys.tenant_room_patterns(tenant) {
+            removed += scan::unlink_matching(&self.shared, &pattern).await?;
+        }
+        Ok(removed)
+    }
+
     fn attach(&self, node_id: &str, local: Weak<dyn LocalDelivery>) {
         let shared = &self.shared;
         let _ = shared.node.set(node_id.to_owned());

@@ -145,6 +145,13 @@ impl MemoryKv {
             .clone()
     }
 
+    /// Drops every namespace of a tenant; how many there were.
+    pub fn clear_tenant(&self, tenant: &str) -> usize {
+        let before = self.namespaces.len();
+        self.namespaces.retain(|(owner, _), _| &**owner != tenant);
+        before - self.namespaces.len()
+    }
+
     /// The live value of `key` and its version.
     pub fn get(
         &self,

@@ -118,6 +118,22 @@ impl Keys {
         format!("{}:kv:{{{tenant}:{plugin}}}", self.prefix)
     }
 
+    /// A `SCAN` pattern matching every key-value structure of a tenant's plugins (tenant
+    /// names hold no `:` and no glob character; the prefix's are escaped).
+    pub fn kv_tenant_pattern(&self, tenant: &str) -> String {
+        format!("{}:kv:{{{tenant}:*", super::scan::escape(&self.prefix))
+    }
+
+    /// `SCAN` patterns matching every room (sequence, history, presence) and user key of a
+    /// tenant.
+    pub fn tenant_room_patterns(&self, tenant: &str) -> [String; 2] {
+        let prefix = super::scan::escape(&self.prefix);
+        [
+            format!("{prefix}:r:{{{tenant}:*"),
+            format!("{prefix}:u:{{{tenant}:*"),
+        ]
+    }
+
     /// A plugin namespace's versions and sizes (see `scripts::KV_PRELUDE`). `#` never
     /// follows the index in an entry's name, which puts `:` there.
     pub fn kv_meta(&self, tenant: &str, plugin: &str) -> String {

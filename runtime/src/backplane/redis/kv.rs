@@ -204,4 +204,11 @@ impl SharedKv for RedisKv {
         keys.truncate(limit);
         Ok(KeyPage { keys, more })
     }
+
+    async fn clear_tenant(&self, tenant: &str) -> Result<usize, KvError> {
+        let pattern = self.shared.keys.kv_tenant_pattern(tenant);
+        super::scan::unlink_matching(&self.shared, &pattern)
+            .await
+            .map_err(unavailable)
+    }
 }
