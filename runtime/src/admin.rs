@@ -1,6 +1,7 @@
 //! The HTTP API on the main listener: `POST /api/publish` (docs/protocol.md, "Publish API")
-//! and the plugin API (`/api/tenants/{tenant}/plugins`, "Plugin API"), both authenticated with
-//! the tenant's API key.
+//! and the plugin API (`/api/tenants/{tenant}/plugins`, "Plugin API"), authenticated with the
+//! tenant's API key (the plugin API also with the operator's), and the tenant API
+//! (`/api/tenants[/{name}]`, "Tenant API"), for the operator only.
 
 use std::sync::Arc;
 
@@ -19,9 +20,11 @@ use crate::tenant::Tenant;
 
 mod error;
 mod plugins;
+mod tenants;
 
 pub use error::ApiError;
 pub use plugins::plugins;
+pub use tenants::tenants;
 
 /// Request bodies larger than this are refused before parsing.
 const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;

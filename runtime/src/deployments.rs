@@ -22,8 +22,8 @@ use crate::plugins::compile::Purpose;
 use crate::plugins::pool::{LoadError, LoadedPlugin};
 use crate::plugins::{Plugins, SwapError, artifact};
 use crate::state::{
-    NodeReport, PluginRecord, RecordError, Served, Snapshot, StateStore, StoreError,
-    TenantRecord, Version,
+    NodeReport, PluginRecord, RecordError, Served, Snapshot, StateStore, StoreError, TenantRecord,
+    Version,
 };
 use crate::tenant::{Tenant, Tenants};
 

@@ -1,5 +1,5 @@
 //! The `switchboard` command: `serve`, `check`, `token`, `precompile`, `dev`, `plugin new`,
-//! the operator's `plugins` (and the hidden `compile-worker` that `serve` runs). Thin: parse flags, load the config, set up logging,
+//! the operator's `plugins` and `tenants` (and the hidden `compile-worker` that `serve` runs). Thin: parse flags, load the config, set up logging,
 //! hand over to the library.
 
 mod dev_loop;
@@ -111,6 +111,25 @@ enum Command {
         )]
         key: Option<String>,
     },
+    /// A running node's tenants, through the operator's tenant API: list, get, apply (create or
+    /// update from a TOML or JSON file), delete (changes reach every node of the cluster).
+    /// Exit code 1 when the node refuses, 2 when it cannot be asked.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+        /// The node (or its load balancer): an http:// URL.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The operator's key, `admin.api_key` (default: the environment's
+        /// `SWITCHBOARD_ADMIN_KEY`).
+        #[arg(
+            long,
+            global = true,
+            env = "SWITCHBOARD_ADMIN_KEY",
+            hide_env_values = true
+        )]
+        key: Option<String>,
+    },
     /// Compiles one plugin for a running node: the component on stdin, the sealed build on
     /// stdout. `serve` starts it; not for people.
     #[command(name = "compile-worker", hide = true)]
@@ -181,6 +200,30 @@ enum PluginsCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum TenantsCommand {
+    /// Every tenant: name, source (file or api), protocol, connections here, plugins.
+    List,
+    /// One tenant: its summary and, if made through the API, its settings (secrets hidden).
+    Get {
+        /// The tenant's name.
+        name: String,
+    },
+    /// Create or update tenants from FILE: the fields of a `[[tenants]]` table, one tenant at
+    /// the top level or several as `[[tenants]]` (TOML, or JSON for a `.json` file). Secrets
+    /// and keys are given inline; plugins are deployed with `switchboard plugins deploy`.
+    Apply {
+        /// The TOML or JSON file.
+        file: PathBuf,
+    },
+    /// Delete tenant NAME on every node: its connections close (1008 `tenant removed`), its
+    /// plugins, history and key-value entries go.
+    Delete {
+        /// The tenant's name.
+        name: String,
+    },
+}
+
 fn parse_tier(name: &str) -> Result<Tier, String> {
     Tier::from_name(name).ok_or_else(|| format!("`{name}` is not `baseline` or `optimized`"))
 }
@@ -232,6 +275,20 @@ fn main() -> ExitCode {
                 PluginsCommand::History { name } => ops::Action::History { name },
             };
             return ops::run(&target, action);
+        }
+        Command::Tenants { command, url, key } => {
+            let target = ops::Target {
+                url,
+                tenant: String::new(),
+                key,
+            };
+            let action = match &command {
+                TenantsCommand::List => ops::tenants::Action::List,
+                TenantsCommand::Get { name } => ops::tenants::Action::Get { name },
+                TenantsCommand::Apply { file } => ops::tenants::Action::Apply { file },
+                TenantsCommand::Delete { name } => ops::tenants::Action::Delete { name },
+            };
+            return ops::finish(ops::tenants::act(&target, action));
         }
         Command::CompileWorker {
             tier,

@@ -1,8 +1,11 @@
-//! `switchboard plugins list|deploy|rollback|history|delete`: the operator's commands, thin clients of a node's
-//! plugin API (`/api/tenants/{tenant}/plugins`) over plain HTTP/1.1. What the API answers is
-//! printed readably; a refusal prints the API's error code and message. Exit codes: 0 done,
-//! 1 the node refused, 2 the node could not be asked (bad URL, unreachable, not the API).
-//! Part of the binary, not of the library.
+//! `switchboard plugins list|deploy|rollback|history|delete` and `switchboard tenants
+//! list|get|apply|delete` (`tenants`): the operator's commands, thin clients of a node's
+//! plugin API (`/api/tenants/{tenant}/plugins`) and tenant API (`/api/tenants`) over plain
+//! HTTP/1.1. What the API answers is printed readably; a refusal prints the API's error code
+//! and message. Exit codes: 0 done, 1 the node refused, 2 the node could not be asked (bad
+//! URL, unreachable, not the API). Part of the binary, not of the library.
+
+pub mod tenants;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -25,14 +28,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Target {
     /// `http://host:port` of a node (or of the load balancer in front of the nodes).
     pub url: String,
-    /// The tenant whose plugins these are.
+    /// The tenant whose plugins these are (unused by the tenant commands).
     pub tenant: String,
-    /// The tenant's API key.
+    /// The tenant's API key, or the operator's.
     pub key: Option<String>,
 }
 
 /// What went wrong, and the exit code it gets.
-enum Failure {
+pub enum Failure {
     /// The node answered with an API error.
     Refused(String),
     /// The node could not be asked, or did not answer like the API.
@@ -53,8 +56,13 @@ pub enum Action<'a> {
     History { name: &'a str },
 }
 
-/// Runs one command against `target` and prints its outcome.
+/// Runs one plugin command against `target` and prints its outcome.
 pub fn run(target: &Target, action: Action<'_>) -> ExitCode {
+    finish(act(target, action))
+}
+
+/// Runs a command's request and prints its outcome; the exit code.
+pub fn finish(work: impl Future<Output = Result<String, Failure>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -65,7 +73,7 @@ pub fn run(target: &Target, action: Action<'_>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(act(target, action)) {
+    match runtime.block_on(work) {
         Ok(text) => {
             println!("{text}");
             ExitCode::SUCCESS
@@ -169,7 +177,12 @@ fn nodes_column(plugin: &Value) -> String {
 }
 
 /// One request; the JSON answer of a 2xx, or the API's error as a `Refused`.
-async fn call(target: &Target, method: &str, path: &str, body: Vec<u8>) -> Result<Value, Failure> {
+pub async fn call(
+    target: &Target,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Value, Failure> {
     let uri: hyper::Uri = target
         .url
         .parse()
@@ -289,7 +302,7 @@ fn table(plugins: &[Value]) -> String {
 }
 
 /// Rows of cells as aligned columns.
-fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+pub fn columns<const N: usize>(rows: &[[String; N]]) -> String {
     let widths: Vec<usize> = (0..N)
         .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
         .collect();
@@ -307,7 +320,7 @@ fn columns<const N: usize>(rows: &[[String; N]]) -> String {
 }
 
 /// A JSON value as plain text (a string without its quotes).
-fn text(value: &Value) -> String {
+pub fn text(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
         Value::Null => "-".to_owned(),

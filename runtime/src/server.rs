@@ -323,9 +323,17 @@ async fn route(node: Arc<Node>, request: Request<Incoming>) -> Response<Full<Byt
             upgrade::handle(&node, &tenant, request, upgrade::Admission::Open)
         }
         (&Method::POST, "/api/publish") => admin::publish(&node, request).await,
+        (_, "/api/tenants" | "/api/tenants/") => admin::tenants(&node, request, None).await,
         (_, api_path) if api_path.starts_with("/api/tenants/") => {
             let rest = api_path["/api/tenants/".len()..].to_owned();
-            admin::plugins(&node, request, &rest).await
+            match rest.split_once('/') {
+                None => admin::tenants(&node, request, Some(&rest)).await,
+                Some((name, "")) => {
+                    let name = name.to_owned();
+                    admin::tenants(&node, request, Some(&name)).await
+                }
+                Some(_) => admin::plugins(&node, request, &rest).await,
+            }
         }
         (_, "/api/publish") => RouteError::MethodNotAllowed.response(),
         _ => RouteError::NotFound.response(),

@@ -28,5 +28,6 @@ mod redis_recovery;
 mod rooms;
 mod shutdown;
 mod support;
+mod tenants;
 mod tidy;
 mod tls;

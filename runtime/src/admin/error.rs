@@ -34,6 +34,13 @@ pub enum ApiError {
     /// connection cannot carry another request.
     #[error("missing or wrong API key for this tenant")]
     Unauthorized { closing: bool },
+    /// The tenant API without the operator's key (`admin.api_key`; none configured: the
+    /// tenant API is off).
+    #[error("missing or wrong operator key (admin.api_key)")]
+    NotOperator,
+    /// Tenant settings that are not valid; the message names each field.
+    #[error("{0}")]
+    InvalidTenant(String),
     /// A published payload over the tenant's `limits.max_message_bytes`.
     #[error("the payload is over the tenant's message size limit")]
     PayloadTooLarge,
@@ -78,8 +85,9 @@ impl ApiError {
             | ApiError::UnknownTenant
             | ApiError::UnknownPlugin(_)
             | ApiError::UnknownVersion(_) => StatusCode::NOT_FOUND,
-            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized { .. } | ApiError::NotOperator => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidTenant(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Body { error, .. } => match error {
                 BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
                 BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -113,8 +121,9 @@ impl ApiError {
             | ApiError::UnknownTenant
             | ApiError::UnknownPlugin(_)
             | ApiError::UnknownVersion(_) => "not_found",
-            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::Unauthorized { .. } | ApiError::NotOperator => "unauthorized",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::InvalidTenant(_) => "invalid_tenant",
             ApiError::Body { error, .. } => match error {
                 BodyError::TooLarge => "payload_too_large",
                 BodyError::Timeout => "request_timeout",
@@ -180,7 +189,8 @@ impl ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         match self {
-            ApiError::Unauthorized { closing: true } => closing(response),
+            // The tenant API reads no body before it knows the operator.
+            ApiError::Unauthorized { closing: true } | ApiError::NotOperator => closing(response),
             _ => response,
         }
     }

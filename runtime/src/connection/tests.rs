@@ -80,7 +80,7 @@ fn harness(limits: &str) -> Harness {
     let config = crate::config::parse(&text, "unit.toml", std::path::Path::new("."))
         .expect("the test config is valid");
     let tenants = Tenants::new(&config).expect("the test tenant builds");
-    let tenant = tenants.get("default").cloned().expect("tenant default");
+    let tenant = tenants.get("default").expect("tenant default");
     let node = Node::new(config, tenants);
     let conn = Arc::new(ConnHandle::new(
         node.next_conn_id(),

@@ -47,7 +47,10 @@ pub fn validate(name: &str, mut settings: serde_json::Value) -> Result<TenantCon
         }])
     };
     let Some(object) = settings.as_object_mut() else {
-        return Err(issue("", "the body must be a JSON object of tenant settings"));
+        return Err(issue(
+            "",
+            "the body must be a JSON object of tenant settings",
+        ));
     };
     match object.get("name") {
         None => {
@@ -89,7 +92,11 @@ impl Deployments {
         plugins.add_tenant(&tenant);
         applied.tenants.insert(name.to_owned(), settings);
         self.remember_tenant(name, record);
-        tracing::info!(tenant = name, created = !existed, "tenant applied (tenant API)");
+        tracing::info!(
+            tenant = name,
+            created = !existed,
+            "tenant applied (tenant API)"
+        );
         Ok(if existed {
             TenantChange::Updated(tenant)
         } else {
@@ -136,7 +143,10 @@ impl Deployments {
     ) -> Result<TenantRecord, TenantError> {
         for _ in 0..WRITE_ATTEMPTS {
             let snapshot = self.store.snapshot().await.map_err(TenantError::Store)?;
-            let revision = snapshot.tenants.get(name).map_or(0, |record| record.revision);
+            let revision = snapshot
+                .tenants
+                .get(name)
+                .map_or(0, |record| record.revision);
             let record = TenantRecord {
                 revision: revision + 1,
                 settings: settings.clone(),
@@ -208,9 +218,8 @@ impl Deployments {
                     if applied.tenants.get(name) == Some(settings) && tenants.get(name).is_some() {
                         continue;
                     }
-                    let tenant = validate(name, settings.clone()).and_then(|config| {
-                        tenants.upsert(&config).map_err(TenantError::Key)
-                    });
+                    let tenant = validate(name, settings.clone())
+                        .and_then(|config| tenants.upsert(&config).map_err(TenantError::Key));
                     match tenant {
                         Ok(tenant) => {
                             plugins.add_tenant(&tenant);

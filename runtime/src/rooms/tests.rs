@@ -188,7 +188,7 @@ fn tenant() -> Arc<Tenant> {
     let config = crate::config::parse(text, "unit.toml", std::path::Path::new("."))
         .expect("the test config is valid");
     let tenants = Tenants::new(&config).expect("the test tenant builds");
-    tenants.get("default").cloned().expect("tenant default")
+    tenants.get("default").expect("tenant default")
 }
 
 struct Fixture {

@@ -51,7 +51,11 @@ pub async fn unlink_matching(shared: &Shared, pattern: &str) -> Result<usize, Ba
         }
     }
     if cursor != 0 {
-        tracing::warn!(pattern, removed, "keys only partly deleted (the clear's bound was reached)");
+        tracing::warn!(
+            pattern,
+            removed,
+            "keys only partly deleted (the clear's bound was reached)"
+        );
     }
     Ok(removed)
 }

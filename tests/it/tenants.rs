@@ -1,0 +1,712 @@
+//! The operator's tenant API: tenants created, updated and deleted while nodes run, kept in
+//! the desired state (a state directory on one node, Redis in a cluster), applied on every
+//! node without touching other tenants' connections, and every refusal changing nothing.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{Value, json};
+use tokio::time::{Instant, sleep};
+
+use crate::cluster::{readyz_becomes, redis_node_config};
+use crate::external::{RedisServer, free_port};
+use crate::plugins::{plugin_tables, wasm_bytes};
+use crate::support::{
+    BinaryServer, Client, TestServer, WAIT, api_key, assert_error_body, claims, config,
+    fresh_state_dir, http_send, sign, tenant, try_upgrade, upgrade_request, ws_url,
+};
+
+/// The operator's key in these tests' configs.
+pub(crate) const ADMIN_KEY: &str = "operator-key-for-tests";
+
+/// How soon a change made through one node must apply on every node (the bound).
+const CONVERGED: Duration = Duration::from_secs(2);
+
+/// The `[admin]` table with the operator's key.
+pub(crate) fn admin() -> String {
+    format!("[admin]\napi_key = \"{ADMIN_KEY}\"\n")
+}
+
+/// A tenant API request with `key` as the bearer.
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (u16, Value) {
+    let url = format!("http://{addr}/api/tenants{path}");
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+    let key = key.map(str::to_owned);
+    let (status, _, answer) = http_send(|client| {
+        let mut request = client.request(method, url);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        match body {
+            Some(body) => request.body(body),
+            None => request,
+        }
+    })
+    .await;
+    (status, answer)
+}
+
+/// A tenant API request with the operator's key.
+async fn operator(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let body = body.map(|body| body.to_string().into_bytes());
+    call(addr, method, path, Some(ADMIN_KEY), body).await
+}
+
+/// Tenant settings with an HS secret and a publish key.
+fn settings(secret: &str, extra: Value) -> Value {
+    let mut settings = json!({"api_key": "acme-api-key", "jwt": {"secret": secret}});
+    if let (Some(object), Some(extra)) = (settings.as_object_mut(), extra.as_object()) {
+        object.extend(extra.clone());
+    }
+    settings
+}
+
+/// A token for `sub` signed with `secret`.
+fn token_with(secret: &str, sub: &str) -> String {
+    sign(
+        &claims(sub, 3600, json!({})),
+        Algorithm::HS256,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+}
+
+/// Opens a connection to `tenant` with a token signed by `secret`; the HTTP status of a
+/// refusal otherwise.
+async fn open(addr: SocketAddr, tenant: &str, secret: &str, sub: &str) -> Result<Client, u16> {
+    let bearer = format!("Bearer {}", token_with(secret, sub));
+    let request = upgrade_request(&ws_url(addr, tenant), &[("authorization", &bearer)]);
+    match try_upgrade(request).await {
+        Ok((ws, _)) => Ok(Client::from_socket(ws).await),
+        Err(refusal) => Err(refusal.status),
+    }
+}
+
+/// Retries `open` until it succeeds or `within` passes.
+async fn open_within(
+    addr: SocketAddr,
+    tenant: &str,
+    secret: &str,
+    sub: &str,
+    within: Duration,
+) -> Client {
+    let deadline = Instant::now() + within;
+    loop {
+        match open(addr, tenant, secret, sub).await {
+            Ok(client) => return client,
+            Err(status) => assert!(
+                Instant::now() < deadline,
+                "{tenant} on {addr} still refused ({status}) after {within:?}"
+            ),
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until an upgrade to `tenant` with `secret` gets `status`.
+async fn refused_within(
+    addr: SocketAddr,
+    tenant: &str,
+    secret: &str,
+    status: u16,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        match open(addr, tenant, secret, "probe").await {
+            Err(got) if got == status => return,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{tenant} on {addr}: wanted {status} within {within:?}, got {:?}",
+                    other.map(|_| 101)
+                );
+                if let Ok(client) = other {
+                    client.close().await;
+                }
+            }
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The names the tenant list shows, with their source.
+async fn listed(addr: SocketAddr) -> Vec<(String, String)> {
+    let (status, list) = operator(addr, "GET", "", None).await;
+    assert_eq!(status, 200, "{list}");
+    list["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .map(|tenant| {
+            (
+                tenant["name"].as_str().expect("name").to_owned(),
+                tenant["source"].as_str().expect("source").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A round trip on a connection (a join of a fresh room), which must be answered.
+async fn alive(client: &mut Client, context: &str) {
+    static ROOMS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let room = ROOMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let reply = client.join(&format!("check-{room}")).await;
+    assert_eq!(reply["type"], "ack", "{context}: {reply}");
+}
+
+#[tokio::test]
+async fn every_refusal_of_the_tenant_api_answers_4xx_json_and_changes_nothing() {
+    let server = TestServer::start(&config(&admin(), &[tenant("default", "", "")])).await;
+    let addr = server.addr;
+    let good = settings("acme-secret", json!({}));
+    let body = |value: &Value| Some(value.to_string().into_bytes());
+
+    // Who may ask: only the operator's key; a tenant's key has no power over tenants.
+    let tenant_key = api_key("default");
+    for (key, context) in [
+        (None, "no key"),
+        (Some("wrong-key-wrong-key"), "a wrong key"),
+        (Some(tenant_key.as_str()), "the tenant's key"),
+    ] {
+        for (method, path) in [("GET", ""), ("PUT", "/acme"), ("DELETE", "/default")] {
+            let (status, answer) = call(addr, method, path, key, body(&good)).await;
+            assert_eq!(status, 401, "{context}, {method} {path}: {answer}");
+            assert_eq!(answer["error"], "unauthorized");
+            assert_error_body(&answer, context);
+        }
+    }
+
+    let too_big = json!({"jwt": {"secret": "x".repeat(300 * 1024)}});
+    let cases: Vec<(&str, &str, Option<Vec<u8>>, u16, &str)> = vec![
+        (
+            "PUT",
+            "/acme",
+            Some(b"not json".to_vec()),
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/acme",
+            body(&json!(["a list"])),
+            422,
+            "invalid_tenant",
+        ),
+        (
+            "PUT",
+            "/acme",
+            body(&json!({"jwt": {"secret": "s"}, "colour": "red"})),
+            422,
+            "invalid_tenant",
+        ),
+        (
+            "PUT",
+            "/acme",
+            body(&json!({"api_key": "k"})),
+            422,
+            "invalid_tenant",
+        ),
+        (
+            "PUT",
+            "/acme",
+            body(&settings("s", json!({"name": "other"}))),
+            422,
+            "invalid_tenant",
+        ),
+        ("PUT", "/bad%20name", body(&good), 422, "invalid_tenant"),
+        (
+            "PUT",
+            "/acme",
+            body(&json!({"jwt": {"secret": {"env": "HOME"}}})),
+            422,
+            "invalid_tenant",
+        ),
+        (
+            "PUT",
+            "/acme",
+            body(&json!({"jwt": {"public_key_file": "keys/rsa.pub.pem"}})),
+            422,
+            "invalid_tenant",
+        ),
+        (
+            "PUT",
+            "/acme",
+            body(&json!({"jwt": {"public_key_pem": "not a key"}})),
+            422,
+            "invalid_tenant",
+        ),
+        (
+            "PUT",
+            "/acme",
+            body(&json!({"jwt": {"secret": "s"}, "limits": {"max_connections": -1}})),
+            422,
+            "invalid_tenant",
+        ),
+        (
+            "PUT",
+            "/acme",
+            body(&json!({"jwt": {"secret": "s"}, "plugins": [{"path": "x.wasm"}]})),
+            422,
+            "invalid_tenant",
+        ),
+        (
+            "PUT",
+            "/acme",
+            body(&json!({"jwt": {"secret": "s"}, "protocol": "morse"})),
+            422,
+            "invalid_tenant",
+        ),
+        ("PUT", "/acme", body(&too_big), 413, "payload_too_large"),
+        ("GET", "/nobody", None, 404, "not_found"),
+        ("DELETE", "/nobody", None, 404, "not_found"),
+        ("PATCH", "/default", body(&good), 405, "method_not_allowed"),
+        ("POST", "", body(&good), 405, "method_not_allowed"),
+    ];
+    for (method, path, payload, status, code) in cases {
+        let (got, answer) = call(addr, method, path, Some(ADMIN_KEY), payload).await;
+        assert_eq!(
+            (got, answer["error"].clone()),
+            (status, json!(code)),
+            "{method} {path}: {answer}"
+        );
+        assert_error_body(&answer, &format!("{method} {path}"));
+    }
+    // The messages name the field.
+    let (_, answer) = operator(
+        addr,
+        "PUT",
+        "/acme",
+        Some(json!({"jwt": {"secret": "s"}, "limits": {"max_connections": -1}})),
+    )
+    .await;
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("limits.max_connections")),
+        "{answer}"
+    );
+
+    assert_eq!(
+        listed(addr).await,
+        vec![("default".to_owned(), "file".to_owned())]
+    );
+    assert_eq!(
+        open(addr, "acme", "acme-secret", "alice").await.err(),
+        Some(404)
+    );
+    assert!(
+        server.node().deployments.known().tenants.is_empty(),
+        "nothing recorded"
+    );
+    let mut client = Client::connect(&server, "default", "alice").await;
+    alive(&mut client, "default").await;
+
+    // Without `admin.api_key` the tenant API is off.
+    let closed = TestServer::start(&config("", &[tenant("default", "", "")])).await;
+    let (status, answer) = call(closed.addr, "GET", "", Some(ADMIN_KEY), None).await;
+    assert_eq!(
+        (status, answer["error"].clone()),
+        (401, json!("unauthorized"))
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_made_at_run_time_serves_rotates_keys_and_goes_without_touching_others() {
+    let server = TestServer::start(&config(&admin(), &[tenant("default", "", "")])).await;
+    let addr = server.addr;
+    let mut bystander = Client::connect(&server, "default", "bystander").await;
+    bystander.join("lobby").await;
+
+    let (status, created) = operator(
+        addr,
+        "PUT",
+        "/acme",
+        Some(settings(
+            "secret-a",
+            json!({"limits": {"max_connections": 3}}),
+        )),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["source"], "api");
+    assert_eq!(
+        created["settings"]["jwt"]["secret"], "(hidden)",
+        "secrets are never shown"
+    );
+    assert_eq!(created["settings"]["api_key"], "(hidden)");
+    let mut first = open(addr, "acme", "secret-a", "alice")
+        .await
+        .expect("acme serves at once");
+    assert_eq!(
+        open(addr, "acme", "wrong-secret", "bob").await.err(),
+        Some(401)
+    );
+
+    // The tenant's own key reaches its plugin API; the operator's reaches it too.
+    let url = format!("http://{addr}/api/tenants/acme/plugins/greeter");
+    let (status, _, answer) = http_send(|client| {
+        client
+            .put(url)
+            .bearer_auth("acme-api-key")
+            .body(wasm_bytes("greeter-v1"))
+    })
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let reply = first.request(json!({"type": "greet"})).await;
+    assert_eq!(reply["payload"]["version"], 1, "{reply}");
+    let kv = format!("http://{addr}/api/tenants/acme/plugins");
+    let (status, _, list) = http_send(|client| client.get(kv).bearer_auth(ADMIN_KEY)).await;
+    assert_eq!(
+        (status, list[0]["name"].clone()),
+        (200, json!("greeter")),
+        "{list}"
+    );
+    // Another tenant's key does not.
+    let url = format!("http://{addr}/api/tenants/acme/plugins");
+    let (status, _, _) = http_send(|client| client.get(url).bearer_auth(api_key("default"))).await;
+    assert_eq!(status, 401);
+
+    // Rotating the JWT key: connections made with the old one stay; new ones need the new.
+    let (status, updated) = operator(
+        addr,
+        "PUT",
+        "/acme",
+        Some(settings(
+            "secret-b",
+            json!({"limits": {"max_connections": 3}}),
+        )),
+    )
+    .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(
+        open(addr, "acme", "secret-a", "carol").await.err(),
+        Some(401)
+    );
+    let mut second = open(addr, "acme", "secret-b", "dave")
+        .await
+        .expect("the new key");
+    alive(&mut first, "a connection made before the rotation").await;
+    let reply = first.request(json!({"type": "greet"})).await;
+    assert_eq!(reply["payload"]["version"], 1, "its plugins stay: {reply}");
+
+    // A lower connection limit holds at once, counting the connections already open.
+    let (status, _) = operator(
+        addr,
+        "PUT",
+        "/acme",
+        Some(settings(
+            "secret-b",
+            json!({"limits": {"max_connections": 2}}),
+        )),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        open(addr, "acme", "secret-b", "erin").await.err(),
+        Some(503),
+        "2 of 2 open"
+    );
+
+    // Delete: its connections close with 1008 `tenant removed`; it is gone; others stay.
+    let (status, deleted) = operator(addr, "DELETE", "/acme", None).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["connections_closed"], 2);
+    for client in [&mut first, &mut second] {
+        assert_eq!(
+            client.expect_close_skipping_text().await,
+            (1008, "tenant removed".to_owned())
+        );
+    }
+    assert_eq!(
+        open(addr, "acme", "secret-b", "frank").await.err(),
+        Some(404)
+    );
+    let (status, _) = operator(addr, "GET", "/acme", None).await;
+    assert_eq!(status, 404);
+    let url = format!("http://{addr}/api/tenants/acme/plugins");
+    let (status, _, _) = http_send(|client| client.get(url).bearer_auth(ADMIN_KEY)).await;
+    assert_eq!(status, 404, "its plugin API is gone");
+    alive(&mut bystander, "another tenant's connection").await;
+    bystander.expect_silence(Duration::from_millis(100)).await;
+
+    // Made again under the same name, it starts empty: no plugins, no key-value entries.
+    let (status, _) = operator(addr, "PUT", "/acme", Some(settings("secret-c", json!({})))).await;
+    assert_eq!(status, 201);
+    let mut again = open(addr, "acme", "secret-c", "gina")
+        .await
+        .expect("made again");
+    let reply = again.request(json!({"type": "greet"})).await;
+    assert_eq!(reply["payload"]["code"], "unknown_type", "{reply}");
+    assert!(
+        server
+            .node()
+            .plugins
+            .routes("acme")
+            .is_some_and(|routes| routes.plugins.is_empty())
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_tenants_key_value_entries_and_history_do_not_come_back_with_its_name() {
+    let tables = plugin_tables(&["kv-probe"], "");
+    let server = TestServer::start(&config(&admin(), &[tenant("default", "", &tables)])).await;
+    let addr = server.addr;
+    let (status, _) = operator(
+        addr,
+        "PUT",
+        "/acme",
+        Some(settings("s", json!({"history": {"size": 10}}))),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let url = format!("http://{addr}/api/tenants/acme/plugins/kv-probe");
+    let (status, _, answer) = http_send(|client| {
+        client
+            .put(url)
+            .bearer_auth(ADMIN_KEY)
+            .body(wasm_bytes("kv-probe"))
+    })
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let mut client = open(addr, "acme", "s", "alice").await.expect("acme");
+    let set =
+        json!({"type": "kv:run", "payload": {"ops": [{"op": "set", "key": "a", "value": "1"}]}});
+    assert_eq!(
+        client.request(set).await["payload"]["results"],
+        json!([true])
+    );
+    let published = json!({"tenant": "acme", "channel": "news", "type": "n", "payload": 1});
+    let url = format!("http://{addr}/api/publish");
+    let (status, _, _) = http_send(|client| {
+        client
+            .post(url)
+            .bearer_auth("acme-api-key")
+            .body(published.to_string())
+    })
+    .await;
+    assert_eq!(status, 200);
+
+    let (status, _) = operator(addr, "DELETE", "/acme", None).await;
+    assert_eq!(status, 200);
+    let (status, _) = operator(
+        addr,
+        "PUT",
+        "/acme",
+        Some(settings("s", json!({"history": {"size": 10}}))),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let url = format!("http://{addr}/api/tenants/acme/plugins/kv-probe");
+    let (status, _, _) = http_send(|client| {
+        client
+            .put(url)
+            .bearer_auth(ADMIN_KEY)
+            .body(wasm_bytes("kv-probe"))
+    })
+    .await;
+    assert_eq!(status, 200);
+    let mut client = open(addr, "acme", "s", "alice").await.expect("acme again");
+    let get = json!({"type": "kv:run", "payload": {"ops": [{"op": "get", "key": "a"}]}});
+    assert_eq!(
+        client.request(get).await["payload"]["results"],
+        json!([null]),
+        "no old entries"
+    );
+    let joined = client
+        .request(json!({"type": "room:join", "channel": "news", "payload": {"since": 0}}))
+        .await;
+    assert_eq!(joined["type"], "ack", "{joined}");
+    assert_eq!(
+        joined["payload"]["recovered"], true,
+        "an empty channel: {joined}"
+    );
+    client.expect_silence(Duration::from_millis(200)).await;
+}
+
+/// A single node on the memory backplane with its state in `dir`, tenants `default` and
+/// `other` from the file.
+fn single_node(dir: &std::path::Path, listen: &str) -> String {
+    config(
+        &format!("{}[state]\ndir = \"{}\"\n", admin(), dir.display()),
+        &[tenant("default", "", ""), tenant("other", "", "")],
+    )
+    .replace("127.0.0.1:0", listen)
+}
+
+#[tokio::test]
+async fn a_single_node_keeps_its_tenants_and_deletes_across_a_kill() {
+    let dir = fresh_state_dir();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut node = BinaryServer::start(&single_node(&dir, &listen)).await;
+    let addr = node.addr;
+    let (status, _) = operator(
+        addr,
+        "PUT",
+        "/acme",
+        Some(settings("acme-secret", json!({}))),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // A file's tenant updated and another deleted through the API: the records win.
+    let (status, _) = operator(
+        addr,
+        "PUT",
+        "/default",
+        Some(settings("rotated", json!({}))),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = operator(addr, "DELETE", "/other", None).await;
+    assert_eq!(status, 200);
+
+    node.signal("KILL");
+    node.wait(WAIT).await;
+    let node = BinaryServer::start(&single_node(&dir, &listen)).await;
+    assert_eq!(
+        listed(node.addr).await,
+        vec![
+            ("acme".to_owned(), "api".to_owned()),
+            ("default".to_owned(), "api".to_owned())
+        ]
+    );
+    let mut acme = open(addr, "acme", "acme-secret", "alice")
+        .await
+        .expect("acme kept");
+    alive(&mut acme, "acme after the restart").await;
+    assert_eq!(
+        open(addr, "default", crate::support::SECRET, "bob")
+            .await
+            .err(),
+        Some(401)
+    );
+    open(addr, "default", "rotated", "bob")
+        .await
+        .expect("the rotated key kept");
+    assert_eq!(
+        open(addr, "other", crate::support::SECRET, "carol")
+            .await
+            .err(),
+        Some(404)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_tenant_made_through_one_node_serves_on_every_node_and_goes_from_every_node() {
+    let redis = RedisServer::start().await;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let config = redis_node_config(&format!("url = \"{}\"\n", redis.url()), "")
+            .replace("[redis]", &format!("{}[redis]", admin()))
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()));
+        let node = BinaryServer::start(&config).await;
+        readyz_becomes(node.addr, 200, WAIT).await;
+        nodes.push(node);
+    }
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
+    let mut bystanders = Vec::new();
+    for (index, addr) in addrs.iter().enumerate() {
+        let mut client = Client::connect_addr(*addr, "default", &format!("bystander{index}")).await;
+        client.join("lobby").await;
+        bystanders.push(client);
+    }
+
+    // Created through node A: usable through B and C within the bound.
+    let started = Instant::now();
+    let (status, _) = operator(
+        addrs[0],
+        "PUT",
+        "/acme",
+        Some(settings("secret-a", json!({}))),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let mut acme = Vec::new();
+    for (index, addr) in addrs.iter().enumerate() {
+        acme.push(
+            open_within(
+                *addr,
+                "acme",
+                "secret-a",
+                &format!("user{index}"),
+                CONVERGED,
+            )
+            .await,
+        );
+    }
+    eprintln!(
+        "created through A, serving on every node after {:?}",
+        started.elapsed()
+    );
+
+    // Updated through B (the key rotated): applies on A and C within the bound, and the
+    // connections made with the old key stay.
+    let started = Instant::now();
+    let (status, _) = operator(
+        addrs[1],
+        "PUT",
+        "/acme",
+        Some(settings("secret-b", json!({}))),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for addr in [addrs[0], addrs[2]] {
+        refused_within(addr, "acme", "secret-a", 401, CONVERGED).await;
+        open(addr, "acme", "secret-b", "new")
+            .await
+            .expect("the new key");
+    }
+    eprintln!(
+        "updated through B, applied everywhere after {:?}",
+        started.elapsed()
+    );
+    for (index, client) in acme.iter_mut().enumerate() {
+        alive(client, &format!("acme on node {index} after the rotation")).await;
+    }
+
+    // Deleted through C: every node closes its connections and refuses it within the bound.
+    let started = Instant::now();
+    let (status, _) = operator(addrs[2], "DELETE", "/acme", None).await;
+    assert_eq!(status, 200);
+    for client in &mut acme {
+        assert_eq!(
+            client.expect_close_skipping_text().await,
+            (1008, "tenant removed".to_owned())
+        );
+    }
+    for addr in &addrs {
+        refused_within(*addr, "acme", "secret-b", 404, CONVERGED).await;
+    }
+    assert!(started.elapsed() < CONVERGED + WAIT);
+    eprintln!(
+        "deleted through C, gone everywhere after {:?}",
+        started.elapsed()
+    );
+
+    // The other tenant's connections were never touched.
+    for (index, client) in bystanders.iter_mut().enumerate() {
+        alive(client, &format!("default on node {index}")).await;
+    }
+    // A node started now has no `acme` either.
+    let config = redis_node_config(&format!("url = \"{}\"\n", redis.url()), "")
+        .replace("[redis]", &format!("{}[redis]", admin()));
+    let late = BinaryServer::start(&config).await;
+    readyz_becomes(late.addr, 200, WAIT).await;
+    assert_eq!(
+        open(late.addr, "acme", "secret-b", "late").await.err(),
+        Some(404)
+    );
+    let (status, list) = operator(late.addr, "GET", "", None).await;
+    assert_eq!(
+        (status, list["tenants"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{list}"
+    );
+}
