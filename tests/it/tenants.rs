@@ -710,3 +710,60 @@ async fn a_tenant_made_through_one_node_serves_on_every_node_and_goes_from_every
         "{list}"
     );
 }
+
+#[tokio::test]
+async fn a_deleted_tenant_leaves_no_key_in_redis() {
+    let redis = RedisServer::start().await;
+    let config = redis_node_config(&format!("url = \"{}\"\n", redis.url()), "")
+        .replace("[redis]", &format!("{}[redis]", admin()));
+    let node = BinaryServer::start(&config).await;
+    readyz_becomes(node.addr, 200, WAIT).await;
+    let addr = node.addr;
+    let (status, _) = operator(addr, "PUT", "/acme", Some(settings("s", json!({})))).await;
+    assert_eq!(status, 201);
+    let url = format!("http://{addr}/api/tenants/acme/plugins/kv-probe");
+    let (status, _, answer) = http_send(|client| {
+        client
+            .put(url)
+            .bearer_auth(ADMIN_KEY)
+            .body(wasm_bytes("kv-probe"))
+    })
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let mut client = open(addr, "acme", "s", "alice").await.expect("acme");
+    let set =
+        json!({"type": "kv:run", "payload": {"ops": [{"op": "set", "key": "a", "value": "1"}]}});
+    assert_eq!(
+        client.request(set).await["payload"]["results"],
+        json!([true])
+    );
+    client.join("news").await;
+    let url = format!("http://{addr}/api/publish");
+    let published = json!({"tenant": "acme", "channel": "news", "type": "n", "payload": 1});
+    let (status, _, _) = http_send(|client| {
+        client
+            .post(url)
+            .bearer_auth("acme-api-key")
+            .body(published.to_string())
+    })
+    .await;
+    assert_eq!(status, 200);
+    let keys = redis.command(&["KEYS", "*acme*"]).await;
+    assert!(keys.contains("kv:{acme:kv-probe}"), "written: {keys}");
+
+    let (status, _) = operator(addr, "DELETE", "/acme", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        client.expect_close_skipping_text().await,
+        (1008, "tenant removed".to_owned())
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let keys = redis.command(&["KEYS", "*acme*"]).await;
+        if keys.trim().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left in Redis: {keys}");
+        sleep(Duration::from_millis(50)).await;
+    }
+}
