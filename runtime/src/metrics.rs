@@ -86,6 +86,15 @@ impl NodeMetrics {
             .or_default() += 1;
     }
 
+    /// Drops a deleted tenant's series, so tenant churn does not pile them up.
+    pub fn forget_tenant(&self, tenant: &str) {
+        self.rejections
+            .lock()
+            .retain(|(name, _, _), _| name != tenant);
+        self.closes.lock().retain(|(name, _), _| name != tenant);
+        self.plugin_load_failures.lock().remove(tenant);
+    }
+
     /// Counts a closed connection by close code (1006 for a drop without a close frame).
     pub fn close(&self, tenant: &str, code: u16) {
         *self

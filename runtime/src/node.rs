@@ -191,6 +191,7 @@ impl Node {
                     0
                 }
             };
+            self.metrics.forget_tenant(&tenant.name);
             tracing::info!(tenant = %tenant.name, closed, kv = entries, rooms, "tenant removed: its connections closed and its state deleted");
         }
     }
@@ -270,7 +271,10 @@ impl Node {
             .disconnected(&conn.tenant.name, &conn.user_id, &conn.id)
             .await;
         self.plugins.on_disconnect(conn, close_code).await;
-        self.metrics.close(&conn.tenant.name, close_code);
+        // A deleted tenant's series are gone; its last closes do not bring them back.
+        if !conn.tenant.is_removed() {
+            self.metrics.close(&conn.tenant.name, close_code);
+        }
     }
 
     /// Starts a graceful shutdown: closes every connection with 1001 and waits until they are

@@ -161,6 +161,9 @@ async fn alive(client: &mut Client, context: &str) {
     assert_eq!(reply["type"], "ack", "{context}: {reply}");
 }
 
+/// A refused request: method, path, body, status and error code.
+type Case<'a> = (&'a str, &'a str, Option<Vec<u8>>, u16, &'a str);
+
 #[tokio::test]
 async fn every_refusal_of_the_tenant_api_answers_4xx_json_and_changes_nothing() {
     let server = TestServer::start(&config(&admin(), &[tenant("default", "", "")])).await;
@@ -184,7 +187,7 @@ async fn every_refusal_of_the_tenant_api_answers_4xx_json_and_changes_nothing() 
     }
 
     let too_big = json!({"jwt": {"secret": "x".repeat(300 * 1024)}});
-    let cases: Vec<(&str, &str, Option<Vec<u8>>, u16, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "PUT",
             "/acme",

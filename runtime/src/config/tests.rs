@@ -100,7 +100,7 @@ jwks_file = "x.json"
             "test.toml: tenants[0].jwt.algorithms[0]: `RS256` does not fit this key; one of HS256, HS384, HS512",
             "test.toml: tenants[0].limits.burst: must be at least 1",
             "test.toml: tenants[0].limits.max_message_bytes: must be positive",
-            "test.toml: tenants[1].jwt: set exactly one of `secret`, `public_key_file`, `jwks_file`",
+            "test.toml: tenants[1].jwt: set exactly one of `secret`, `public_key_file`, `public_key_pem`, `jwks_file`, `jwks`",
         ],
     );
 }
@@ -451,5 +451,73 @@ fn a_tenant_speaks_envelopes_unless_it_says_raw() {
             && error.contains("line 4")
             && error.contains("unknown variant `binary`, expected `envelope` or `raw`"),
         "{error}"
+    );
+}
+
+#[test]
+fn the_operator_key_is_optional_and_at_least_16_bytes() {
+    assert_eq!(parse_ok(MINIMAL).admin_api_key, None);
+    let config = parse_ok(&format!(
+        "[admin]\napi_key = \"0123456789abcdef\"\n{MINIMAL}"
+    ));
+    assert_eq!(config.admin_api_key.as_deref(), Some("0123456789abcdef"));
+    check_errors(
+        &format!("[admin]\napi_key = \"short\"\n{MINIMAL}"),
+        &["test.toml: admin.api_key: must be at least 16 bytes"],
+    );
+}
+
+#[test]
+fn a_tenant_from_the_api_is_validated_like_the_file_and_inline_only() {
+    let config = super::tenant_from_json(serde_json::json!({
+        "name": "acme",
+        "jwt": {"secret": "s", "leeway": "2s"},
+        "limits": {"max_connections": 7},
+        "presence": {"disabled": ["big*"]},
+    }))
+    .expect("valid");
+    assert_eq!(config.name, "acme");
+    assert_eq!(config.limits.max_connections, 7);
+    assert_eq!(config.jwt.leeway, Duration::from_secs(2));
+
+    let pem = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/keys/rsa_public.pem"),
+    )
+    .expect("the fixture");
+    let config = super::tenant_from_json(serde_json::json!({
+        "name": "acme", "jwt": {"public_key_pem": pem}
+    }))
+    .expect("an inline key");
+    assert!(matches!(config.jwt.key, JwtKey::PublicKeyPem { .. }));
+
+    let keys = |value: serde_json::Value| -> Vec<String> {
+        super::tenant_from_json(value)
+            .expect_err("invalid")
+            .iter()
+            .map(|issue| format!("{}: {}", issue.key, issue.message))
+            .collect()
+    };
+    assert_eq!(
+        keys(serde_json::json!({"name": "acme", "jwt": {"secret": {"env": "HOME"}}})),
+        ["jwt.secret: give the value inline: `env` would name one node's environment"]
+    );
+    assert_eq!(
+        keys(serde_json::json!({"name": "acme", "jwt": {"jwks_file": "x.json"}})),
+        [
+            "jwt: give the key inline (`public_key_pem`, `jwks`): a file path would name one node's disk"
+        ]
+    );
+    assert_eq!(
+        keys(
+            serde_json::json!({"name": "acme", "jwt": {"secret": "s"}, "plugins": [{"path": "x.wasm"}]})
+        ),
+        ["plugins: deploy plugins with PUT /api/tenants/{tenant}/plugins/{name}"]
+    );
+    assert_eq!(
+        keys(serde_json::json!({"name": "a b", "jwt": {"secret": "s"}, "limits": {"burst": -1}})),
+        [
+            "name: `a b` is not a tenant name (1..64 of A-Z a-z 0-9 - _)",
+            "limits.burst: must be at least 1"
+        ]
     );
 }

@@ -233,13 +233,17 @@ impl Compiler {
         });
     }
 
-    /// Drops a deleted tenant's compile slots.
+    /// Drops a deleted tenant's compile slots and its series.
     pub fn remove_tenant_gate(&self, tenant: &str) {
         self.tenant_gates.rcu(|current| {
             let mut next = (**current).clone();
             next.remove(tenant);
             next
         });
+        self.outcomes
+            .lock()
+            .retain(|(name, _, _), _| name != tenant);
+        self.refusals.lock().retain(|(name, _), _| name != tenant);
     }
 
     fn is_draining(&self) -> bool {

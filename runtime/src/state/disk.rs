@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -54,7 +55,13 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .unwrap_or("state");
     let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let written = (|| {
-        let mut file = std::fs::File::create(&temporary)?;
+        // Tenant records hold secrets (JWT keys, API keys): readable by the node's user only.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&temporary, path)?;
@@ -312,6 +319,46 @@ mod tests {
             bytes: 3,
             deployed_at_ms: 1,
         }
+    }
+
+    #[tokio::test]
+    async fn tenant_records_are_compare_and_set_kept_private_and_survive_a_reopen() {
+        let dir = temp_dir("tenants");
+        let store = DiskStore::new(dir.clone());
+        let created = TenantRecord {
+            revision: 1,
+            settings: Some(serde_json::json!({"jwt": {"secret": "s"}})),
+            changed_at_ms: 1,
+        };
+        assert_eq!(store.write_tenant("acme", &created).await, Ok(true));
+        assert_eq!(
+            store.write_tenant("acme", &created).await,
+            Ok(false),
+            "a write that did not read the latest record is refused"
+        );
+        let deleted = TenantRecord {
+            revision: 2,
+            settings: None,
+            changed_at_ms: 2,
+        };
+        assert_eq!(store.write_tenant("acme", &deleted).await, Ok(true));
+        let record = PluginRecord::default().deployed(version("abc"));
+        assert_eq!(store.write("acme", "p", &record).await, Ok(true));
+
+        let reopened = DiskStore::new(dir.clone());
+        let snapshot = reopened.snapshot().await.expect("read");
+        assert_eq!(snapshot.revision, 3);
+        assert_eq!(snapshot.tenants.get("acme"), Some(&deleted));
+        assert_eq!(snapshot.record("acme", "p"), Some(&record));
+        let mode = std::fs::metadata(dir.join("state.json"))
+            .expect("written")
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600,
+            "secrets are readable by the node's user only"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

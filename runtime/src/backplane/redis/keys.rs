@@ -121,13 +121,13 @@ impl Keys {
     /// A `SCAN` pattern matching every key-value structure of a tenant's plugins (tenant
     /// names hold no `:` and no glob character; the prefix's are escaped).
     pub fn kv_tenant_pattern(&self, tenant: &str) -> String {
-        format!("{}:kv:{{{tenant}:*", super::scan::escape(&self.prefix))
+        format!("{}:kv:{{{tenant}:*", escape_glob(&self.prefix))
     }
 
     /// `SCAN` patterns matching every room (sequence, history, presence) and user key of a
     /// tenant.
     pub fn tenant_room_patterns(&self, tenant: &str) -> [String; 2] {
-        let prefix = super::scan::escape(&self.prefix);
+        let prefix = escape_glob(&self.prefix);
         [
             format!("{prefix}:r:{{{tenant}:*"),
             format!("{prefix}:u:{{{tenant}:*"),
@@ -161,6 +161,18 @@ pub fn node_of(connection: &str) -> Option<&str> {
     connection.rsplit_once('-').map(|(node, _)| node)
 }
 
+/// Escapes the glob characters of a literal part of a `SCAN` pattern.
+fn escape_glob(literal: &str) -> String {
+    let mut escaped = String::with_capacity(literal.len());
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -176,6 +188,38 @@ mod tests {
             return &key[open + 1..open + 1 + close];
         }
         key
+    }
+
+    #[test]
+    fn a_tenants_clear_patterns_cover_its_keys_only_and_escape_the_prefix() {
+        let keys = Keys::new("sb");
+        let room = RoomKey::new(&Arc::from("acme"), "lobby");
+        let [rooms, users] = keys.tenant_room_patterns("acme");
+        let kv = keys.kv_tenant_pattern("acme");
+        let covered = |key: &str| {
+            [&rooms, &users, &kv]
+                .iter()
+                .any(|pattern| key.starts_with(pattern.trim_end_matches('*')))
+        };
+        for key in [
+            keys.room_meta(&room),
+            keys.room_history(&room),
+            keys.room_presence(&room),
+            keys.user("acme", "alice"),
+            keys.kv_index("acme", "p"),
+            keys.kv_meta("acme", "p"),
+            keys.kv_entry("acme", "p", "k"),
+        ] {
+            assert!(covered(&key), "{key}");
+        }
+        let other = RoomKey::new(&Arc::from("acme2"), "lobby");
+        for key in [keys.room_meta(&other), keys.kv_index("acme2", "p")] {
+            assert!(!covered(&key), "another tenant's {key}");
+        }
+        assert_eq!(
+            Keys::new("a*b?[c]").kv_tenant_pattern("t"),
+            "a\\*b\\?\\[c\\]:kv:{t:*"
+        );
     }
 
     #[test]

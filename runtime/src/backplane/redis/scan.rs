@@ -11,18 +11,6 @@ const MAX_SCANS: usize = 10_000;
 /// How long one clear may take.
 const MAX_TIME: Duration = Duration::from_secs(30);
 
-/// Escapes the glob characters of a literal part of a `SCAN` pattern.
-pub fn escape(literal: &str) -> String {
-    let mut escaped = String::with_capacity(literal.len());
-    for c in literal.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
 /// Unlinks the keys matching `pattern`; how many went. Past its bounds it stops and says so
 /// in the log (what is left expires by its own TTL or goes with the next clear).
 pub async fn unlink_matching(shared: &Shared, pattern: &str) -> Result<usize, BackplaneError> {
