@@ -110,6 +110,10 @@ pub struct Deployments {
     synced: AtomicBool,
     /// Unix milliseconds of the last report sent.
     reported_at: AtomicU64,
+    /// The highest store revision this node has seen, by a poll or after its own write: a
+    /// store whose revision is lower lost its data (even one that lost it before this node's
+    /// next pass applied its own write).
+    highest: AtomicU64,
     /// The bytes of the versions this node serves by record, by blob: what it puts back if
     /// the store loses its data (bounded by what the tenants may load).
     sources: parking_lot::Mutex<HashMap<String, Arc<[u8]>>>,
@@ -155,6 +159,7 @@ impl Deployments {
             known: ArcSwap::from_pointee(Snapshot::default()),
             synced: AtomicBool::new(false),
             reported_at: AtomicU64::new(0),
+            highest: AtomicU64::new(0),
             sources: parking_lot::Mutex::default(),
             removed: parking_lot::Mutex::default(),
             metrics: DeployMetrics::default(),
@@ -243,6 +248,7 @@ impl Deployments {
                 .map_err(DeployError::Store)?
             {
                 self.metrics.changes_written.fetch_add(1, Ordering::Relaxed);
+                self.saw_own_write().await;
                 return Ok(next);
             }
         }
@@ -506,13 +512,11 @@ impl Deployments {
             Ok(revision) => revision,
             Err(error) => return self.store_failed(&error),
         };
-        let lost = {
-            let applied = self.applying.lock().await;
-            applied.revision.is_some_and(|applied| revision < applied)
-        };
+        let lost = revision < self.highest.load(Ordering::Acquire);
         if lost && let Err(error) = self.reseed().await {
             return self.store_failed(&error);
         }
+        self.highest.fetch_max(revision, Ordering::AcqRel);
         let due = {
             let applied = self.applying.lock().await;
             applied.revision != Some(revision)
@@ -531,6 +535,14 @@ impl Deployments {
             >= REPORT_INTERVAL.as_millis() as u64
         {
             self.report(plugins, node).await;
+        }
+    }
+
+    /// Notes the store's revision after a write of this node's, so a loss of the store's data
+    /// right after it is noticed (best effort: a failed read leaves it to the next poll).
+    async fn saw_own_write(&self) {
+        if let Ok(revision) = self.store.revision().await {
+            self.highest.fetch_max(revision, Ordering::AcqRel);
         }
     }
 
@@ -587,6 +599,9 @@ impl Deployments {
                 restored += 1;
             }
         }
+        // From here on the store's new count is the one to compare with.
+        self.highest
+            .store(self.store.revision().await?, Ordering::Release);
         tracing::warn!(
             restored,
             known = known.plugins.len() + known.tenants.len(),
@@ -661,6 +676,7 @@ impl Deployments {
             }
         }
         applied.revision = Some(snapshot.revision);
+        self.highest.fetch_max(snapshot.revision, Ordering::AcqRel);
         let serving: HashSet<&String> = snapshot
             .plugins
             .values()

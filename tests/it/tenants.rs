@@ -810,3 +810,56 @@ async fn a_deleted_tenant_leaves_no_key_in_redis() {
         sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn tenants_survive_redis_losing_its_data_and_reach_a_node_started_afterwards() {
+    let mut redis = RedisServer::start().await;
+    let config = redis_node_config(&format!("url = \"{}\"\n", redis.url()), "")
+        .replace("[redis]", &format!("{}[redis]", admin()));
+    let node =
+        BinaryServer::start_logged(&config.replace("level = \"warn\"", "level = \"info\"")).await;
+    readyz_becomes(node.addr, 200, WAIT).await;
+    let (status, _) = operator(
+        node.addr,
+        "PUT",
+        "/acme",
+        Some(settings("acme-secret", json!({}))),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = operator(node.addr, "DELETE", "/default", None).await;
+    assert_eq!(status, 200);
+    let mut client = open(node.addr, "acme", "acme-secret", "alice")
+        .await
+        .expect("acme");
+
+    // Redis comes back empty: the running node keeps serving and puts the records back.
+    redis.restart().await;
+    let deadline = Instant::now() + WAIT;
+    while !redis
+        .command(&["HEXISTS", "switchboard:{state}:tenants", "acme"])
+        .await
+        .contains('1')
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the tenant record was not put back: {}\n{}",
+            redis.command(&["KEYS", "*"]).await,
+            node.log()
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    alive(&mut client, "acme through the Redis restart").await;
+    let late = BinaryServer::start(&config).await;
+    readyz_becomes(late.addr, 200, WAIT).await;
+    open(late.addr, "acme", "acme-secret", "bob")
+        .await
+        .expect("a node started after the loss serves the tenant");
+    assert_eq!(
+        open(late.addr, "default", crate::support::SECRET, "carol")
+            .await
+            .err(),
+        Some(404),
+        "and the delete"
+    );
+}

@@ -159,6 +159,7 @@ impl Deployments {
                 .map_err(TenantError::Store)?
             {
                 self.metrics.changes_written.fetch_add(1, Ordering::Relaxed);
+                self.saw_own_write().await;
                 return Ok(record);
             }
         }
