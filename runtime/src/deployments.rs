@@ -591,8 +591,8 @@ impl Deployments {
         for (name, record) in &known.tenants {
             let record = TenantRecord {
                 revision: 1,
-                settings: record.settings.clone(),
                 changed_at_ms: now_ms(),
+                ..record.clone()
             };
             if self.store.write_tenant(name, &record).await? {
                 self.metrics.changes_written.fetch_add(1, Ordering::Relaxed);

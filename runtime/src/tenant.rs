@@ -43,6 +43,9 @@ pub struct Tenant {
     /// Set when the tenant is deleted (shared by its versions), so a connection that was
     /// upgrading meanwhile is closed too.
     removed: Arc<AtomicBool>,
+    /// Set when the tenant API made the tenant anew (shared by its versions): the config
+    /// file's plugins of that name are not its own.
+    files_off: Arc<AtomicBool>,
     /// Its counters.
     pub metrics: Arc<TenantMetrics>,
     /// The settings it was built from.
@@ -85,6 +88,9 @@ impl Tenant {
             removed: previous
                 .map(|previous| previous.removed.clone())
                 .unwrap_or_default(),
+            files_off: previous
+                .map(|previous| previous.files_off.clone())
+                .unwrap_or_default(),
             metrics: previous
                 .map(|previous| previous.metrics.clone())
                 .unwrap_or_default(),
@@ -110,6 +116,17 @@ impl Tenant {
     /// Whether the tenant was deleted.
     pub fn is_removed(&self) -> bool {
         self.removed.load(Ordering::SeqCst)
+    }
+
+    /// Whether the plugin files the config names for this tenant are its own: not once it
+    /// was deleted, nor when the tenant API made it anew under that name.
+    pub fn serves_configured_files(&self) -> bool {
+        !self.is_removed() && !self.files_off.load(Ordering::SeqCst)
+    }
+
+    /// Disowns the config file's plugins of this name; `true` if they were its own until now.
+    pub fn disown_configured_files(&self) -> bool {
+        !self.files_off.swap(true, Ordering::SeqCst)
     }
 
     /// Live connections of this tenant on this node.

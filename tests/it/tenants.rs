@@ -533,12 +533,17 @@ async fn a_deleted_tenants_key_value_entries_and_history_do_not_come_back_with_i
     client.expect_silence(Duration::from_millis(200)).await;
 }
 
-/// A single node on the memory backplane with its state in `dir`, tenants `default` and
-/// `other` from the file.
+/// A single node on the memory backplane with its state in `dir`, tenants `default`,
+/// `other` and `third` from the file, each with the `greeter-v1` plugin file.
 fn single_node(dir: &std::path::Path, listen: &str) -> String {
+    let greeter = plugin_tables(&["greeter-v1"], "");
     config(
         &format!("{}[state]\ndir = \"{}\"\n", admin(), dir.display()),
-        &[tenant("default", "", ""), tenant("other", "", "")],
+        &[
+            tenant("default", "", &greeter),
+            tenant("other", "", &greeter),
+            tenant("third", "", &greeter),
+        ],
     )
     .replace("127.0.0.1:0", listen)
 }
@@ -568,6 +573,31 @@ async fn a_single_node_keeps_its_tenants_and_deletes_across_a_kill() {
     assert_eq!(status, 200);
     let (status, _) = operator(addr, "DELETE", "/other", None).await;
     assert_eq!(status, 200);
+    // A configured tenant deleted and made again through the API starts empty: the file's
+    // plugins are not its own.
+    let (status, _) = operator(addr, "DELETE", "/third", None).await;
+    assert_eq!(status, 200);
+    let (status, _) = operator(
+        addr,
+        "PUT",
+        "/third",
+        Some(settings("third-secret", json!({}))),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let mut third = open(addr, "third", "third-secret", "dan")
+        .await
+        .expect("third");
+    let reply = third.request(json!({"type": "greet"})).await;
+    assert_eq!(reply["payload"]["code"], "unknown_type", "{reply}");
+    let mut updated = open(addr, "default", "rotated", "erin")
+        .await
+        .expect("default");
+    let reply = updated.request(json!({"type": "greet"})).await;
+    assert_eq!(
+        reply["payload"]["version"], 1,
+        "an update keeps the file's plugins: {reply}"
+    );
 
     node.signal("KILL");
     node.wait(WAIT).await;
@@ -576,7 +606,8 @@ async fn a_single_node_keeps_its_tenants_and_deletes_across_a_kill() {
         listed(node.addr).await,
         vec![
             ("acme".to_owned(), "api".to_owned()),
-            ("default".to_owned(), "api".to_owned())
+            ("default".to_owned(), "api".to_owned()),
+            ("third".to_owned(), "api".to_owned())
         ]
     );
     let mut acme = open(addr, "acme", "acme-secret", "alice")
@@ -589,9 +620,19 @@ async fn a_single_node_keeps_its_tenants_and_deletes_across_a_kill() {
             .err(),
         Some(401)
     );
-    open(addr, "default", "rotated", "bob")
+    let mut bob = open(addr, "default", "rotated", "bob")
         .await
         .expect("the rotated key kept");
+    let reply = bob.request(json!({"type": "greet"})).await;
+    assert_eq!(reply["payload"]["version"], 1, "{reply}");
+    let mut third = open(addr, "third", "third-secret", "dan")
+        .await
+        .expect("third kept");
+    let reply = third.request(json!({"type": "greet"})).await;
+    assert_eq!(
+        reply["payload"]["code"], "unknown_type",
+        "still not the file's plugins after the restart: {reply}"
+    );
     assert_eq!(
         open(addr, "other", crate::support::SECRET, "carol")
             .await

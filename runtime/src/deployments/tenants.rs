@@ -86,9 +86,14 @@ impl Deployments {
     ) -> Result<TenantChange, TenantError> {
         let config = validate(name, settings.clone())?;
         let mut applied = self.applying.lock().await;
-        let record = self.write_tenant(name, Some(settings.clone())).await?;
         let existed = tenants.get(name).is_some();
+        let record = self
+            .write_tenant(name, Some(settings.clone()), !existed)
+            .await?;
         let tenant = tenants.upsert(&config).map_err(TenantError::Key)?;
+        if record.created {
+            tenant.disown_configured_files();
+        }
         plugins.add_tenant(&tenant);
         applied.tenants.insert(name.to_owned(), settings);
         self.remember_tenant(name, record);
@@ -117,7 +122,7 @@ impl Deployments {
         let Some(tenant) = tenants.get(name) else {
             return Err(TenantError::Unknown);
         };
-        let record = self.write_tenant(name, None).await?;
+        let record = self.write_tenant(name, None, false).await?;
         tenants.remove(name);
         plugins.remove_tenant(name);
         applied.tenants.remove(name);
@@ -135,20 +140,23 @@ impl Deployments {
     }
 
     /// Writes a tenant's record (`None`: deleted) over whatever is stored, retrying when
-    /// another writer came first.
+    /// another writer came first. `created`: the tenant is made anew (an update of a tenant
+    /// made anew stays so).
     async fn write_tenant(
         &self,
         name: &str,
         settings: Option<serde_json::Value>,
+        created: bool,
     ) -> Result<TenantRecord, TenantError> {
         for _ in 0..WRITE_ATTEMPTS {
             let snapshot = self.store.snapshot().await.map_err(TenantError::Store)?;
-            let revision = snapshot
-                .tenants
-                .get(name)
-                .map_or(0, |record| record.revision);
+            let current = snapshot.tenants.get(name);
             let record = TenantRecord {
-                revision: revision + 1,
+                revision: current.map_or(0, |record| record.revision) + 1,
+                created: settings.is_some()
+                    && (created
+                        || current
+                            .is_some_and(|record| record.settings.is_some() && record.created)),
                 settings: settings.clone(),
                 changed_at_ms: now_ms(),
             };
@@ -223,6 +231,14 @@ impl Deployments {
                         .and_then(|config| tenants.upsert(&config).map_err(TenantError::Key));
                     match tenant {
                         Ok(tenant) => {
+                            // A tenant made anew through the API does not serve the files
+                            // this node loaded for a configured tenant of that name.
+                            if record.created && tenant.disown_configured_files() {
+                                let dropped = plugins.remove_tenant(name);
+                                if dropped > 0 {
+                                    tracing::info!(tenant = %name, dropped, "the config file's plugins are not served: the tenant API made this tenant anew");
+                                }
+                            }
                             plugins.add_tenant(&tenant);
                             applied.tenants.insert(name.clone(), settings.clone());
                             self.metrics.applied(record.changed_at_ms);

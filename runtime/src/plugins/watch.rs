@@ -155,6 +155,10 @@ async fn reload_loop(
 
 async fn reload(plugins: &Arc<Plugins>, path: &std::path::Path, watched: &Watched) {
     let tenant = &watched.tenant;
+    if !tenant.serves_configured_files() {
+        tracing::info!(tenant = %tenant.name, path = %path.display(), "plugin file changed; not loaded: the tenant was deleted or made anew through the tenant API");
+        return;
+    }
     let result = async {
         let bytes = tokio::fs::read(path)
             .await

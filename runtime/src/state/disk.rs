@@ -329,6 +329,7 @@ mod tests {
             revision: 1,
             settings: Some(serde_json::json!({"jwt": {"secret": "s"}})),
             changed_at_ms: 1,
+            created: true,
         };
         assert_eq!(store.write_tenant("acme", &created).await, Ok(true));
         assert_eq!(
@@ -340,6 +341,7 @@ mod tests {
             revision: 2,
             settings: None,
             changed_at_ms: 2,
+            created: false,
         };
         assert_eq!(store.write_tenant("acme", &deleted).await, Ok(true));
         let record = PluginRecord::default().deployed(version("abc"));

@@ -53,6 +53,11 @@ pub struct TenantRecord {
     /// When the record was last written (Unix milliseconds).
     #[serde(default)]
     pub changed_at_ms: u64,
+    /// The tenant API made the tenant anew (no tenant of that name served when it was
+    /// created, updates keep it): the config file's plugins of that name are not served for
+    /// it, so it starts as empty on every node as it did on the one that made it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created: bool,
 }
 
 /// Why a rollback cannot be made.
