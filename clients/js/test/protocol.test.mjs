@@ -217,4 +217,5 @@ test("close-code policy: which closes reconnect", () => {
   for (const code of final) assert.equal(shouldReconnectAfterClose(code, ""), false, `${code}`);
   assert.equal(shouldReconnectAfterClose(1008, "rate limit exceeded"), true);
   assert.equal(shouldReconnectAfterClose(1008, "invalid envelope: missing type"), false);
+  assert.equal(shouldReconnectAfterClose(1008, "tenant removed"), false);
 });
