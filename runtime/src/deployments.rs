@@ -95,6 +95,8 @@ struct Applied {
     /// The settings of each tenant record applied here (or found not to apply), so a pass
     /// rebuilds only the tenants whose record changed.
     tenants: HashMap<String, serde_json::Value>,
+    /// The tenants whose recorded settings do not apply here.
+    tenant_failures: HashSet<String>,
 }
 
 /// The desired state as this node knows and applies it.

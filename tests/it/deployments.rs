@@ -552,7 +552,7 @@ async fn a_version_that_cannot_load_is_refused_and_changes_nothing_anywhere() {
 }
 
 /// Waits until the node's series `name` reads `value`.
-async fn metric_becomes(addr: SocketAddr, name: &str, value: f64, within: Duration) {
+pub(crate) async fn metric_becomes(addr: SocketAddr, name: &str, value: f64, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let now = crate::cluster::metric(addr, name).await;

@@ -904,3 +904,43 @@ async fn tenants_survive_redis_losing_its_data_and_reach_a_node_started_afterwar
         "and the delete"
     );
 }
+
+#[tokio::test]
+async fn a_tenant_record_a_node_cannot_apply_is_shown_and_changes_nothing_there() {
+    let redis = RedisServer::start().await;
+    let config = redis_node_config(&format!("url = \"{}\"\n", redis.url()), "")
+        .replace("[redis]", &format!("{}[redis]", admin()));
+    let node = BinaryServer::start(&config).await;
+    readyz_becomes(node.addr, 200, WAIT).await;
+    let mut client = Client::connect_addr(node.addr, "default", "alice").await;
+    // What a newer node might write: a field this one does not know.
+    let record = json!({
+        "revision": 1,
+        "settings": {"jwt": {"secret": "s"}, "a_future_field": true},
+        "changed_at_ms": 1
+    });
+    redis
+        .command(&[
+            "HSET",
+            "switchboard:{state}:tenants",
+            "default",
+            &record.to_string(),
+        ])
+        .await;
+    redis
+        .command(&["INCR", "switchboard:{state}:revision"])
+        .await;
+    crate::deployments::metric_becomes(
+        node.addr,
+        "switchboard_state_mismatched_tenants",
+        1.0,
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        crate::cluster::metric(node.addr, "switchboard_state_apply_failures_total").await,
+        1.0
+    );
+    alive(&mut client, "the tenant as it was").await;
+    Client::connect_addr(node.addr, "default", "bob").await;
+}

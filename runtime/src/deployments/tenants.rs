@@ -96,6 +96,7 @@ impl Deployments {
         }
         plugins.add_tenant(&tenant);
         applied.tenants.insert(name.to_owned(), settings);
+        applied.tenant_failures.remove(name);
         self.remember_tenant(name, record);
         tracing::info!(
             tenant = name,
@@ -216,6 +217,7 @@ impl Deployments {
             match &record.settings {
                 None => {
                     applied.tenants.remove(name);
+                    applied.tenant_failures.remove(name);
                     if let Some(tenant) = tenants.remove(name) {
                         plugins.remove_tenant(name);
                         self.removed.lock().push(tenant);
@@ -231,6 +233,7 @@ impl Deployments {
                         .and_then(|config| tenants.upsert(&config).map_err(TenantError::Key));
                     match tenant {
                         Ok(tenant) => {
+                            applied.tenant_failures.remove(name);
                             // A tenant made anew through the API does not serve the files
                             // this node loaded for a configured tenant of that name.
                             if record.created && tenant.disown_configured_files() {
@@ -247,6 +250,7 @@ impl Deployments {
                         Err(error) => {
                             // Counted and logged once per settings, not at every poll.
                             applied.tenants.insert(name.clone(), settings.clone());
+                            applied.tenant_failures.insert(name.clone());
                             self.metrics.failures.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(tenant = %name, %error, "the tenant's settings do not apply here; it stays as it was");
                         }
@@ -254,5 +258,8 @@ impl Deployments {
                 }
             }
         }
+        self.metrics
+            .mismatched_tenants
+            .store(applied.tenant_failures.len() as u64, Ordering::Relaxed);
     }
 }

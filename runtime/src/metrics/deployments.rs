@@ -26,6 +26,8 @@ pub struct DeployMetrics {
     pub revision: AtomicU64,
     /// Recorded plugins whose desired version this node does not serve.
     pub mismatched: AtomicU64,
+    /// Tenant records whose settings do not apply on this node.
+    pub mismatched_tenants: AtomicU64,
 }
 
 impl DeployMetrics {
@@ -40,23 +42,23 @@ impl DeployMetrics {
     /// Appends the series.
     pub fn render(&self, out: &mut String, synced: bool) {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 6] = [
+        let rows: [(&str, &str, &str, u64); 7] = [
             (
                 "switchboard_state_changes_written_total",
                 "counter",
-                "Desired-state changes (deploys, rollbacks, deletes) written through this node.",
+                "Desired-state changes (tenant changes, deploys, rollbacks, deletes) written through this node.",
                 load(&self.changes_written),
             ),
             (
                 "switchboard_state_changes_applied_total",
                 "counter",
-                "Desired-state changes applied on this node (a version swapped in, a plugin taken out).",
+                "Desired-state changes applied on this node (a tenant made, changed or removed, a version swapped in, a plugin taken out).",
                 load(&self.changes_applied),
             ),
             (
                 "switchboard_state_apply_failures_total",
                 "counter",
-                "Deployed versions that did not load on this node (the previous version kept serving).",
+                "Deployed versions, or tenant settings, that did not apply on this node (the previous ones kept serving).",
                 load(&self.failures),
             ),
             (
@@ -76,6 +78,12 @@ impl DeployMetrics {
                 "gauge",
                 "Deployed plugins whose desired version this node does not serve.",
                 load(&self.mismatched),
+            ),
+            (
+                "switchboard_state_mismatched_tenants",
+                "gauge",
+                "Tenant records whose settings do not apply on this node (it serves the tenant as it was).",
+                load(&self.mismatched_tenants),
             ),
         ];
         for (name, kind, help, value) in rows {
