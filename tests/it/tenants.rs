@@ -153,6 +153,36 @@ async fn listed(addr: SocketAddr) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Deploys the fixture `fixture` as plugin `name` of `acme` with `key`.
+async fn deploy_to_acme(addr: SocketAddr, key: &str, name: &str, fixture: &str) {
+    let url = format!("http://{addr}/api/tenants/acme/plugins/{name}");
+    let (key, bytes) = (key.to_owned(), wasm_bytes(fixture));
+    let (status, _, answer) =
+        http_send(|client| client.put(url).bearer_auth(key).body(bytes)).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Sets `a` in acme's `kv-probe` namespace through `client`, and publishes to its `news`
+/// channel with acme's key: state a delete must not leave behind.
+async fn leave_state(addr: SocketAddr, client: &mut Client) {
+    let set =
+        json!({"type": "kv:run", "payload": {"ops": [{"op": "set", "key": "a", "value": "1"}]}});
+    assert_eq!(
+        client.request(set).await["payload"]["results"],
+        json!([true])
+    );
+    let url = format!("http://{addr}/api/publish");
+    let published = json!({"tenant": "acme", "channel": "news", "type": "n", "payload": 1});
+    let (status, _, _) = http_send(|client| {
+        client
+            .post(url)
+            .bearer_auth("acme-api-key")
+            .body(published.to_string())
+    })
+    .await;
+    assert_eq!(status, 200);
+}
+
 /// A round trip on a connection (a join of a fresh room), which must be answered.
 async fn alive(client: &mut Client, context: &str) {
     static ROOMS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -353,15 +383,7 @@ async fn a_tenant_made_at_run_time_serves_rotates_keys_and_goes_without_touching
     );
 
     // The tenant's own key reaches its plugin API; the operator's reaches it too.
-    let url = format!("http://{addr}/api/tenants/acme/plugins/greeter");
-    let (status, _, answer) = http_send(|client| {
-        client
-            .put(url)
-            .bearer_auth("acme-api-key")
-            .body(wasm_bytes("greeter-v1"))
-    })
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    deploy_to_acme(addr, "acme-api-key", "greeter", "greeter-v1").await;
     let reply = first.request(json!({"type": "greet"})).await;
     assert_eq!(reply["payload"]["version"], 1, "{reply}");
     let kv = format!("http://{addr}/api/tenants/acme/plugins");
@@ -469,32 +491,9 @@ async fn a_deleted_tenants_key_value_entries_and_history_do_not_come_back_with_i
     )
     .await;
     assert_eq!(status, 201);
-    let url = format!("http://{addr}/api/tenants/acme/plugins/kv-probe");
-    let (status, _, answer) = http_send(|client| {
-        client
-            .put(url)
-            .bearer_auth(ADMIN_KEY)
-            .body(wasm_bytes("kv-probe"))
-    })
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    deploy_to_acme(addr, ADMIN_KEY, "kv-probe", "kv-probe").await;
     let mut client = open(addr, "acme", "s", "alice").await.expect("acme");
-    let set =
-        json!({"type": "kv:run", "payload": {"ops": [{"op": "set", "key": "a", "value": "1"}]}});
-    assert_eq!(
-        client.request(set).await["payload"]["results"],
-        json!([true])
-    );
-    let published = json!({"tenant": "acme", "channel": "news", "type": "n", "payload": 1});
-    let url = format!("http://{addr}/api/publish");
-    let (status, _, _) = http_send(|client| {
-        client
-            .post(url)
-            .bearer_auth("acme-api-key")
-            .body(published.to_string())
-    })
-    .await;
-    assert_eq!(status, 200);
+    leave_state(addr, &mut client).await;
 
     let (status, _) = operator(addr, "DELETE", "/acme", None).await;
     assert_eq!(status, 200);
@@ -506,15 +505,7 @@ async fn a_deleted_tenants_key_value_entries_and_history_do_not_come_back_with_i
     )
     .await;
     assert_eq!(status, 201);
-    let url = format!("http://{addr}/api/tenants/acme/plugins/kv-probe");
-    let (status, _, _) = http_send(|client| {
-        client
-            .put(url)
-            .bearer_auth(ADMIN_KEY)
-            .body(wasm_bytes("kv-probe"))
-    })
-    .await;
-    assert_eq!(status, 200);
+    deploy_to_acme(addr, ADMIN_KEY, "kv-probe", "kv-probe").await;
     let mut client = open(addr, "acme", "s", "alice").await.expect("acme again");
     let get = json!({"type": "kv:run", "payload": {"ops": [{"op": "get", "key": "a"}]}});
     assert_eq!(
@@ -805,33 +796,10 @@ async fn a_deleted_tenant_leaves_no_key_in_redis() {
     let addr = node.addr;
     let (status, _) = operator(addr, "PUT", "/acme", Some(settings("s", json!({})))).await;
     assert_eq!(status, 201);
-    let url = format!("http://{addr}/api/tenants/acme/plugins/kv-probe");
-    let (status, _, answer) = http_send(|client| {
-        client
-            .put(url)
-            .bearer_auth(ADMIN_KEY)
-            .body(wasm_bytes("kv-probe"))
-    })
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    deploy_to_acme(addr, ADMIN_KEY, "kv-probe", "kv-probe").await;
     let mut client = open(addr, "acme", "s", "alice").await.expect("acme");
-    let set =
-        json!({"type": "kv:run", "payload": {"ops": [{"op": "set", "key": "a", "value": "1"}]}});
-    assert_eq!(
-        client.request(set).await["payload"]["results"],
-        json!([true])
-    );
     client.join("news").await;
-    let url = format!("http://{addr}/api/publish");
-    let published = json!({"tenant": "acme", "channel": "news", "type": "n", "payload": 1});
-    let (status, _, _) = http_send(|client| {
-        client
-            .post(url)
-            .bearer_auth("acme-api-key")
-            .body(published.to_string())
-    })
-    .await;
-    assert_eq!(status, 200);
+    leave_state(addr, &mut client).await;
     let keys = redis.command(&["KEYS", "*acme*"]).await;
     assert!(keys.contains("kv:{acme:kv-probe}"), "written: {keys}");
 

@@ -379,8 +379,9 @@ return 1
     )
 });
 
-/// Writes a plugin record of the desired state if the stored one is at the revision the
-/// writer read, and counts the change. KEYS: records hash, revision counter. ARGV: field,
+/// Writes a record of the desired state (a plugin's or a tenant's: a JSON object with a
+/// `revision`) if the stored one is at the revision the writer read, and counts the change.
+/// KEYS: the records' hash, revision counter. ARGV: field,
 /// the revision read (0: none), the record's JSON. Returns 1 when written, 0 when another
 /// write came first.
 pub static STATE_WRITE: LazyLock<Script> = LazyLock::new(|| {

@@ -31,6 +31,33 @@ fn unavailable(error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(error.to_string())
 }
 
+impl RedisState {
+    /// Writes `record` (at `revision`) to `field` of `hash` if the stored one is at
+    /// `revision - 1` (0: none), and counts the change.
+    async fn compare_and_set(
+        &self,
+        hash: &str,
+        field: &str,
+        revision: u64,
+        record: &impl serde::Serialize,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(record)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let expected = revision.saturating_sub(1).to_string();
+        let written: i64 = self
+            .shared
+            .link
+            .invoke(
+                &scripts::STATE_WRITE,
+                &[hash, &self.shared.keys.state_revision()],
+                &[field, &expected, &json],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(written == 1)
+    }
+}
+
 /// A record's field in the records hash.
 fn field(tenant: &str, plugin: &str) -> String {
     format!("{tenant}\t{plugin}")
@@ -130,40 +157,15 @@ impl StateStore for RedisState {
         plugin: &str,
         record: &PluginRecord,
     ) -> Result<bool, StoreError> {
-        let keys = &self.shared.keys;
-        let json = serde_json::to_string(record)
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-        let expected = record.revision.saturating_sub(1).to_string();
-        let written: i64 = self
-            .shared
-            .link
-            .invoke(
-                &scripts::STATE_WRITE,
-                &[&keys.state_records(), &keys.state_revision()],
-                &[&field(tenant, plugin), &expected, &json],
-            )
+        let hash = self.shared.keys.state_records();
+        self.compare_and_set(&hash, &field(tenant, plugin), record.revision, record)
             .await
-            .map_err(unavailable)?;
-        Ok(written == 1)
     }
 
     async fn write_tenant(&self, tenant: &str, record: &TenantRecord) -> Result<bool, StoreError> {
-        let keys = &self.shared.keys;
-        let json = serde_json::to_string(record)
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-        let expected = record.revision.saturating_sub(1).to_string();
-        // The records' script: it reads `revision` from the stored JSON, whatever the hash.
-        let written: i64 = self
-            .shared
-            .link
-            .invoke(
-                &scripts::STATE_WRITE,
-                &[&keys.state_tenants(), &keys.state_revision()],
-                &[tenant, &expected, &json],
-            )
+        let hash = self.shared.keys.state_tenants();
+        self.compare_and_set(&hash, tenant, record.revision, record)
             .await
-            .map_err(unavailable)?;
-        Ok(written == 1)
     }
 
     async fn forget(&self, tenant: &str, plugin: &str, revision: u64) -> Result<bool, StoreError> {
