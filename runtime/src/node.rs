@@ -172,7 +172,8 @@ impl Node {
         for tenant in self.deployments.take_removed() {
             let mut closed = 0;
             for conn in self.registry.all() {
-                if conn.tenant.name == tenant.name {
+                // The flag, not the name: a tenant made again under the name keeps its own.
+                if conn.tenant.name == tenant.name && conn.tenant.is_removed() {
                     conn.outbox.close(CloseReason::TenantRemoved);
                     closed += 1;
                 }
