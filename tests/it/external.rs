@@ -32,8 +32,31 @@ const REAP: Duration = Duration::from_secs(5);
 /// How often readiness is polled.
 const POLL: Duration = Duration::from_millis(50);
 
-/// A port on 127.0.0.1 that was free a moment ago (bound to port 0, read, released).
+/// A port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range
+/// (Linux: 32768 and up). A port from binding port 0 is an ephemeral one, which the next
+/// outgoing connection of any test running beside this one may take before the server that
+/// was meant to listen on it binds it; below that range only another `free_port` pick can,
+/// and picks start at a random place and never repeat within a process.
 pub fn free_port() -> u16 {
+    const FIRST: u64 = 20_000;
+    const SPAN: u64 = 12_000;
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static PICKS: AtomicU32 = AtomicU32::new(0);
+    let seed = *SEED.get_or_init(|| {
+        u64::from(std::process::id()).wrapping_mul(7919)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.subsec_nanos().into())
+    });
+    for _ in 0..SPAN {
+        // A step of 7 is prime to the span: successive picks visit every port once.
+        let pick = u64::from(PICKS.fetch_add(1, Ordering::Relaxed));
+        let port = FIRST + (seed.wrapping_add(pick.wrapping_mul(7)) % SPAN);
+        let port = u16::try_from(port).unwrap_or(20_000);
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())
         .expect("bind 127.0.0.1:0")
