@@ -83,11 +83,18 @@ pub fn parse_config(config_text: &str) -> switchboard::config::Config {
 /// A state directory no other server uses (not created: a node makes it on its first write).
 pub fn fresh_state_dir() -> PathBuf {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    std::env::temp_dir().join(format!(
-        "switchboard-state-{}-{}",
+    // The pid alone repeats within a run (pid_max can be 32768, and a run starts thousands
+    // of processes), and a reused directory would hand a test another test's deploys.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "switchboard-state-{}-{nanos}-{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
-    ))
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 /// A server running inside the test process.
@@ -686,12 +693,17 @@ impl Drop for TempFile {
 /// Writes `text` to a fresh file in the temp folder.
 pub fn temp_file(stem: &str, text: &str) -> TempFile {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
+    // Not the pid alone: it repeats within a run (see `fresh_state_dir`).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
     let path = std::env::temp_dir().join(format!(
-        "switchboard-{stem}-{}-{}.toml",
+        "switchboard-{stem}-{}-{nanos}-{}.toml",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::write(&path, text).expect("temp file written");
+    let _ = std::fs::remove_dir_all(path.with_extension("state"));
     TempFile(path)
 }
 
