@@ -633,6 +633,12 @@ async fn a_single_node_keeps_its_tenants_and_deletes_across_a_kill() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A node config on `redis` with the operator's key and tenant `default` without plugins.
+fn redis_config(redis: &RedisServer) -> String {
+    redis_node_config(&format!("url = \"{}\"\n", redis.url()), "")
+        .replace("[redis]", &format!("{}[redis]", admin()))
+}
+
 /// Clients of tenant `default` through `front` sending `greet` one after another until told
 /// to stop; each returns how many replies it got, every one checked to be the answer to the
 /// request before it (so none is lost, doubled or out of order).
@@ -789,8 +795,7 @@ async fn a_tenant_made_through_one_node_serves_on_every_node_and_goes_from_every
 #[tokio::test]
 async fn a_deleted_tenant_leaves_no_key_in_redis() {
     let redis = RedisServer::start().await;
-    let config = redis_node_config(&format!("url = \"{}\"\n", redis.url()), "")
-        .replace("[redis]", &format!("{}[redis]", admin()));
+    let config = redis_config(&redis);
     let node = BinaryServer::start(&config).await;
     readyz_becomes(node.addr, 200, WAIT).await;
     let addr = node.addr;
@@ -823,8 +828,7 @@ async fn a_deleted_tenant_leaves_no_key_in_redis() {
 #[tokio::test]
 async fn tenants_survive_redis_losing_its_data_and_reach_a_node_started_afterwards() {
     let mut redis = RedisServer::start().await;
-    let config = redis_node_config(&format!("url = \"{}\"\n", redis.url()), "")
-        .replace("[redis]", &format!("{}[redis]", admin()));
+    let config = redis_config(&redis);
     let node =
         BinaryServer::start_logged(&config.replace("level = \"warn\"", "level = \"info\"")).await;
     readyz_becomes(node.addr, 200, WAIT).await;
@@ -876,8 +880,7 @@ async fn tenants_survive_redis_losing_its_data_and_reach_a_node_started_afterwar
 #[tokio::test]
 async fn a_tenant_record_a_node_cannot_apply_is_shown_and_changes_nothing_there() {
     let redis = RedisServer::start().await;
-    let config = redis_node_config(&format!("url = \"{}\"\n", redis.url()), "")
-        .replace("[redis]", &format!("{}[redis]", admin()));
+    let config = redis_config(&redis);
     let node = BinaryServer::start(&config).await;
     readyz_becomes(node.addr, 200, WAIT).await;
     let mut client = Client::connect_addr(node.addr, "default", "alice").await;
